@@ -1,0 +1,114 @@
+"""
+### Latent anomaly detection, one data interval at a time
+
+Each run takes the batches that landed for its data interval
+(`<landing>/<dataset>/date=YYYY-MM-DD/*.parquet|csv`), or the one file in the `input_path`
+param, and for each batch:
+
+1. **ingest**: read it (pyarrow), normalise column names, stage it;
+2. **validate**: Great Expectations suite from `expectations/<dataset>/suite.json`; bad rows
+   go to `quarantine/<batch_id>/rows.parquet`, a bad batch to `quarantine/<batch_id>/` and its
+   task is *skipped* with the reason;
+3. **train_or_update**: train and register a model in MLflow when there is no `champion`
+   (or when `force_retrain` is set), otherwise keep the champion;
+4. **score**: every valid row scored by `@champion`: scores, flag, top features, nearest
+   normal records;
+5. **report**: one self-contained HTML report per batch.
+
+Rows in = rows scored + rows quarantined, for every batch (`python -m pipeline status`).
+Each task calls one function of `pipeline.tasks`; nothing heavy is imported at parse time.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+SCHEDULE = os.environ.get("SENTINEL_SCHEDULE", "@daily")
+DEFAULT_DATASET = os.environ.get("SENTINEL_DATASET", "retail_purchases")
+
+
+@dag(
+    dag_id="latent_anomaly",
+    schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    tags=["anomaly-detection", "latent-sentinel", "mlflow", "great-expectations"],
+    default_args={"owner": "latent-sentinel", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    params={
+        "dataset": Param(DEFAULT_DATASET, type="string", description="dataset in expectations/"),
+        "input_path": Param(
+            None, type=["null", "string"], description="one batch file; empty = the landing zone"
+        ),
+        "force_retrain": Param(False, type="boolean", description="train a new model version"),
+    },
+    doc_md=__doc__,
+)
+def latent_anomaly():
+    @task
+    def discover() -> list[str]:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        return run_step(
+            tasks.discover,
+            p["dataset"],
+            p.get("input_path") or None,
+            ctx["data_interval_start"],
+            ctx["data_interval_end"],
+        )
+
+    @task
+    def ingest(source: str) -> dict:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        return run_step(tasks.ingest, source, get_current_context()["params"]["dataset"])
+
+    @task
+    def validate(batch: dict) -> dict:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        return run_step(tasks.validate, batch)
+
+    @task(trigger_rule="none_failed")
+    def train_or_update(batches: list[dict]) -> list[dict]:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        batches = list(batches)
+        p = get_current_context()["params"]
+        if not batches:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException("no valid batch in this interval")
+        model = run_step(tasks.train_or_update, p["dataset"], batches, bool(p["force_retrain"]))
+        return [{**b, "model": model} for b in batches]
+
+    @task
+    def score(batch: dict) -> dict:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        return run_step(tasks.score, batch, batch.get("model"))
+
+    @task
+    def report(batch: dict) -> dict:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        return run_step(tasks.report, batch)
+
+    validated = validate.expand(batch=ingest.expand(source=discover()))
+    scored = score.expand(batch=train_or_update(validated))
+    report.expand(batch=scored)
+
+
+latent_anomaly()

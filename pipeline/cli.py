@@ -1,0 +1,250 @@
+"""``python -m pipeline ...``: the same functions the DAG calls, from a terminal.
+
+Errors a user can fix print one line (``error: ...``) and exit non-zero; ``--verbose`` adds
+the traceback and debug logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import SentinelError, Settings
+
+log = logging.getLogger("pipeline")
+
+EXIT_ERROR = 2
+EXIT_QUARANTINED = 3
+NOISY = ("great_expectations", "mlflow", "alembic", "urllib3", "absl", "tensorflow", "h5py", "matplotlib")
+
+
+def setup_logging(verbose: bool = False, force: bool = True) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if force or not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+            stream=sys.stderr,
+            force=force,
+        )
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pipeline.demo_data import generate_purchases, labels_path_for
+    from pipeline.storage import write_csv, write_parquet
+
+    if args.dataset != "retail_purchases":
+        raise SentinelError(f"generate knows only the demo dataset 'retail_purchases', not {args.dataset!r}")
+    out = Path(args.out)
+    if out.suffix not in (".parquet", ".csv"):
+        raise SentinelError(f"--out must end in .parquet or .csv, got {args.out}")
+    df, labels = generate_purchases(
+        args.rows, seed=args.seed, anomaly_rate=args.anomaly_rate, bad_row_rate=args.bad_row_rate,
+        broken=args.broken, day=args.day,
+    )
+    (write_parquet if out.suffix == ".parquet" else write_csv)(out, df)
+    lab = Path(labels_path_for(str(out)))
+    write_csv(lab, labels)
+    print(f"wrote {len(df)} rows to {out} ({int(labels.is_anomaly.sum())} labelled anomalies in {lab})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline import tasks
+
+    result = tasks.run_batch(args.input, args.dataset, args.batch_id, args.force_retrain)
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"batch {result['batch_id']}: {result['rows_in']} rows in, {result['rows_scored']} scored, "
+            f"{result['rows_quarantined']} quarantined, {result['alerts']} alerts "
+            f"(model {result['model_name']} v{result['model_version']}, {result['model_action']})\n"
+            f"report: {result['report']}"
+        )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pipeline import tasks
+
+    r = tasks.score_file(args.input, args.dataset, args.out)
+    print(f"scored {r['rows_scored']} rows, {r['alerts']} alerts, model {r['model_name']} v{r['model_version']}: {r['out']}")
+    return 0
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    from pipeline import registry, status
+
+    batches = []
+    for r in status.all_batches(settings):
+        batches.append(
+            {
+                "batch_id": r.get("batch_id"),
+                "dataset": r.get("dataset"),
+                "state": r.get("state"),
+                "rows_in": r.get("rows_in"),
+                "rows_scored": r.get("rows_scored", 0),
+                "rows_quarantined": r.get("rows_quarantined", 0),
+                "alerts": r.get("alerts", 0),
+                "model_version": r.get("model_version"),
+                "report": r.get("report"),
+                "reason": r.get("reason"),
+                "labels": r.get("labels"),
+                "source": r.get("source"),
+                "updated_at": r.get("updated_at"),
+            }
+        )
+    models = registry.list_models(settings) if _has_mlflow_store(settings) else []
+    return {"home": str(settings.home), "tracking_uri": settings.tracking_uri, "batches": batches, "models": models}
+
+
+def _has_mlflow_store(settings: Settings) -> bool:
+    uri = settings.tracking_uri
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = collect_status(Settings.from_env())
+    if args.json:
+        _print_json(st)
+        return 0
+    if not st["batches"]:
+        print(f"nothing processed yet under {st['home']}")
+    for b in st["batches"]:
+        line = (
+            f"{b['batch_id']:<28} {b['state'] or '?':<12} in={b['rows_in']} scored={b['rows_scored']} "
+            f"quarantined={b['rows_quarantined']} alerts={b['alerts']} model=v{b['model_version']}"
+        )
+        if b.get("reason"):
+            line += f"  reason: {b['reason']}"
+        print(line)
+    for m in st["models"]:
+        print(f"model {m['name']}: versions {m['versions']}, aliases {m['aliases']}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from pipeline import registry
+    from pipeline.config import load_dataset
+
+    s = Settings.from_env()
+    cfg = load_dataset(s, args.dataset)
+    old = registry.promote(s, cfg.model_name, str(args.version))
+    print(f"{cfg.model_name}: version {args.version} is champion (was {old})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from pipeline import registry
+    from pipeline.config import load_dataset
+
+    s = Settings.from_env()
+    cfg = load_dataset(s, args.dataset)
+    v = registry.rollback(s, cfg.model_name)
+    print(f"{cfg.model_name}: rolled back, version {v} is champion")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(Settings.from_env(), days=args.days, rows=args.rows, seed=args.seed)
+
+
+# -------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description="Latent Sentinel: anomaly detection for tabular batches.")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write one synthetic batch and its labels file")
+    g.add_argument("--dataset", default="retail_purchases")
+    g.add_argument("--rows", type=int, default=5000)
+    g.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--anomaly-rate", type=float, default=0.02)
+    g.add_argument("--bad-row-rate", type=float, default=0.0, help="share of rows that break the data contract")
+    g.add_argument("--broken", action="store_true", help="drop a required column: the batch fails validation")
+    g.add_argument("--day", default="2026-11-01", help="date of the purchases, YYYY-MM-DD")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("run", help="one batch end to end, outside Airflow")
+    r.add_argument("--input", required=True)
+    r.add_argument("--dataset", required=True)
+    r.add_argument("--batch-id")
+    r.add_argument("--force-retrain", action="store_true")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("score", help="score a file with the champion, no training")
+    s.add_argument("--input", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
+    s.set_defaults(func=cmd_score)
+
+    st = sub.add_parser("status", help="what has been processed, and the registered models")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    pr = sub.add_parser("promote", help="make a model version the champion")
+    pr.add_argument("--dataset", required=True)
+    pr.add_argument("--version", required=True, type=int)
+    pr.set_defaults(func=cmd_promote)
+
+    rb = sub.add_parser("rollback", help="restore the previous champion")
+    rb.add_argument("--dataset", required=True)
+    rb.set_defaults(func=cmd_rollback)
+
+    d = sub.add_parser("demo", help="generate demo batches and run the Airflow DAG over them")
+    d.add_argument("--days", type=int, default=4)
+    d.add_argument("--rows", type=int, default=4000)
+    d.add_argument("--seed", type=int, default=7)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    from pipeline.validate import BatchRejected
+
+    t0 = time.perf_counter()
+    try:
+        code = args.func(args)
+    except BatchRejected as exc:
+        if args.verbose:
+            log.exception("batch rejected")
+        print(f"error: batch quarantined: {exc.reason} (see 'python -m pipeline status')", file=sys.stderr)
+        return EXIT_QUARANTINED
+    except SentinelError as exc:
+        if args.verbose:
+            log.exception("failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
+        return 1
+    log.debug("%s took %.1fs", args.command, time.perf_counter() - t0)
+    return code

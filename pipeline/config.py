@@ -1,0 +1,167 @@
+"""Configuration, declared once.
+
+``Settings`` comes from environment variables with the ``SENTINEL_`` prefix; a dataset's own
+configuration (id column, feature kinds, alert rate, model) is a reviewed JSON file beside its
+Great Expectations suite in ``expectations/<dataset>/``. Secrets never live in either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class SentinelError(Exception):
+    """An error a user can fix; the CLI prints its message as one line, without a traceback."""
+
+
+class UnknownDatasetError(SentinelError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide settings. Every path lives under ``home`` unless overridden."""
+
+    home: Path
+    expectations_dir: Path
+    tracking_uri: str
+    landing_dir: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(os.environ.get("SENTINEL_HOME", "var")).resolve()
+        expectations = Path(
+            os.environ.get("SENTINEL_EXPECTATIONS_DIR", REPO_ROOT / "expectations")
+        ).resolve()
+        tracking = os.environ.get(
+            "SENTINEL_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        )
+        landing = Path(os.environ.get("SENTINEL_LANDING_DIR", home / "landing")).resolve()
+        return cls(home=home, expectations_dir=expectations, tracking_uri=tracking, landing_dir=landing)
+
+    # --- the run layout -------------------------------------------------------------------
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def airflow_home(self) -> Path:
+        return Path(os.environ.get("AIRFLOW_HOME", self.home / "airflow"))
+
+    def staging_dir(self, batch_id: str) -> Path:
+        return self.home / "staging" / batch_id
+
+    def quarantine_dir(self, batch_id: str) -> Path:
+        return self.home / "quarantine" / batch_id
+
+    def scores_dir(self, batch_id: str) -> Path:
+        return self.home / "scores" / batch_id
+
+    def report_path(self, batch_id: str) -> Path:
+        return self.home / "reports" / batch_id / "report.html"
+
+    def status_path(self, batch_id: str) -> Path:
+        return self.home / "status" / f"{batch_id}.json"
+
+    @property
+    def status_dir(self) -> Path:
+        return self.home / "status"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.home / "gx"
+
+    def model_cache_dir(self, name: str, version: str) -> Path:
+        return self.home / "models" / name / str(version)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """What a dataset looks like and how it is scored. Loaded from ``dataset.json``."""
+
+    name: str
+    id_column: str
+    timestamp_column: str | None
+    numeric: list[str]
+    categorical: list[str]
+    boolean: list[str]
+    datetime: list[str]
+    required: list[str]
+    max_bad_row_share: float = 0.2
+    alert_rate: float = 0.01
+    model: dict[str, Any] = field(default_factory=dict)
+    registered_model_name: str | None = None
+    csv: dict[str, Any] = field(default_factory=dict)
+    suite_path: Path | None = None
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.boolean, *self.datetime]
+
+    @property
+    def model_name(self) -> str:
+        return self.registered_model_name or self.name
+
+
+def check_name(value: str, what: str) -> str:
+    """Reject names that could escape a folder or break a registry (``../x``, spaces, empty)."""
+    if not _NAME_RE.match(value or ""):
+        raise SentinelError(
+            f"invalid {what} {value!r}: use letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+    return value
+
+
+def dataset_dir(settings: Settings, name: str) -> Path:
+    return settings.expectations_dir / check_name(name, "dataset name")
+
+
+def known_datasets(settings: Settings) -> list[str]:
+    if not settings.expectations_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in settings.expectations_dir.iterdir() if (p / "dataset.json").is_file()
+    )
+
+
+def load_dataset(settings: Settings, name: str) -> DatasetConfig:
+    folder = dataset_dir(settings, name)
+    cfg_path = folder / "dataset.json"
+    if not cfg_path.is_file():
+        known = ", ".join(known_datasets(settings)) or "none"
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r} (known: {known}); create one with "
+            f"'python -m pipeline init-dataset {name} --from FILE' or check SENTINEL_EXPECTATIONS_DIR"
+        )
+    try:
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SentinelError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    feats = raw.get("features", {})
+    try:
+        return DatasetConfig(
+            name=name,
+            id_column=raw["id_column"],
+            timestamp_column=raw.get("timestamp_column"),
+            numeric=list(feats.get("numeric", [])),
+            categorical=list(feats.get("categorical", [])),
+            boolean=list(feats.get("boolean", [])),
+            datetime=list(feats.get("datetime", [])),
+            required=list(raw.get("required", [])),
+            max_bad_row_share=float(raw.get("max_bad_row_share", 0.2)),
+            alert_rate=float(raw.get("alert_rate", 0.01)),
+            model=dict(raw.get("model", {})),
+            registered_model_name=raw.get("registered_model_name"),
+            csv=dict(raw.get("csv", {})),
+            suite_path=folder / "suite.json",
+        )
+    except KeyError as exc:
+        raise SentinelError(f"{cfg_path} lacks the required key {exc}") from exc

@@ -1,0 +1,90 @@
+"""``make demo``: a week in the life of the product, on the embedded default.
+
+Generates a few days of purchases into the landing zone (one batch per day, plus one broken
+batch that must end in quarantine), runs the real Airflow DAG once per day with ``dag.test``,
+and prints what happened and where to look.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from pipeline.airflow_local import run_dates
+from pipeline.config import Settings
+from pipeline.demo_data import generate_purchases, labels_path_for
+from pipeline.ingest import landing_partition
+from pipeline.storage import write_csv, write_parquet
+
+DATASET = "retail_purchases"
+FIRST_DAY = date(2026, 11, 1)
+
+
+def write_demo_batches(settings: Settings, days: int, rows: int, seed: int) -> list[Path]:
+    written = []
+    for i in range(days):
+        day = FIRST_DAY + timedelta(days=i)
+        folder = landing_partition(settings.landing_dir, DATASET, day)
+        batches = [(f"purchases_{day:%Y%m%d}", False)]
+        if i == min(2, days - 1):
+            batches.append((f"purchases_{day:%Y%m%d}_partner_feed", True))
+        for name, broken in batches:
+            df, labels = generate_purchases(
+                rows if not broken else rows // 4,
+                seed=seed + i * 10 + broken,
+                anomaly_rate=0.02,
+                bad_row_rate=0.005,
+                broken=broken,
+                day=day.isoformat(),
+                batch_tag=f"{day:%Y%m%d}{'X' if broken else ''}",
+            )
+            path = folder / f"{name}.parquet"
+            write_parquet(path, df)
+            write_csv(Path(labels_path_for(str(path))), labels)
+            written.append(path)
+    return written
+
+
+def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7) -> int:
+    from pipeline.cli import collect_status
+
+    t0 = time.perf_counter()
+    print(f"Latent Sentinel demo: state under {settings.home}")
+    files = write_demo_batches(settings, days, rows, seed)
+    print(f"1/3 generated {len(files)} batches of purchases in {settings.landing_dir / DATASET}")
+    # A daily run at midnight processes the day that just ended (its data interval).
+    dates = [(FIRST_DAY + timedelta(days=i + 1)).isoformat() for i in range(days)]
+    log_file = settings.home / "logs" / "demo-airflow.log"
+    print(f"2/3 running the Airflow DAG 'latent_anomaly' for {len(dates)} days (log: {log_file})")
+    runs = run_dates(settings, dates, {"dataset": DATASET}, log_file)
+    st = collect_status(settings)
+    batches = [b for b in st["batches"] if b["dataset"] == DATASET]
+    print("3/3 summary")
+    total_in = sum(b["rows_in"] or 0 for b in batches)
+    total_alerts = sum(b["alerts"] or 0 for b in batches)
+    caught = sum((b.get("labels") or {}).get("caught", 0) for b in batches)
+    true = sum((b.get("labels") or {}).get("true_anomalies", 0) for b in batches)
+    for b in batches:
+        acc = "ok" if b["rows_in"] is not None and b["rows_in"] == (b["rows_scored"] or 0) + (b["rows_quarantined"] or 0) else "MISMATCH"
+        line = (f"  {b['batch_id']:<36} {b['state']:<12} in={b['rows_in']:>6} scored={b['rows_scored']:>6} "
+                f"quarantined={b['rows_quarantined']:>5} alerts={b['alerts']:>4}  rows {acc}")
+        if b.get("reason"):
+            line += f"\n      quarantine reason: {b['reason']}"
+        print(line)
+    print(f"  batches: {len(batches)}, rows: {total_in}, alerts: {total_alerts}"
+          + (f", known anomalies caught: {caught} of {true} ({caught / max(true, 1):.0%})" if true else ""))
+    for m in st["models"]:
+        print(f"  model {m['name']}: versions {m['versions']}, aliases {m['aliases']}")
+    reports = [b["report"] for b in batches if b.get("report")]
+    if reports:
+        print(f"  latest report: {reports[-1]}")
+    bad_runs = [r for r in runs if r["state"] != "success"]
+    print(f"  DAG runs: {len(runs) - len(bad_runs)} succeeded, {len(bad_runs)} failed; took {time.perf_counter() - t0:.0f}s")
+    venv_bin = Path(".venv/bin")
+    print("\nLook around:")
+    print(f"  MLflow UI : {venv_bin / 'mlflow'} ui --backend-store-uri {settings.tracking_uri} --port 5000")
+    print(f"  Airflow UI: AIRFLOW_HOME={settings.airflow_home} AIRFLOW__CORE__DAGS_FOLDER={Path('dags').resolve()} "
+          f"AIRFLOW__CORE__LOAD_EXAMPLES=False SENTINEL_HOME={settings.home} {venv_bin / 'airflow'} standalone")
+    print("  Status    : .venv/bin/python -m pipeline status --json")
+    return 1 if bad_runs else 0

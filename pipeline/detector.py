@@ -1,0 +1,263 @@
+"""The latent detector: reconstruction error and latent position, calibrated and combined.
+
+Works on the encoded matrix (see ``pipeline.features``). Follows the estimator contract:
+``__init__`` stores arguments, ``fit`` sets attributes ending in ``_`` and returns ``self``,
+higher scores mean more anomalous.
+
+Scoring a row gives
+- ``recon_error``: mean squared reconstruction error, and the error per matrix column;
+- ``latent_distance``: mean distance to the ``n_neighbors`` nearest training latents (in a
+  bounded reference set of at most ``reference_size`` rows, standardised per latent dimension);
+- ``raw_score``: the two, each turned into a robust z-score of its logarithm against the
+  training distribution, averaged with ``latent_weight``;
+- ``score`` in [0, 1]: a logistic of the raw score centred on the threshold, so ``score >= 0.5``
+  is exactly ``is_anomaly``. The threshold is the ``1 - alert_rate`` quantile of the training
+  raw scores unless ``threshold`` is given.
+
+Training data is assumed dirty: after a first fit, the ``trim_fraction`` rows with the highest
+reconstruction error are dropped and the model is trained further on the rest; trimmed rows
+are also kept out of the latent reference set, so "nearest normal records" are normal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from models import load_latent_model, make_latent_model
+
+EPS = 1e-12
+
+
+def _robust_center_scale(x: np.ndarray) -> tuple[float, float]:
+    med = float(np.median(x))
+    q25, q75 = np.percentile(x, [25, 75])
+    scale = float(q75 - q25) / 1.349
+    if scale <= 0:
+        scale = float(np.std(x)) or 1.0
+    return med, scale
+
+
+class LatentDetector:
+    def __init__(
+        self,
+        kind: str = "ae",
+        alert_rate: float = 0.01,
+        threshold: float | None = None,
+        n_neighbors: int = 5,
+        reference_size: int = 5000,
+        trim_fraction: float = 0.05,
+        latent_weight: float = 0.5,
+        normalize_errors: bool = True,
+        random_state: int = 0,
+        model_params: dict[str, Any] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.alert_rate = alert_rate
+        self.threshold = threshold
+        self.n_neighbors = n_neighbors
+        self.reference_size = reference_size
+        self.trim_fraction = trim_fraction
+        self.latent_weight = latent_weight
+        self.normalize_errors = normalize_errors
+        self.random_state = random_state
+        self.model_params = model_params
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "alert_rate": self.alert_rate,
+            "threshold": self.threshold,
+            "n_neighbors": self.n_neighbors,
+            "reference_size": self.reference_size,
+            "trim_fraction": self.trim_fraction,
+            "latent_weight": self.latent_weight,
+            "normalize_errors": self.normalize_errors,
+            "random_state": self.random_state,
+            "model_params": self.model_params,
+        }
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: np.ndarray, ids: np.ndarray | None = None) -> LatentDetector:
+        X = np.asarray(X, dtype="float32")
+        if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+            raise ValueError(f"fit needs a 2-D array with rows and columns, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("fit got NaN or infinite values; encode the frame first")
+        if not 0 < self.alert_rate < 1:
+            raise ValueError(f"alert_rate must be in (0, 1), got {self.alert_rate}")
+        n = len(X)
+        ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
+        self.model_ = make_latent_model(
+            self.kind, n, X.shape[1], random_state=self.random_state, **(self.model_params or {})
+        )
+        self.model_.fit(X)
+        keep = np.ones(n, dtype=bool)
+        if self.trim_fraction > 0 and n >= 20:
+            err = self._recon(X)[0]
+            keep = err <= np.quantile(err, 1 - self.trim_fraction)
+            if self.kind == "pca":
+                self.model_.fit(X[keep])
+            else:
+                self.model_.fit(X[keep], warm_start=True, epochs=max(5, self.model_.epochs // 3))
+        self.n_features_in_ = X.shape[1]
+        self.n_trimmed_ = int((~keep).sum())
+        # Per-column error scale: a column the model cannot predict well for normal rows (a
+        # random country, say) should not dominate the error of every row.
+        self.error_scale_ = np.ones(X.shape[1])
+        if self.normalize_errors:
+            col_err = self._recon(X[keep])[1].mean(axis=0).astype("float64")
+            # Floor: a column that was (nearly) constant in training must not turn every small
+            # change into an enormous error.
+            self.error_scale_ = np.maximum(col_err, 0.05 * float(col_err.mean())) + 1e-8
+
+        # Latent reference set: a bounded sample of the kept (presumed normal) rows.
+        Z = self.model_.encode(X).astype("float64")
+        self.latent_mean_ = Z.mean(axis=0)
+        self.latent_scale_ = Z.std(axis=0) + 1e-6
+        Zs = (Z - self.latent_mean_) / self.latent_scale_
+        rng = np.random.default_rng(self.random_state)
+        candidates = np.flatnonzero(keep)
+        ref = np.sort(rng.choice(candidates, size=min(self.reference_size, len(candidates)), replace=False))
+        self.reference_latents_ = Zs[ref].astype("float32")
+        self.reference_ids_ = ids[ref]
+        self._fit_index()
+
+        # Calibration on the training rows (a row in the reference set is not its own neighbour).
+        recon = self._recon(X)[0]
+        in_ref = np.zeros(n, dtype=bool)
+        in_ref[ref] = True
+        dist = self._latent_distance(Zs.astype("float32"), exclude_self=in_ref)[0]
+        logs = {"recon": np.log(recon + EPS), "latent": np.log(dist + EPS)}
+        self.calibration_ = {name: _robust_center_scale(v) for name, v in logs.items()}
+        raw = self._combine(logs["recon"], logs["latent"])
+        self.raw_center_, self.raw_scale_ = _robust_center_scale(raw)
+        self.threshold_ = (
+            float(self.threshold)
+            if self.threshold is not None
+            else float(np.quantile(raw, 1 - self.alert_rate))
+        )
+        self.train_quantiles_ = {
+            "recon_error": np.quantile(recon, [0.5, 0.9, 0.99]).tolist(),
+            "latent_distance": np.quantile(dist, [0.5, 0.9, 0.99]).tolist(),
+            "raw_score": np.quantile(raw, [0.5, 0.9, 0.99]).tolist(),
+        }
+        return self
+
+    def _fit_index(self) -> None:
+        k = min(self.n_neighbors + 1, len(self.reference_latents_))
+        self.index_ = NearestNeighbors(n_neighbors=k).fit(self.reference_latents_)
+
+    # -------------------------------------------------------------- scoring
+    def _check(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("LatentDetector is not fitted; call fit() first")
+
+    def _recon(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sq = (self.model_.reconstruct(X) - X) ** 2
+        if hasattr(self, "error_scale_"):
+            sq = sq / self.error_scale_.astype("float32")
+        return sq.mean(axis=1).astype("float64"), sq
+
+    def _latent_distance(
+        self, Zs: np.ndarray, exclude_self: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        k_avail = self.index_.n_neighbors
+        dist, idx = self.index_.kneighbors(Zs, n_neighbors=k_avail)
+        k = max(1, min(self.n_neighbors, k_avail - 1 if k_avail > 1 else 1))
+        if exclude_self is not None and k_avail > 1:
+            # Rows of the reference set find themselves first at distance 0: skip that column.
+            start = exclude_self.astype(int)
+            cols = start[:, None] + np.arange(k)[None, :]
+            dist = np.take_along_axis(dist, cols, axis=1)
+            idx = np.take_along_axis(idx, cols, axis=1)
+        else:
+            dist, idx = dist[:, :k], idx[:, :k]
+        return dist.mean(axis=1), idx
+
+    def _combine(self, log_recon: np.ndarray, log_latent: np.ndarray) -> np.ndarray:
+        zr = (log_recon - self.calibration_["recon"][0]) / self.calibration_["recon"][1]
+        zl = (log_latent - self.calibration_["latent"][0]) / self.calibration_["latent"][1]
+        return (1 - self.latent_weight) * zr + self.latent_weight * zl
+
+    def score_samples(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Every score for every row of ``X``; see the module docstring."""
+        self._check()
+        X = np.asarray(X, dtype="float32")
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"expected {self.n_features_in_} encoded columns, got shape {X.shape}"
+            )
+        recon, sq = self._recon(X)
+        Z = self.model_.encode(X).astype("float64")
+        Zs = ((Z - self.latent_mean_) / self.latent_scale_).astype("float32")
+        dist, nn = self._latent_distance(Zs)
+        raw = self._combine(np.log(recon + EPS), np.log(dist + EPS))
+        z = np.clip((raw - self.threshold_) / max(self.raw_scale_, EPS), -50, 50)
+        score = 1.0 / (1.0 + np.exp(-z))
+        return {
+            "recon_error": recon,
+            "feature_sq_error": sq,
+            "latent": Z.astype("float32"),
+            "latent_distance": dist,
+            "raw_score": raw,
+            "score": score,
+            "is_anomaly": raw >= self.threshold_,
+            "neighbor_ids": self.reference_ids_[nn],
+        }
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.score_samples(X)["raw_score"]
+
+    # ---------------------------------------------------------------- files
+    def save(self, folder: Path) -> list[Path]:
+        self._check()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = self.model_.save(folder)
+        np.savez(
+            folder / "reference.npz",
+            latents=self.reference_latents_,
+            ids=self.reference_ids_.astype(str),
+            latent_mean=self.latent_mean_,
+            latent_scale=self.latent_scale_,
+            error_scale=self.error_scale_,
+        )
+        calib = {
+            "params": self.get_params(),
+            "n_features_in": self.n_features_in_,
+            "n_trimmed": self.n_trimmed_,
+            "components": {k: list(v) for k, v in self.calibration_.items()},
+            "raw_center": self.raw_center_,
+            "raw_scale": self.raw_scale_,
+            "threshold": self.threshold_,
+            "train_quantiles": self.train_quantiles_,
+        }
+        (folder / "calibration.json").write_text(json.dumps(calib, indent=2))
+        return [*written, folder / "reference.npz", folder / "calibration.json"]
+
+    @classmethod
+    def load(cls, folder: Path) -> LatentDetector:
+        folder = Path(folder)
+        calib = json.loads((folder / "calibration.json").read_text())
+        det = cls(**calib["params"])
+        det.model_ = load_latent_model(folder)
+        with np.load(folder / "reference.npz", allow_pickle=False) as z:
+            det.reference_latents_ = z["latents"]
+            det.reference_ids_ = z["ids"]
+            det.latent_mean_ = z["latent_mean"]
+            det.latent_scale_ = z["latent_scale"]
+            det.error_scale_ = z["error_scale"]
+        det.n_features_in_ = int(calib["n_features_in"])
+        det.n_trimmed_ = int(calib["n_trimmed"])
+        det.calibration_ = {k: (float(v[0]), float(v[1])) for k, v in calib["components"].items()}
+        det.raw_center_ = float(calib["raw_center"])
+        det.raw_scale_ = float(calib["raw_scale"])
+        det.threshold_ = float(calib["threshold"])
+        det.train_quantiles_ = calib["train_quantiles"]
+        det._fit_index()
+        return det

@@ -1,0 +1,220 @@
+"""The per-batch alert report: one self-contained HTML file (plots inlined as PNG data URIs).
+
+It answers, without a notebook: how many rows came in and what happened to them, how sure the
+model is (score distribution and threshold), where the alerts sit in the latent space, why each
+top alert was flagged (its features against the typical value), and which normal records it
+resembles.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TOP_ALERTS = 20
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2933;padding:0 1rem}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #e4e7eb;padding-bottom:.3rem}
+.sub{color:#52606d;margin-top:0}.cards{display:flex;flex-wrap:wrap;gap:.8rem}
+.card{border:1px solid #e4e7eb;border-radius:6px;padding:.6rem .9rem;min-width:120px}
+.card b{display:block;font-size:1.3rem}.card span{color:#52606d;font-size:.85rem}
+.alert b{color:#c0392b}table{border-collapse:collapse;width:100%;font-size:.85rem}
+th,td{border-bottom:1px solid #e4e7eb;padding:.35rem .5rem;text-align:left;vertical-align:top}
+th{background:#f5f7fa}.num{text-align:right;font-variant-numeric:tabular-nums}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots img{max-width:100%;width:520px;border:1px solid #e4e7eb}
+code{background:#f5f7fa;padding:0 .25rem;border-radius:3px}.muted{color:#7b8794}
+"""
+
+
+def _fig_to_data_uri(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def score_histogram(scored: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    s = scored["score"].to_numpy()
+    flag = scored["is_anomaly"].to_numpy()
+    bins = np.linspace(0, 1, 41)
+    ax.hist(s[~flag], bins=bins, color="#9aa5b1", label="normal")
+    ax.hist(s[flag], bins=bins, color="#c0392b", label="alert")
+    ax.axvline(0.5, color="#1f2933", ls="--", lw=1, label="threshold")
+    ax.set_yscale("log")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("rows (log)")
+    ax.legend(frameon=False)
+    ax.set_title("Score distribution")
+    return _fig_to_data_uri(fig)
+
+
+def latent_map(scored: pd.DataFrame, max_points: int = 20_000, seed: int = 0) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in scored.columns if c.startswith("latent_")]
+    if not cols or len(scored) < 3:
+        return None
+    Z = scored[cols].to_numpy(dtype="float64")
+    flag = scored["is_anomaly"].to_numpy()
+    if len(Z) > max_points:  # keep every alert, sample the rest
+        rng = np.random.default_rng(seed)
+        keep = flag | (rng.random(len(Z)) < max_points / len(Z))
+        Z, flag = Z[keep], flag[keep]
+    Zc = Z - Z.mean(axis=0)
+    if Z.shape[1] >= 2:
+        _, _, vt = np.linalg.svd(Zc, full_matrices=False)
+        P = Zc @ vt[:2].T
+    else:
+        P = np.column_stack([Zc[:, 0], np.zeros(len(Zc))])
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.scatter(P[~flag, 0], P[~flag, 1], s=4, c="#9aa5b1", alpha=0.35, lw=0, label="normal")
+    ax.scatter(P[flag, 0], P[flag, 1], s=18, c="#c0392b", alpha=0.9, lw=0, label="alert")
+    ax.set_xlabel("latent PC 1")
+    ax.set_ylabel("latent PC 2")
+    ax.legend(frameon=False, loc="best")
+    ax.set_title("Latent map (PCA of the latent space)")
+    return _fig_to_data_uri(fig)
+
+
+def trend_plot(history: list[dict[str, Any]]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [h for h in history if h.get("rows_scored")]
+    if len(rows) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    rates = [h["alerts"] / h["rows_scored"] for h in rows]
+    ax.plot(range(len(rows)), rates, marker="o", color="#2f6fdf")
+    ax.set_xticks(range(len(rows)), [h["batch_id"][-12:] for h in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("alert rate")
+    ax.set_title("Alert rate over recent batches")
+    return _fig_to_data_uri(fig)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return html.escape(str(v))
+
+
+def _alert_rows(scored: pd.DataFrame, id_column: str, n: int) -> str:
+    normal = scored[~scored["is_anomaly"]]
+    top = scored[scored["is_anomaly"]].sort_values("raw_score", ascending=False).head(n)
+    out = []
+    for rank, (_, r) in enumerate(top.iterrows(), start=1):
+        reasons = []
+        for feat, share in zip(r["top_features"], r["top_feature_shares"], strict=False):
+            value = r.get(feat, "")
+            typical = ""
+            if feat in normal.columns and len(normal):
+                col = normal[feat]
+                if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+                    mode = col.mode(dropna=True)
+                    typical = mode.iloc[0] if len(mode) else ""
+                else:
+                    typical = float(col.median())
+            reasons.append(
+                f"<b>{html.escape(str(feat))}</b> {share:.0%}: {_fmt(value)} "
+                f"<span class=muted>(typical {_fmt(typical)})</span>"
+            )
+        neighbours = ", ".join(html.escape(str(x)) for x in list(r["nearest_normal_ids"])[:3])
+        out.append(
+            f"<tr><td class=num>{rank}</td><td>{html.escape(str(r[id_column]))}</td>"
+            f"<td class=num>{r['score']:.3f}</td><td>{'<br>'.join(reasons)}</td>"
+            f"<td class=muted>{neighbours}</td></tr>"
+        )
+    return "\n".join(out)
+
+
+def render_report(
+    *,
+    summary: dict[str, Any],
+    scored: pd.DataFrame,
+    id_column: str,
+    history: list[dict[str, Any]] | None = None,
+) -> str:
+    """The HTML text of one batch's report."""
+    s = summary
+    rows_scored = int(s.get("rows_scored") or 0)
+    alerts = int(s.get("alerts") or 0)
+    rate = alerts / rows_scored if rows_scored else 0.0
+    past = [h["alerts"] / h["rows_scored"] for h in (history or []) if h.get("rows_scored") and h["batch_id"] != s["batch_id"]]
+    rate_note = f"recent batches {np.mean(past):.2%}" if past else "no earlier batches"
+    cards = [
+        ("rows in", f"{s.get('rows_in', 0):,}", ""),
+        ("scored", f"{rows_scored:,}", ""),
+        ("quarantined", f"{s.get('rows_quarantined', 0):,}", ""),
+        ("alerts", f"{alerts:,}", "alert"),
+        ("alert rate", f"{rate:.2%}", f"{rate_note}"),
+        ("model", f"{html.escape(str(s.get('model_name')))} v{html.escape(str(s.get('model_version')))}", "champion"),
+    ]
+    card_html = "".join(
+        f"<div class='card {'alert' if extra == 'alert' else ''}'><b>{v}</b><span>{k}"
+        f"{'' if extra in ('', 'alert') else ' · ' + html.escape(extra)}</span></div>"
+        for k, v, extra in cards
+    )
+    labels = s.get("labels") or {}
+    label_html = ""
+    if labels:
+        label_html = (
+            f"<p>Known anomalies in this batch (demo labels): {labels.get('true_anomalies')}; "
+            f"caught by alerts: <b>{labels.get('caught')}</b>; precision of the alerts: "
+            f"{labels.get('precision', 0):.0%}.</p>"
+        )
+    dq = s.get("data_quality", "passed")
+    docs = s.get("data_docs")
+    docs_html = f" · <a href='{html.escape(docs)}'>Data Docs</a>" if docs else ""
+    mlflow_html = ""
+    if s.get("mlflow_run_id"):
+        mlflow_html = (
+            f"<p>MLflow: model <code>{html.escape(str(s.get('model_name')))}</code> version "
+            f"{html.escape(str(s.get('model_version')))}, training run "
+            f"<code>{html.escape(str(s['mlflow_run_id']))}</code>; open with <code>{html.escape(str(s.get('mlflow_ui', 'mlflow ui')))}</code>.</p>"
+        )
+    plots = [score_histogram(scored) if len(scored) else None, latent_map(scored), trend_plot(history or [])]
+    plot_html = "".join(f"<img alt='plot' src='{p}'>" for p in plots if p)
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Latent Sentinel · {html.escape(s['batch_id'])}</title><style>{CSS}</style></head>
+<body>
+<h1>Alert report · {html.escape(s['batch_id'])}</h1>
+<p class=sub>dataset <b>{html.escape(str(s.get('dataset')))}</b> · generated {generated}</p>
+<div class=cards>{card_html}</div>
+<h2>Data quality</h2>
+<p>{html.escape(str(dq))}{docs_html}</p>
+{label_html}{mlflow_html}
+<h2>Scores and the latent space</h2>
+<div class=plots>{plot_html}</div>
+<h2>Top alerts</h2>
+<p class=muted>Why: the features with the largest share of the record's reconstruction error,
+with the record's value and the typical value among this batch's normal records. Resembles: the
+nearest normal training records in the latent space.</p>
+<table><thead><tr><th>#</th><th>record</th><th class=num>score</th><th>why</th><th>resembles</th></tr></thead>
+<tbody>
+{_alert_rows(scored, id_column, TOP_ALERTS) or '<tr><td colspan=5>No alerts in this batch.</td></tr>'}
+</tbody></table>
+</body></html>
+"""

@@ -1,0 +1,46 @@
+"""What has been processed: one JSON record per batch, replaced atomically at every stage.
+
+A file per batch keeps concurrent runs on different batches from ever touching the same
+record, and ``os.replace`` means a reader sees either the old record or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.config import Settings
+from pipeline.storage import write_json
+
+
+def read(settings: Settings, batch_id: str) -> dict[str, Any]:
+    path = settings.status_path(batch_id)
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def update(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
+    record = {**read(settings, batch_id), **fields, "batch_id": batch_id}
+    record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    write_json(settings.status_path(batch_id), record)
+    return record
+
+
+def replace(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
+    """Start a batch's record afresh (a re-run replaces what an earlier run recorded)."""
+    record = {**fields, "batch_id": batch_id}
+    record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    write_json(settings.status_path(batch_id), record)
+    return record
+
+
+def all_batches(settings: Settings) -> list[dict[str, Any]]:
+    if not settings.status_dir.is_dir():
+        return []
+    records = [
+        json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted(settings.status_dir.glob("*.json"))
+    ]
+    return sorted(records, key=lambda r: (r.get("dataset", ""), r.get("batch_id", "")))

@@ -1,0 +1,327 @@
+"""One function per pipeline step; the Airflow DAG and the CLI call exactly these.
+
+Each step reads an explicit batch, writes its outputs whole (temp file, then rename) under
+``SENTINEL_HOME``, records the batch's status, and returns a small JSON-able dict (paths, ids,
+counts) — what Airflow passes between tasks as XCom. Core work lives in the other modules;
+this file is the edge where data is read and written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import registry, status
+from pipeline.config import DatasetConfig, SentinelError, Settings, check_name, load_dataset
+from pipeline.demo_data import labels_path_for
+from pipeline.ingest import (
+    UnreadableBatchError,
+    batch_id_for,
+    check_exists,
+    content_hash,
+    discover_batches,
+    read_batch,
+)
+from pipeline.storage import copy_file, write_csv, write_json, write_parquet, write_text
+from pipeline.validate import BatchRejected, data_docs_index, validate_frame
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, Any]
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings or Settings.from_env()
+
+
+# ---------------------------------------------------------------------------- discover
+def discover(
+    dataset: str,
+    input_path: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    settings: Settings | None = None,
+) -> list[str]:
+    """The batch files to process: ``input_path`` if given, else the landing zone's for the interval."""
+    s = _settings(settings)
+    load_dataset(s, dataset)  # unknown dataset: fail here, with the fix in the message
+    if input_path:
+        check_exists(input_path)
+        return [input_path]
+    found = discover_batches(s.landing_dir, dataset, start, end)
+    log.info("found %d batch(es) of %s for %s .. %s", len(found), dataset, start, end)
+    return found
+
+
+# ------------------------------------------------------------------------------ ingest
+def quarantine_batch(
+    s: Settings, cfg: DatasetConfig, batch: Batch, reason: str, result: dict[str, Any] | None
+) -> None:
+    """Move nothing, copy everything: the original stays untouched, a copy and the reason go
+    to ``quarantine/<batch_id>/``."""
+    qdir = s.quarantine_dir(batch["batch_id"])
+    source = batch["source"]
+    if "://" not in source and Path(source).exists():
+        src = Path(source)
+        if src.is_dir():
+            target = qdir / "original" / src.name
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(src, target)
+        else:
+            copy_file(src, qdir / "original" / src.name)
+    write_text(qdir / "reason.txt", reason + "\n")
+    write_json(qdir / "validation.json", result or {"success": False, "reason": reason})
+    rows_in = batch.get("rows_in")
+    status.update(
+        s,
+        batch["batch_id"],
+        state="quarantined",
+        reason=reason,
+        rows_valid=0,
+        rows_quarantined=rows_in,
+        rows_scored=0,
+        alerts=0,
+        quarantine=str(qdir),
+    )
+    log.warning("batch %s quarantined: %s", batch["batch_id"], reason)
+
+
+def ingest(
+    source: str, dataset: str, batch_id: str | None = None, settings: Settings | None = None
+) -> Batch:
+    """Read one batch, normalise its columns and stage it as Parquet."""
+    s = _settings(settings)
+    cfg = load_dataset(s, dataset)
+    check_exists(source)
+    bid = check_name(batch_id, "batch id") if batch_id else batch_id_for(source)
+    labels = labels_path_for(source)
+    batch: Batch = {
+        "batch_id": bid,
+        "dataset": dataset,
+        "source": source,
+        "content_sha256": content_hash(source),
+        "labels": labels if "://" not in labels and Path(labels).is_file() else None,
+    }
+    status.replace(s, bid, dataset=dataset, source=source, state="ingesting",
+                   content_sha256=batch["content_sha256"], rows_in=None)
+    try:
+        df = read_batch(source, cfg)
+    except UnreadableBatchError as exc:
+        batch["rows_in"] = None
+        quarantine_batch(s, cfg, batch, str(exc), None)
+        raise BatchRejected(str(exc)) from exc
+    staged = write_parquet(s.staging_dir(bid) / "input.parquet", df)
+    batch.update(rows_in=len(df), staged=str(staged))
+    status.update(s, bid, state="ingested", rows_in=len(df))
+    return batch
+
+
+# ---------------------------------------------------------------------------- validate
+def validate(batch: Batch, settings: Settings | None = None) -> Batch:
+    """GX validation; bad rows to quarantine, a bad batch rejected (``BatchRejected``)."""
+    s = _settings(settings)
+    cfg = load_dataset(s, batch["dataset"])
+    df = pd.read_parquet(batch["staged"])
+    try:
+        outcome = validate_frame(df, cfg, gx_dir=s.gx_dir, batch_id=batch["batch_id"])
+    except BatchRejected as exc:
+        quarantine_batch(s, cfg, batch, exc.reason, exc.result)
+        raise
+    qdir = s.quarantine_dir(batch["batch_id"])
+    rows_path = qdir / "rows.parquet"
+    if len(outcome.quarantined):
+        write_parquet(rows_path, outcome.quarantined)
+        write_json(qdir / "validation.json", outcome.result)
+    elif rows_path.exists():  # a re-run of a batch that no longer has bad rows
+        rows_path.unlink()
+    valid_path = write_parquet(s.staging_dir(batch["batch_id"]) / "valid.parquet", outcome.valid)
+    docs = data_docs_index(s.gx_dir)
+    dq = (
+        "all rows passed the suite"
+        if not len(outcome.quarantined)
+        else f"{len(outcome.quarantined)} row(s) quarantined by: {', '.join(outcome.failed_rules)}"
+    )
+    status.update(
+        s,
+        batch["batch_id"],
+        state="validated",
+        rows_valid=len(outcome.valid),
+        rows_quarantined=len(outcome.quarantined),
+        data_quality=dq,
+        data_docs=str(docs) if docs else None,
+        quarantine=str(qdir) if len(outcome.quarantined) else None,
+    )
+    return {**batch, "valid": str(valid_path), "rows_valid": len(outcome.valid),
+            "rows_quarantined": len(outcome.quarantined)}
+
+
+# ---------------------------------------------------------------------- train or update
+def _labels_for(batches: list[Batch], frames: list[pd.DataFrame], id_column: str) -> pd.Series | None:
+    parts = []
+    for b, f in zip(batches, frames, strict=True):
+        if not b.get("labels"):
+            return None
+        lab = pd.read_csv(b["labels"], dtype={id_column: str})
+        m = dict(zip(lab[id_column], lab["is_anomaly"], strict=True))
+        parts.append(f[id_column].astype(str).map(m))
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def train_or_update(
+    dataset: str, batches: list[Batch], force_retrain: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Train when there is no champion (or when asked); otherwise keep the champion."""
+    from pipeline.train import train_or_update as decide
+
+    s = _settings(settings)
+    cfg = load_dataset(s, dataset)
+    batches = [b for b in batches if b]
+    cache: dict[str, list[pd.DataFrame]] = {}
+
+    def frames() -> list[pd.DataFrame]:
+        if "f" not in cache:
+            cache["f"] = [pd.read_parquet(b["valid"]) for b in batches]
+        return cache["f"]
+
+    return decide(
+        s,
+        cfg,
+        frames,
+        [b["batch_id"] for b in batches],
+        force_retrain=force_retrain,
+        labels_loader=lambda: _labels_for(batches, frames(), cfg.id_column),
+    )
+
+
+# ------------------------------------------------------------------------------- score
+def _label_summary(scored: pd.DataFrame, labels_path: str | None, id_column: str) -> dict[str, Any] | None:
+    if not labels_path:
+        return None
+    lab = pd.read_csv(labels_path, dtype={id_column: str})
+    truth = scored[id_column].astype(str).map(dict(zip(lab[id_column], lab["is_anomaly"], strict=True)))
+    y = truth.fillna(False).astype(bool).to_numpy()
+    flag = scored["is_anomaly"].to_numpy()
+    caught = int((y & flag).sum())
+    return {
+        "true_anomalies": int(y.sum()),
+        "caught": caught,
+        "precision": float(caught / flag.sum()) if flag.sum() else 0.0,
+        "recall": float(caught / y.sum()) if y.sum() else 0.0,
+    }
+
+
+def score(batch: Batch, model: dict[str, Any] | None = None, settings: Settings | None = None) -> Batch:
+    """Score the batch's valid rows with the champion; write scored rows and alerts."""
+    from pipeline.bundle import load_bundle
+    from pipeline.score import alerts_for_csv, alerts_table, score_frame
+
+    s = _settings(settings)
+    cfg = load_dataset(s, batch["dataset"])
+    bundle_dir, version = registry.fetch_bundle(s, cfg.model_name)
+    bundle = load_bundle(bundle_dir)
+    df = pd.read_parquet(batch["valid"])
+    scored = score_frame(bundle, df)
+    scored.insert(0, "batch_id", batch["batch_id"])
+    scored["model_version"] = str(version)
+    out = s.scores_dir(batch["batch_id"])
+    scored_path = write_parquet(out / "scored.parquet", scored)
+    alerts = alerts_table(scored, cfg.id_column, batch["batch_id"], cfg.model_name, version)
+    alerts_path = write_parquet(out / "alerts.parquet", alerts)
+    write_csv(out / "alerts.csv", alerts_for_csv(alerts))
+    labels = _label_summary(scored, batch.get("labels"), cfg.id_column)
+    status.update(
+        s,
+        batch["batch_id"],
+        state="scored",
+        rows_scored=len(scored),
+        alerts=len(alerts),
+        model_name=cfg.model_name,
+        model_version=str(version),
+        scores=str(scored_path),
+        alerts_path=str(alerts_path),
+        labels=labels,
+    )
+    log.info("scored %s: %d rows, %d alerts (model %s v%s)", batch["batch_id"], len(scored), len(alerts), cfg.model_name, version)
+    return {**batch, "scored": str(scored_path), "alerts_path": str(alerts_path),
+            "rows_scored": len(scored), "alerts": len(alerts), "model_version": str(version)}
+
+
+# ------------------------------------------------------------------------------ report
+def report(batch: Batch, settings: Settings | None = None) -> Batch:
+    """Write the batch's HTML report and attach it to the model's MLflow run."""
+    from pipeline.report import render_report
+
+    s = _settings(settings)
+    cfg = load_dataset(s, batch["dataset"])
+    scored = pd.read_parquet(batch["scored"])
+    record = status.read(s, batch["batch_id"])
+    run_id = None
+    try:
+        run_id = registry.client(s).get_model_version(cfg.model_name, record["model_version"]).run_id
+    except Exception as exc:  # noqa: BLE001 - the report is still useful without the link
+        log.warning("could not look up the MLflow run of %s v%s: %s", cfg.model_name, record.get("model_version"), exc)
+    history = [r for r in status.all_batches(s) if r.get("dataset") == cfg.name][-14:]
+    summary = {
+        **record,
+        "mlflow_run_id": run_id,
+        "mlflow_ui": f"mlflow ui --backend-store-uri {s.tracking_uri}",
+    }
+    html_text = render_report(summary=summary, scored=scored, id_column=cfg.id_column, history=history)
+    path = write_text(s.report_path(batch["batch_id"]), html_text)
+    if run_id:
+        try:
+            registry.client(s).log_artifact(run_id, str(path), artifact_path=f"reports/{batch['batch_id']}")
+        except Exception as exc:  # noqa: BLE001 - logged, never fails the batch
+            log.warning("could not attach the report to MLflow run %s: %s", run_id, exc)
+    status.update(s, batch["batch_id"], state="reported", report=str(path.resolve()))
+    return {**batch, "report": str(path.resolve())}
+
+
+# --------------------------------------------------------------------- whole batch (CLI)
+def run_batch(
+    input_path: str,
+    dataset: str,
+    batch_id: str | None = None,
+    force_retrain: bool = False,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """One batch end to end, outside Airflow: the same steps the DAG runs."""
+    s = _settings(settings)
+    discover(dataset, input_path, settings=s)
+    batch = ingest(input_path, dataset, batch_id, settings=s)
+    batch = validate(batch, settings=s)
+    model = train_or_update(dataset, [batch], force_retrain, settings=s)
+    batch = score(batch, model, settings=s)
+    batch = report(batch, settings=s)
+    return {**status.read(s, batch["batch_id"]), "model_action": model["action"]}
+
+
+def score_file(input_path: str, dataset: str, out: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Score a file with the current champion, no validation gate and no training."""
+    from pipeline.bundle import load_bundle
+    from pipeline.score import score_frame
+
+    s = _settings(settings)
+    cfg = load_dataset(s, dataset)
+    check_exists(input_path)
+    bundle_dir, version = registry.fetch_bundle(s, cfg.model_name)
+    df = read_batch(input_path, cfg)
+    scored = score_frame(load_bundle(bundle_dir), df)
+    scored["model_version"] = str(version)
+    out_path = Path(out)
+    if out_path.suffix == ".csv":
+        from pipeline.score import alerts_for_csv
+
+        write_csv(out_path, alerts_for_csv(scored))
+    elif out_path.suffix == ".parquet":
+        write_parquet(out_path, scored)
+    else:
+        raise SentinelError(f"--out must end in .parquet or .csv, got {out}")
+    return {"rows_scored": len(scored), "alerts": int(scored["is_anomaly"].sum()),
+            "model_name": cfg.model_name, "model_version": version, "out": str(out_path.resolve())}

@@ -1,0 +1,227 @@
+"""Validate a batch against its Great Expectations suite and split it: valid rows go on, bad
+rows go to quarantine with their reasons, and a batch that breaks the contract as a whole is
+rejected. Nothing is dropped: rows in = rows valid + rows quarantined.
+
+Two levels of failure:
+
+- *batch-level* expectations (row count, columns that must exist, column types) and any
+  expectation GX cannot evaluate reject the whole batch (``BatchRejected``);
+- *row-level* (column-value) expectations that fail send exactly the failing rows to
+  quarantine, with one boolean column per failed rule and a readable ``quarantine_reason``.
+  If more than ``max_bad_row_share`` of the rows are bad, the batch is rejected too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import DatasetConfig, SentinelError
+
+log = logging.getLogger(__name__)
+
+BATCH_LEVEL = {
+    "expect_table_row_count_to_be_between",
+    "expect_table_row_count_to_equal",
+    "expect_table_column_count_to_be_between",
+    "expect_table_columns_to_match_set",
+    "expect_table_columns_to_match_ordered_list",
+    "expect_column_to_exist",
+    "expect_column_values_to_be_in_type_list",
+    "expect_column_values_to_be_of_type",
+}
+
+
+class BatchRejected(SentinelError):
+    """The whole batch fails the data contract; ``reason`` is one line for a person."""
+
+    def __init__(self, reason: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.result = result or {}
+
+
+@dataclass
+class ValidationOutcome:
+    valid: pd.DataFrame
+    quarantined: pd.DataFrame
+    result: dict[str, Any]
+    failed_rules: list[str] = field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.valid) + len(self.quarantined)
+
+
+def load_suite_dict(cfg: DatasetConfig) -> dict[str, Any]:
+    if cfg.suite_path is None or not cfg.suite_path.is_file():
+        raise SentinelError(f"dataset {cfg.name!r} has no suite at {cfg.suite_path}")
+    try:
+        return json.loads(cfg.suite_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SentinelError(f"{cfg.suite_path} is not valid JSON: {exc}") from exc
+
+
+def _rule_name(exp_type: str, kwargs: dict[str, Any]) -> str:
+    short = exp_type.removeprefix("expect_column_values_to_").removeprefix("expect_")
+    col = kwargs.get("column")
+    return f"{short}:{col}" if col else short
+
+
+def _describe(exp_type: str, kwargs: dict[str, Any], observed: Any) -> str:
+    col = kwargs.get("column")
+    if exp_type == "expect_column_to_exist":
+        return f"required column {col!r} is missing"
+    if exp_type == "expect_table_row_count_to_be_between":
+        if observed == 0:
+            return "the batch is empty"
+        return (
+            f"row count {observed} is outside "
+            f"[{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
+        )
+    if exp_type in ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type"):
+        allowed = kwargs.get("type_list") or [kwargs.get("type_")]
+        return f"column {col!r} has type {observed}, expected one of {', '.join(map(str, allowed))}"
+    return f"{_rule_name(exp_type, kwargs)} failed (observed {observed})"
+
+
+def _gx_validate(df: pd.DataFrame, suite_dict: dict[str, Any], gx_dir: Path | None, batch_id: str) -> Any:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    if gx_dir is not None:
+        gx_dir.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+    else:
+        context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    source = context.data_sources.add_or_update_pandas(name="sentinel")
+    asset_name = suite_dict["name"]
+    try:
+        asset = source.get_asset(asset_name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name=asset_name)
+    try:
+        batch_def = asset.get_batch_definition("whole")
+    except (KeyError, LookupError):
+        batch_def = asset.add_batch_definition_whole_dataframe("whole")
+    suite = gx.ExpectationSuite(
+        name=suite_dict["name"],
+        expectations=suite_dict["expectations"],
+        meta=suite_dict.get("meta", {}),
+    )
+    suite = context.suites.add_or_update(suite)
+    vdef = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{asset_name}", data=batch_def, suite=suite)
+    )
+    actions = []
+    if gx_dir is not None:
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs"))
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{asset_name}_checkpoint",
+            validation_definitions=[vdef],
+            actions=actions,
+            result_format={"result_format": "COMPLETE"},
+        )
+    )
+    run = checkpoint.run(
+        batch_parameters={"dataframe": df},
+        run_id=gx.core.run_identifier.RunIdentifier(run_name=batch_id),
+    )
+    return next(iter(run.run_results.values()))
+
+
+def validate_frame(
+    df: pd.DataFrame,
+    cfg: DatasetConfig,
+    *,
+    gx_dir: Path | None = None,
+    batch_id: str = "batch",
+) -> ValidationOutcome:
+    """Run the dataset's suite on ``df`` and split it into valid and quarantined rows.
+
+    Raises ``BatchRejected`` when the batch as a whole breaks the contract.
+    """
+    df = df.reset_index(drop=True)
+    suite_dict = load_suite_dict(cfg)
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):  # GX prints data-source listings to stdout
+        result = _gx_validate(df, suite_dict, gx_dir, batch_id)
+    if chatter.getvalue().strip():
+        log.debug("great_expectations said: %s", chatter.getvalue().strip())
+    result_json = result.to_json_dict()
+
+    batch_failures: list[str] = []
+    bad = pd.DataFrame(index=df.index)
+    failed_rules: list[str] = []
+    for r in result.results:
+        exp_type = r.expectation_config.type
+        kwargs = dict(r.expectation_config.kwargs)
+        raised = bool(r.exception_info and r.exception_info.get("raised_exception"))
+        if r.success and not raised:
+            continue
+        observed = (r.result or {}).get("observed_value")
+        if (
+            exp_type != "expect_column_to_exist"
+            and kwargs.get("column") is not None
+            and kwargs["column"] not in df.columns
+            and any(t.expectation_config.type == "expect_column_to_exist"
+                    and t.expectation_config.kwargs.get("column") == kwargs["column"]
+                    for t in result.results)
+        ):
+            continue  # the missing column is already reported by expect_column_to_exist
+        if exp_type in BATCH_LEVEL:
+            batch_failures.append(_describe(exp_type, kwargs, observed))
+            continue
+        if raised:
+            msg = str(r.exception_info.get("exception_message", "")).splitlines()[0][:200]
+            batch_failures.append(f"{_rule_name(exp_type, kwargs)} could not be evaluated: {msg}")
+            continue
+        rows = (r.result or {}).get("unexpected_index_list") or []
+        if rows and isinstance(rows[0], dict):  # with unexpected_index_column_names
+            rows = [next(iter(x.values())) for x in rows]
+        rule = _rule_name(exp_type, kwargs)
+        mask = np.zeros(len(df), dtype=bool)
+        mask[np.asarray(rows, dtype=int)] = True
+        bad[f"rule__{rule}"] = mask
+        failed_rules.append(rule)
+
+    if batch_failures:
+        raise BatchRejected("; ".join(batch_failures), result_json)
+
+    is_bad = bad.any(axis=1).to_numpy() if bad.shape[1] else np.zeros(len(df), dtype=bool)
+    share = float(is_bad.mean()) if len(df) else 0.0
+    if share > cfg.max_bad_row_share:
+        raise BatchRejected(
+            f"{is_bad.sum()} of {len(df)} rows ({share:.0%}) fail row rules "
+            f"({', '.join(failed_rules)}), above the tolerance of {cfg.max_bad_row_share:.0%}",
+            result_json,
+        )
+    quarantined = df[is_bad].copy()
+    rule_cols = bad[is_bad]
+    for col in rule_cols.columns:
+        quarantined[col] = rule_cols[col].to_numpy()
+    quarantined["quarantine_reason"] = [
+        "; ".join(c.removeprefix("rule__") for c in rule_cols.columns[row]) for row in rule_cols.to_numpy()
+    ] if len(rule_cols) else []
+    valid = df[~is_bad].reset_index(drop=True)
+    log.info(
+        "validated %s: %d rows in, %d valid, %d quarantined", batch_id, len(df), len(valid), len(quarantined)
+    )
+    return ValidationOutcome(valid, quarantined.reset_index(drop=True), result_json, failed_rules)
+
+
+def data_docs_index(gx_dir: Path) -> Path | None:
+    """The local Data Docs page, once a validation has built it."""
+    index = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return index if index.is_file() else None
