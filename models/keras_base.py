@@ -45,6 +45,7 @@ class KerasLatentModel:
         learning_rate: float = 1e-3,
         patience: int = 5,
         validation_split: float = 0.1,
+        loss: str = "mse",
         random_state: int = 0,
     ) -> None:
         self.latent_dim = latent_dim
@@ -54,6 +55,7 @@ class KerasLatentModel:
         self.learning_rate = learning_rate
         self.patience = patience
         self.validation_split = validation_split
+        self.loss = loss
         self.random_state = random_state
 
     def get_params(self) -> dict[str, Any]:
@@ -65,6 +67,7 @@ class KerasLatentModel:
             "learning_rate": self.learning_rate,
             "patience": self.patience,
             "validation_split": self.validation_split,
+            "loss": self.loss,
             "random_state": self.random_state,
         }
 
@@ -92,7 +95,7 @@ class KerasLatentModel:
         X_tr, X_val = X[n_val:], X[:n_val]
         if not (warm_start and hasattr(self, "model_")):
             self.model_ = self._build(X.shape[1])
-            self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss="mse")
+            self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=self.loss)
         callbacks = []
         if n_val:
             callbacks.append(

@@ -78,7 +78,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--conf", default="{}")
     args = parser.parse_args(argv)
     spec = importlib.util.spec_from_file_location("latent_anomaly_dag", REPO_ROOT / "dags" / f"{DAG_ID}.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = module.latent_anomaly()

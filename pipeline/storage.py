@@ -30,7 +30,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, final)
+        tmp.replace(final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -76,11 +76,11 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             old = final.with_name(f".{final.name}.old")
             if old.exists():
                 shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
+            final.replace(old)
+            tmp.replace(final)
             shutil.rmtree(old)
         else:
-            os.replace(tmp, final)
+            tmp.replace(final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

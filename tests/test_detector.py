@@ -56,7 +56,8 @@ def test_detects_known_anomalies_above_a_floor(kind: str, purchases) -> None:
     assert scored["score"].between(0, 1).all()
     assert ((scored["score"] >= 0.5) == scored["is_anomaly"]).all()
     top = scored.iloc[int(np.argmax(scored["raw_score"]))]
-    assert len(top["top_features"]) == 3 and abs(sum(top["top_feature_shares"]) - 1) <= 1.0
+    assert len(top["top_features"]) == 3
+    assert abs(sum(top["top_feature_shares"]) - 1) <= 1.0
     assert set(top["nearest_normal_ids"]) <= set(df["purchase_id"])
 
 
@@ -72,7 +73,9 @@ def test_reloaded_bundle_scores_identically(kind: str, purchases, tmp_path: Path
         np.testing.assert_allclose(first[col], second[col], rtol=1e-5, atol=1e-7)
     assert list(first["nearest_normal_ids"].map(list)) == list(second["nearest_normal_ids"].map(list))
     files = {p.name for p in (tmp_path / "bundle").iterdir()}
-    assert "metadata.json" in files and "calibration.json" in files and "reference.npz" in files
+    assert "metadata.json" in files
+    assert "calibration.json" in files
+    assert "reference.npz" in files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
 
 

@@ -1,0 +1,112 @@
+"""The CLI as a user runs it: real subprocesses, real MLflow store, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One batch run end to end through the CLI; later tests reuse its SENTINEL_HOME."""
+    root = tmp_path_factory.mktemp("cli")
+    home = root / "var"
+    batch = root / "in" / "day1.parquet"
+    gen = run_cli("generate", "--rows", "900", "--out", str(batch), "--seed", "4", "--bad-row-rate", "0.01", home=home)
+    assert gen.returncode == 0, gen.stderr
+    run = run_cli("run", "--input", str(batch), "--dataset", "retail_purchases", "--json", home=home)
+    assert run.returncode == 0, run.stderr
+    return {"home": home, "batch": batch, "run": json.loads(run.stdout), "root": root}
+
+
+def test_generate_writes_parquet_or_csv_with_a_labels_file(tmp_path: Path) -> None:
+    for name in ("b.parquet", "b.csv"):
+        out = tmp_path / name
+        res = run_cli("generate", "--rows", "120", "--out", str(out), "--anomaly-rate", "0.05", home=tmp_path / "var")
+        assert res.returncode == 0, res.stderr
+        df = pd.read_parquet(out) if name.endswith(".parquet") else pd.read_csv(out)
+        labels = pd.read_csv(tmp_path / "b.labels.csv")
+        assert len(df) == 120
+        assert labels["is_anomaly"].sum() == 6
+        assert set(labels["anomaly_kind"].dropna()) <= {"extreme", "impossible", "atypical", "bot"}
+
+
+@pytest.mark.slow
+def test_run_reports_accounting_and_status_json_contract(trained: dict) -> None:
+    r = trained["run"]
+    assert r["rows_in"] == 900
+    assert r["rows_in"] == r["rows_scored"] + r["rows_quarantined"]
+    assert r["model_action"] == "trained"
+    st = run_cli("status", "--json", home=trained["home"])
+    assert st.returncode == 0, st.stderr
+    status = json.loads(st.stdout)
+    (batch,) = status["batches"]
+    for key in ("batch_id", "dataset", "rows_in", "rows_scored", "rows_quarantined", "alerts", "model_version", "report"):
+        assert key in batch
+    assert batch["batch_id"] == "day1"
+    assert Path(batch["report"]).is_absolute()
+    assert Path(batch["report"]).is_file()
+    assert batch["alerts"] > 0
+    assert status["models"] == [{"name": "retail_purchases", "versions": [1], "aliases": {"champion": "1"}}]
+
+
+@pytest.mark.slow
+def test_score_uses_the_champion_without_training(trained: dict) -> None:
+    src = trained["root"] / "in" / "day2.csv"
+    assert run_cli("generate", "--rows", "300", "--out", str(src), "--seed", "9", home=trained["home"]).returncode == 0
+    out = trained["root"] / "scored.parquet"
+    res = run_cli("score", "--input", str(src), "--dataset", "retail_purchases", "--out", str(out), home=trained["home"])
+    assert res.returncode == 0, res.stderr
+    scored = pd.read_parquet(out)
+    assert len(scored) == 300
+    assert set(scored["model_version"]) == {"1"}
+    status = json.loads(run_cli("status", "--json", home=trained["home"]).stdout)
+    assert status["models"][0]["versions"] == [1]  # no new version
+
+
+@pytest.mark.slow
+def test_second_run_keeps_the_champion_and_rerun_replaces_outputs(trained: dict) -> None:
+    again = run_cli("run", "--input", str(trained["batch"]), "--dataset", "retail_purchases", "--json", home=trained["home"])
+    assert again.returncode == 0, again.stderr
+    r = json.loads(again.stdout)
+    assert r["model_action"] == "kept"
+    assert r["alerts"] == trained["run"]["alerts"]
+    status = json.loads(run_cli("status", "--json", home=trained["home"]).stdout)
+    assert [b["batch_id"] for b in status["batches"]] == ["day1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--input", "/nonexistent/batch.parquet", "--dataset", "retail_purchases"], "does not exist"),
+        (["run", "--input", "pyproject.toml", "--dataset", "no_such_dataset"], "unknown dataset 'no_such_dataset'"),
+        (["run", "--input", "pyproject.toml", "--dataset", "../etc"], "invalid dataset name"),
+        (["score", "--input", "pyproject.toml", "--dataset", "retail_purchases", "--out", "x.parquet"], "no 'champion' version"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(args: list[str], needle: str, tmp_path: Path) -> None:
+    res = run_cli(*args, home=tmp_path / "var")
+    assert res.returncode == 2
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr
+    assert len([ln for ln in res.stderr.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_failing_batch_exits_non_zero_with_the_reason_and_is_quarantined(tmp_path: Path) -> None:
+    src = tmp_path / "broken.parquet"
+    assert run_cli("generate", "--rows", "50", "--out", str(src), "--broken", home=tmp_path / "var").returncode == 0
+    res = run_cli("run", "--input", str(src), "--dataset", "retail_purchases", home=tmp_path / "var")
+    assert res.returncode == 3
+    assert "required column 'basket_value' is missing" in res.stderr
+    assert "Traceback" not in res.stderr
+    q = tmp_path / "var" / "quarantine" / "broken"
+    assert (q / "original" / "broken.parquet").read_bytes() == src.read_bytes()
+    assert "basket_value" in (q / "reason.txt").read_text()
+    verbose = run_cli("--verbose", "run", "--input", str(src), "--dataset", "retail_purchases", home=tmp_path / "var")
+    assert verbose.returncode == 3
+    assert "Traceback" in verbose.stderr

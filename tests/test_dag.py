@@ -1,0 +1,92 @@
+"""The Airflow DAG: parses cleanly and thin, and runs for real end to end on SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.airflow_local import airflow_env, run_dates
+from pipeline.config import Settings
+from pipeline.ingest import landing_partition
+from tests.conftest import REPO, write_batch
+
+PARSE_CHECK = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get("latent_anomaly")
+heavy = sorted(m for m in ("tensorflow", "keras", "great_expectations", "mlflow", "sklearn", "pipeline.tasks") if m in sys.modules)
+print("RESULT " + json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "found": dag is not None,
+    "tags": sorted(dag.tags) if dag else [],
+    "retries": [t.retries for t in dag.tasks] if dag else [],
+    "params": sorted(dag.params.keys()) if dag else [],
+    "tasks": sorted(t.task_id for t in dag.tasks) if dag else [],
+    "heavy_imports": heavy,
+}))
+"""
+
+
+def test_dag_parses_without_errors_and_stays_thin(settings: Settings) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PARSE_CHECK, str(REPO / "dags")],
+        env=airflow_env(settings), capture_output=True, text=True, timeout=300, check=False,
+    )
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
+    res = json.loads(line.removeprefix("RESULT "))
+    assert res["errors"] == {}
+    assert res["found"]
+    assert "anomaly-detection" in res["tags"]
+    assert all(r >= 1 for r in res["retries"])
+    assert res["params"] == ["dataset", "force_retrain", "input_path"]
+    assert res["tasks"] == ["discover", "ingest", "report", "score", "train_or_update", "validate"]
+    assert res["heavy_imports"] == [], "the DAG file must not import heavy modules at parse time"
+
+
+@pytest.mark.slow
+def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(settings: Settings) -> None:
+    day = pd.Timestamp("2026-11-05").date()
+    folder = landing_partition(settings.landing_dir, "retail_purchases", day)
+    write_batch(folder / "good.parquet", rows=800, seed=21, anomaly_rate=0.03, bad_row_rate=0.01, day="2026-11-05")
+    write_batch(folder / "partner.csv", rows=200, seed=22, broken=True, day="2026-11-05")
+    # A batch of another day must not be picked up by this interval.
+    write_batch(landing_partition(settings.landing_dir, "retail_purchases", pd.Timestamp("2026-11-06").date()) / "later.parquet", rows=100, seed=23)
+
+    runs = run_dates(settings, ["2026-11-06"], {"dataset": "retail_purchases"}, settings.home / "logs" / "dag.log")
+    assert [r["state"] for r in runs] == ["success"]
+    assert runs[0]["interval"] == "2026-11-05 .. 2026-11-06"
+
+    good = json.loads(settings.status_path("good").read_text())
+    assert good["state"] == "reported"
+    assert good["rows_in"] == 800
+    assert good["rows_in"] == good["rows_scored"] + good["rows_quarantined"]
+    assert good["rows_quarantined"] == 8
+    assert good["alerts"] > 0
+    assert good["model_version"] == "1"
+    assert Path(good["report"]).is_file()
+    scored = pd.read_parquet(good["scores"])
+    assert len(scored) == good["rows_scored"]
+    assert {"score", "is_anomaly", "top_features", "nearest_normal_ids", "recon_error", "latent_distance"} <= set(scored.columns)
+    alerts = pd.read_parquet(good["alerts_path"])
+    assert len(alerts) == good["alerts"]
+    assert (settings.quarantine_dir("good") / "rows.parquet").is_file()
+
+    broken = json.loads(settings.status_path("partner").read_text())
+    assert broken["state"] == "quarantined"
+    assert "basket_value" in broken["reason"]
+    assert broken["rows_quarantined"] == broken["rows_in"] == 200
+    qdir = settings.quarantine_dir("partner")
+    assert (qdir / "original" / "partner.csv").read_bytes() == (folder / "partner.csv").read_bytes()
+    assert (qdir / "validation.json").is_file()
+    assert not settings.status_path("later").exists()
+
+    from pipeline import registry
+
+    models = registry.list_models(settings)
+    assert models == [{"name": "retail_purchases", "versions": [1], "aliases": {"champion": "1"}}]
