@@ -15,6 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 
 INFERENCE_CHUNK = 65_536
+MIN_STEPS = 100
 PACKAGE = "latent_sentinel"
 
 
@@ -45,7 +46,7 @@ class KerasLatentModel:
         learning_rate: float = 1e-3,
         patience: int = 5,
         validation_split: float = 0.1,
-        loss: str = "mse",
+        loss: str = "mae",
         random_state: int = 0,
     ) -> None:
         self.latent_dim = latent_dim
@@ -93,23 +94,44 @@ class KerasLatentModel:
         weights = None if sample_weight is None else np.asarray(sample_weight)[order]
         n_val = int(len(X) * self.validation_split) if len(X) >= 50 else 0
         X_tr, X_val = X[n_val:], X[:n_val]
+        if weights is not None:
+            weights = weights[n_val:]
         if not (warm_start and hasattr(self, "model_")):
             self.model_ = self._build(X.shape[1])
-            self.model_.compile(optimizer=keras.optimizers.Adam(self.learning_rate), loss=self.loss)
+            self.model_.compile(
+                optimizer=keras.optimizers.Adam(self.learning_rate),
+                loss=self.loss,
+                jit_compile=False,  # XLA compilation costs seconds, more than it saves here
+                steps_per_execution=32,
+            )
+        # Keras pays a fixed cost per epoch (a new tf.data iterator, a validation pass): on
+        # small data that cost dominates. So small training sets are repeated (each copy in
+        # its own order) into "epochs" of at least MIN_STEPS gradient steps; the number of
+        # gradient steps stays what ``epochs`` asks for.
+        batch = min(self.batch_size, len(X_tr))
+        steps = max(1, -(-len(X_tr) // batch))
+        total_epochs = epochs or self.epochs
+        reps = int(min(max(1, MIN_STEPS // steps), max(1, total_epochs // 3)))
+        if reps > 1:
+            X_tr = np.concatenate([X_tr[rng.permutation(len(X_tr))] for _ in range(reps)])
+            if weights is not None:
+                weights = np.tile(weights, reps)
         callbacks = []
         if n_val:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=self.patience, restore_best_weights=True
+                    monitor="val_loss",
+                    patience=max(2, self.patience // reps),
+                    restore_best_weights=True,
                 )
             )
         hist = self.model_.fit(
             X_tr,
             X_tr,
-            sample_weight=None if weights is None else weights[n_val:],
+            sample_weight=weights,
             validation_data=(X_val, X_val) if n_val else None,
-            epochs=epochs or self.epochs,
-            batch_size=min(self.batch_size, len(X_tr)),
+            epochs=max(1, -(-total_epochs // reps)),
+            batch_size=batch,
             shuffle=False,  # rows were shuffled above with our own generator
             callbacks=callbacks,
             verbose=0,

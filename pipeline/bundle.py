@@ -60,7 +60,9 @@ class Bundle:
         encoder = FeatureEncoder(schema=schema).fit(df)
         X = encoder.transform(df)
         ids = df[id_column].astype(str).to_numpy() if id_column else None
-        detector = LatentDetector(**(detector_params or {})).fit(X, ids=ids)
+        detector = LatentDetector(**(detector_params or {})).fit(
+            X, ids=ids, groups=encoder.block_index()
+        )
         return cls(encoder, detector, id_column, dict(metadata or {}))
 
     # ---------------------------------------------------------------- score
@@ -68,7 +70,7 @@ class Bundle:
         """Score raw rows; return them with scores, flag and explanations."""
         X = self.encoder.transform(df)
         s = self.detector.score_samples(X)
-        per_feature = self.encoder.per_feature(s["feature_sq_error"])
+        per_feature = s["group_error"]
         names = np.array(self.encoder.feature_names)
         total = per_feature.sum(axis=1, keepdims=True)
         shares = np.divide(per_feature, total, out=np.zeros_like(per_feature), where=total > 0)

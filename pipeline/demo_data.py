@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.config import SentinelError
+
 STYLES = np.array(["classic", "trendy", "sporty", "luxury"])
 STYLE_WEIGHTS = np.array([0.35, 0.30, 0.25, 0.10])
 CHANNELS = np.array(["web", "app", "store"])
@@ -232,9 +234,9 @@ def generate_purchases(
     (batch, labels) where labels has ``purchase_id, is_anomaly, anomaly_kind``.
     """
     if n_rows < 1:
-        raise ValueError(f"--rows must be at least 1, got {n_rows}")
+        raise SentinelError(f"--rows must be at least 1, got {n_rows}")
     if not 0.0 <= anomaly_rate <= 0.5:
-        raise ValueError(f"--anomaly-rate must be between 0 and 0.5, got {anomaly_rate}")
+        raise SentinelError(f"--anomaly-rate must be between 0 and 0.5, got {anomaly_rate}")
     rng = np.random.default_rng(seed)
     start = pd.Timestamp(day)
     df = _normal_purchases(rng, n_rows, start)

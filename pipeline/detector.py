@@ -53,6 +53,7 @@ class LatentDetector:
         trim_fraction: float = 0.05,
         latent_weight: float = 0.5,
         normalize_errors: bool = True,
+        latent_variance: float | None = 0.7,
         random_state: int = 0,
         model_params: dict[str, Any] | None = None,
     ) -> None:
@@ -64,6 +65,7 @@ class LatentDetector:
         self.trim_fraction = trim_fraction
         self.latent_weight = latent_weight
         self.normalize_errors = normalize_errors
+        self.latent_variance = latent_variance
         self.random_state = random_state
         self.model_params = model_params
 
@@ -77,12 +79,21 @@ class LatentDetector:
             "trim_fraction": self.trim_fraction,
             "latent_weight": self.latent_weight,
             "normalize_errors": self.normalize_errors,
+            "latent_variance": self.latent_variance,
             "random_state": self.random_state,
             "model_params": self.model_params,
         }
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: np.ndarray, ids: np.ndarray | None = None) -> LatentDetector:
+    def fit(
+        self, X: np.ndarray, ids: np.ndarray | None = None, groups: np.ndarray | None = None
+    ) -> LatentDetector:
+        """Fit on the encoded matrix ``X``.
+
+        ``ids`` name the rows (for "nearest normal records"); ``groups`` maps every matrix
+        column to the original column it encodes (one-hot columns of one category share a
+        group), so that errors are measured and explained per original column.
+        """
         X = np.asarray(X, dtype="float32")
         if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
             raise ValueError(f"fit needs a 2-D array with rows and columns, got shape {X.shape}")
@@ -92,9 +103,15 @@ class LatentDetector:
             raise ValueError(f"alert_rate must be in (0, 1), got {self.alert_rate}")
         n = len(X)
         ids = np.arange(n).astype(str) if ids is None else np.asarray(ids).astype(str)
-        self.model_ = make_latent_model(
-            self.kind, n, X.shape[1], random_state=self.random_state, **(self.model_params or {})
+        self.groups_ = (
+            np.arange(X.shape[1]) if groups is None else np.asarray(groups, dtype=int)
         )
+        if self.groups_.shape != (X.shape[1],):
+            raise ValueError("groups must give one group per column of X")
+        params = dict(self.model_params or {})
+        if self.latent_variance is not None and "latent_dim" not in params:
+            params["latent_dim"] = self._latent_dim_for(X)
+        self.model_ = make_latent_model(self.kind, n, X.shape[1], random_state=self.random_state, **params)
         self.model_.fit(X)
         keep = np.ones(n, dtype=bool)
         if self.trim_fraction > 0 and n >= 20:
@@ -108,12 +125,13 @@ class LatentDetector:
         self.n_trimmed_ = int((~keep).sum())
         # Per-column error scale: a column the model cannot predict well for normal rows (a
         # random country, say) should not dominate the error of every row.
-        self.error_scale_ = np.ones(X.shape[1])
+        n_groups = int(self.groups_.max()) + 1
+        self.error_scale_ = np.ones(n_groups)
         if self.normalize_errors:
-            col_err = self._recon(X[keep])[1].mean(axis=0).astype("float64")
+            group_err = self._recon(X[keep])[1].mean(axis=0).astype("float64")
             # Floor: a column that was (nearly) constant in training must not turn every small
             # change into an enormous error.
-            self.error_scale_ = np.maximum(col_err, 0.05 * float(col_err.mean())) + 1e-8
+            self.error_scale_ = np.maximum(group_err, 0.05 * float(group_err.mean())) + 1e-8
 
         # Latent reference set: a bounded sample of the kept (presumed normal) rows.
         Z = self.model_.encode(X).astype("float64")
@@ -148,6 +166,19 @@ class LatentDetector:
         }
         return self
 
+    def _latent_dim_for(self, X: np.ndarray) -> int:
+        """Smallest number of principal components that explain ``latent_variance`` of the
+        encoded data's variance (on a sample), between 2 and 16: the latent space is as small
+        as the data's own structure allows, so anomalies cannot be reconstructed through it."""
+        rng = np.random.default_rng(self.random_state)
+        sample = X[rng.choice(len(X), size=min(len(X), 5000), replace=False)].astype("float64")
+        sv = np.linalg.svd(sample - sample.mean(axis=0), compute_uv=False) ** 2
+        if sv.sum() <= 0:
+            return 2
+        share = np.cumsum(sv) / sv.sum()
+        k = int(np.searchsorted(share, self.latent_variance) + 1)
+        return int(min(16, max(2, min(k, X.shape[1]))))
+
     def _fit_index(self) -> None:
         k = min(self.n_neighbors + 1, len(self.reference_latents_))
         self.index_ = NearestNeighbors(n_neighbors=k).fit(self.reference_latents_)
@@ -158,10 +189,14 @@ class LatentDetector:
             raise RuntimeError("LatentDetector is not fitted; call fit() first")
 
     def _recon(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sq = (self.model_.reconstruct(X) - X) ** 2
+        """Per-row error and per-row-and-group error (each group scaled by its training mean)."""
+        sq = ((self.model_.reconstruct(X) - X) ** 2).astype("float64")
+        membership = np.zeros((sq.shape[1], int(self.groups_.max()) + 1))
+        membership[np.arange(sq.shape[1]), self.groups_] = 1.0
+        by_group = sq @ membership
         if hasattr(self, "error_scale_"):
-            sq = sq / self.error_scale_.astype("float32")
-        return sq.mean(axis=1).astype("float64"), sq
+            by_group = by_group / self.error_scale_
+        return by_group.mean(axis=1), by_group
 
     def _latent_distance(
         self, Zs: np.ndarray, exclude_self: np.ndarray | None = None
@@ -201,7 +236,7 @@ class LatentDetector:
         score = 1.0 / (1.0 + np.exp(-z))
         return {
             "recon_error": recon,
-            "feature_sq_error": sq,
+            "group_error": sq,
             "latent": Z.astype("float32"),
             "latent_distance": dist,
             "raw_score": raw,
@@ -226,6 +261,7 @@ class LatentDetector:
             latent_mean=self.latent_mean_,
             latent_scale=self.latent_scale_,
             error_scale=self.error_scale_,
+            groups=self.groups_,
         )
         calib = {
             "params": self.get_params(),
@@ -252,6 +288,7 @@ class LatentDetector:
             det.latent_mean_ = z["latent_mean"]
             det.latent_scale_ = z["latent_scale"]
             det.error_scale_ = z["error_scale"]
+            det.groups_ = z["groups"]
         det.n_features_in_ = int(calib["n_features_in"])
         det.n_trimmed_ = int(calib["n_trimmed"])
         det.calibration_ = {k: (float(v[0]), float(v[1])) for k, v in calib["components"].items()}

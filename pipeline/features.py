@@ -221,13 +221,6 @@ class FeatureEncoder:
         """For every matrix column, the index of the original column (block) it belongs to."""
         return np.repeat(np.arange(len(self.block_widths)), self.block_widths)
 
-    def per_feature(self, sq_err: np.ndarray) -> np.ndarray:
-        """Sum matrix-column errors into one error per original column (n x n_blocks)."""
-        idx = self.block_index()
-        out = np.zeros((sq_err.shape[0], idx.max() + 1), dtype="float64")
-        np.add.at(out.T, idx, sq_err.T)
-        return out
-
     # ---------------------------------------------------------------- state
     def to_dict(self) -> dict[str, Any]:
         self._check_fitted()

@@ -152,27 +152,25 @@ def fetch_bundle(settings: Settings, name: str, alias: str = CHAMPION) -> tuple[
             f"model {name!r} has no {alias!r} version yet; run a batch through "
             "'python -m pipeline run' (or the DAG) to train one"
         )
-    target = settings.model_cache_dir(name, version)
-    bundle = target / "bundle"
+    bundle = settings.model_cache_dir(name, version)
     if (bundle / "metadata.json").is_file():
         return bundle, version
     mlflow = configure(settings)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=bundle.parent))
     try:
         local = Path(
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp))
         )
         src = local / "artifacts" / "bundle"
-        if not src.is_dir():
-            found = list(local.rglob("metadata.json"))
-            if not found:
-                raise SentinelError(f"model {name} version {version} holds no bundle")
-            src = found[0].parent
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        shutil.move(str(src), str(bundle))
+        if not (src / "metadata.json").is_file():
+            raise SentinelError(f"model {name} version {version} holds no bundle")
+        try:
+            # Atomic publish; if a concurrent task got there first, its copy is as good as ours.
+            src.rename(bundle)
+        except OSError:
+            if not (bundle / "metadata.json").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return bundle, version

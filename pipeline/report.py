@@ -129,7 +129,13 @@ def _alert_rows(scored: pd.DataFrame, id_column: str, n: int) -> str:
             typical = ""
             if feat in normal.columns and len(normal):
                 col = normal[feat]
-                if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+                if pd.api.types.is_datetime64_any_dtype(col):
+                    # The model sees the time of day: show it, and the typical one.
+                    hours = col.dt.hour + col.dt.minute / 60.0
+                    med = float(hours.median())
+                    typical = f"{int(med):02d}:{int(round((med % 1) * 60)) % 60:02d}"
+                    value = pd.Timestamp(value).strftime("%H:%M") if pd.notna(value) else "missing"
+                elif pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
                     mode = col.mode(dropna=True)
                     typical = mode.iloc[0] if len(mode) else ""
                 else:
