@@ -110,3 +110,36 @@ def test_failing_batch_exits_non_zero_with_the_reason_and_is_quarantined(tmp_pat
     verbose = run_cli("--verbose", "run", "--input", str(src), "--dataset", "retail_purchases", home=tmp_path / "var")
     assert verbose.returncode == 3
     assert "Traceback" in verbose.stderr
+
+
+PYFUNC_CHECK = """
+import sys, mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model("models:/retail_purchases@champion")
+rows = pd.read_parquet(sys.argv[2])
+model.predict(rows).to_parquet(sys.argv[3])
+"""
+
+
+@pytest.mark.slow
+def test_registered_pyfunc_scores_like_the_pipeline_in_a_fresh_process(trained: dict) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, cli_env
+
+    home = trained["home"]
+    scored = pd.read_parquet(home / "scores" / "day1" / "scored.parquet")
+    raw = pd.read_parquet(home / "staging" / "day1" / "valid.parquet").head(50)
+    raw_path, out_path = trained["root"] / "raw50.parquet", trained["root"] / "pyfunc50.parquet"
+    raw.to_parquet(raw_path)
+    res = subprocess.run(
+        [sys.executable, "-c", PYFUNC_CHECK, f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", str(raw_path), str(out_path)],
+        cwd=REPO, env=cli_env(home), capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    served = pd.read_parquet(out_path)
+    expected = scored.set_index("purchase_id").loc[served["purchase_id"]]
+    assert (served["is_anomaly"].to_numpy() == expected["is_anomaly"].to_numpy()).all()
+    assert abs(served["score"].to_numpy() - expected["score"].to_numpy()).max() < 1e-5
+    assert served["top_features"].iloc[0].split("|") == list(expected["top_features"].iloc[0])
