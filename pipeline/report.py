@@ -106,7 +106,8 @@ def trend_plot(history: list[dict[str, Any]]) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 2.8))
     rates = [h["alerts"] / h["rows_scored"] for h in rows]
     ax.plot(range(len(rows)), rates, marker="o", color="#2f6fdf")
-    ax.set_xticks(range(len(rows)), [h["batch_id"][-12:] for h in rows], rotation=30, ha="right", fontsize=7)
+    labels = [h["batch_id"] if len(h["batch_id"]) <= 20 else "…" + h["batch_id"][-19:] for h in rows]
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("alert rate")
     ax.set_title("Alert rate over recent batches")
     return _fig_to_data_uri(fig)
