@@ -84,9 +84,9 @@ class Bundle:
         out["raw_score"] = s["raw_score"]
         out["recon_error"] = s["recon_error"]
         out["latent_distance"] = s["latent_distance"]
-        out["top_features"] = [list(r) for r in names[top]]
-        out["top_feature_shares"] = [list(r) for r in np.round(np.take_along_axis(shares, top, 1), 4)]
-        out["nearest_normal_ids"] = [list(r) for r in s["neighbor_ids"]]
+        out["top_features"] = _list_column(names[top])
+        out["top_feature_shares"] = _list_column(np.round(np.take_along_axis(shares, top, 1), 4))
+        out["nearest_normal_ids"] = _list_column(s["neighbor_ids"])
         for j, name in enumerate(names):
             out[f"err__{name}"] = per_feature[:, j]
         for j in range(s["latent"].shape[1]):
@@ -111,6 +111,11 @@ class Bundle:
             (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
         self.metadata = meta
         return Path(folder)
+
+
+def _list_column(matrix: np.ndarray) -> pd.Series:
+    """A list-valued column: one NumPy row view per record (no per-element Python objects)."""
+    return pd.Series(list(matrix), dtype=object)
 
 
 def _versions() -> dict[str, str]:
