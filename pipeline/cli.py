@@ -130,7 +130,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for b in st["batches"]:
         line = (
             f"{b['batch_id']:<28} {b['state'] or '?':<12} in={b['rows_in']} scored={b['rows_scored']} "
-            f"quarantined={b['rows_quarantined']} alerts={b['alerts']} model=v{b['model_version']}"
+            f"quarantined={b['rows_quarantined']} alerts={b['alerts']} "
+            f"model={'v' + str(b['model_version']) if b['model_version'] else '-'}"
         )
         if b.get("reason"):
             line += f"  reason: {b['reason']}"

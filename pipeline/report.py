@@ -225,3 +225,26 @@ nearest normal training records in the latent space.</p>
 </tbody></table>
 </body></html>
 """
+
+
+def render_rejected_report(summary: dict[str, Any]) -> str:
+    """The report of a batch that failed validation as a whole: what, why, and where it is."""
+    s = summary
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = s.get("rows_in")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Latent Sentinel · {html.escape(s['batch_id'])} (quarantined)</title><style>{CSS}</style></head>
+<body>
+<h1>Batch quarantined · {html.escape(s['batch_id'])}</h1>
+<p class=sub>dataset <b>{html.escape(str(s.get('dataset')))}</b> · generated {generated}</p>
+<div class=cards><div class='card alert'><b>{'unreadable' if rows is None else f'{rows:,}'}</b><span>rows in, all quarantined</span></div>
+<div class=card><b>0</b><span>scored</span></div></div>
+<h2>Why</h2><p><b>{html.escape(str(s.get('reason')))}</b></p>
+<p>Nothing downstream ran for this batch. The original file is untouched at
+<code>{html.escape(str(s.get('source')))}</code>; a copy, the reason and the full Great Expectations
+result are in <code>{html.escape(str(s.get('quarantine')))}</code>. Fix the data (or the contract in
+<code>expectations/{html.escape(str(s.get('dataset')))}/</code>) and run the batch again.</p>
+</body></html>
+"""

@@ -78,7 +78,7 @@ def quarantine_batch(
     write_text(qdir / "reason.txt", reason + "\n")
     write_json(qdir / "validation.json", result or {"success": False, "reason": reason})
     rows_in = batch.get("rows_in")
-    status.update(
+    record = status.update(
         s,
         batch["batch_id"],
         state="quarantined",
@@ -89,6 +89,10 @@ def quarantine_batch(
         alerts=0,
         quarantine=str(qdir),
     )
+    from pipeline.report import render_rejected_report
+
+    report = write_text(s.report_path(batch["batch_id"]), render_rejected_report(record))
+    status.update(s, batch["batch_id"], report=str(report.resolve()))
     log.warning("batch %s quarantined: %s", batch["batch_id"], reason)
 
 

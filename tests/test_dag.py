@@ -85,6 +85,7 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(setting
     assert (qdir / "original" / "partner.csv").read_bytes() == (folder / "partner.csv").read_bytes()
     assert (qdir / "validation.json").is_file()
     assert not settings.status_path("later").exists()
+    assert "basket_value" in Path(broken["report"]).read_text()
 
     from pipeline import registry
 
