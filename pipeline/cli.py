@@ -163,6 +163,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init_dataset(args: argparse.Namespace) -> int:
+    from pipeline.profile import init_dataset
+
+    folder = init_dataset(Settings.from_env(), args.name, args.source, args.id_column, args.force)
+    print(f"wrote {folder / 'dataset.json'} and {folder / 'suite.json'}: review them, then "
+          f"'python -m pipeline run --input FILE --dataset {args.name}'")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -212,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", help="restore the previous champion")
     rb.add_argument("--dataset", required=True)
     rb.set_defaults(func=cmd_rollback)
+
+    i = sub.add_parser("init-dataset", help="profile a reference batch into a dataset config and GX suite")
+    i.add_argument("name")
+    i.add_argument("--from", dest="source", required=True, help="reference batch (Parquet or CSV)")
+    i.add_argument("--id-column", help="unique record id column (guessed when it is 'id' or '*_id')")
+    i.add_argument("--force", action="store_true", help="overwrite an existing dataset")
+    i.set_defaults(func=cmd_init_dataset)
 
     d = sub.add_parser("demo", help="generate demo batches and run the Airflow DAG over them")
     d.add_argument("--days", type=int, default=4)

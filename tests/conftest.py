@@ -46,11 +46,13 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, home: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, home: Path, timeout: int = 900, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=REPO,
-        env=cli_env(home),
+        env={**cli_env(home), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -143,3 +143,48 @@ def test_registered_pyfunc_scores_like_the_pipeline_in_a_fresh_process(trained: 
     assert (served["is_anomaly"].to_numpy() == expected["is_anomaly"].to_numpy()).all()
     assert abs(served["score"].to_numpy() - expected["score"].to_numpy()).max() < 1e-5
     assert served["top_features"].iloc[0].split("|") == list(expected["top_features"].iloc[0])
+
+
+@pytest.mark.slow
+def test_init_dataset_then_run_works_on_new_data_without_code_changes(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    n = 600
+    load = rng.normal(50, 10, n)
+    df = pd.DataFrame(
+        {
+            "Sensor ID": [f"s{i:05d}" for i in range(n)],
+            "Load (kW)": load,
+            "Temp C": 20 + 0.3 * load + rng.normal(0, 1, n),
+            "Site": rng.choice(["north", "south", "east"], n),
+            "Online": rng.random(n) < 0.9,
+        }
+    )
+    src = tmp_path / "reference.csv"
+    df.to_csv(src, index=False)
+    home, exp = tmp_path / "var", tmp_path / "expectations"
+    env_extra = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
+    res = run_cli("init-dataset", "sensors", "--from", str(src), home=home, extra_env=env_extra)
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads((exp / "sensors" / "dataset.json").read_text())
+    assert cfg["id_column"] == "sensor_id"  # names normalised like everywhere else
+    assert cfg["features"]["numeric"] == ["load_kw", "temp_c"]
+    assert cfg["features"]["categorical"] == ["site"]
+    suite = json.loads((exp / "sensors" / "suite.json").read_text())
+    kinds = {e["type"] for e in suite["expectations"]}
+    assert {"expect_column_values_to_be_unique", "expect_column_values_to_be_in_set", "expect_column_values_to_be_between"} <= kinds
+    again = run_cli("init-dataset", "sensors", "--from", str(src), home=home, extra_env=env_extra)
+    assert again.returncode == 2
+    assert "--force" in again.stderr
+
+    batch = df.copy()
+    batch.loc[0, "Site"] = "mars"  # unknown category: quarantined row
+    batch.loc[1, "Load (kW)"] = 400.0  # far outside the profiled range: quarantined row
+    batch.to_csv(tmp_path / "day1.csv", index=False)
+    run = run_cli("run", "--input", str(tmp_path / "day1.csv"), "--dataset", "sensors", "--json", home=home, extra_env=env_extra)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["rows_in"] == n
+    assert out["rows_quarantined"] == 2
+    assert out["rows_scored"] == n - 2
