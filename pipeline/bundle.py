@@ -87,11 +87,11 @@ class Bundle:
         out["top_features"] = _list_column(names[top])
         out["top_feature_shares"] = _list_column(np.round(np.take_along_axis(shares, top, 1), 4))
         out["nearest_normal_ids"] = _list_column(s["neighbor_ids"])
-        for j, name in enumerate(names):
-            out[f"err__{name}"] = per_feature[:, j]
-        for j in range(s["latent"].shape[1]):
-            out[f"latent_{j}"] = s["latent"][:, j]
-        return out
+        extra = pd.DataFrame(
+            np.hstack([per_feature, s["latent"]]),
+            columns=[f"err__{n}" for n in names] + [f"latent_{j}" for j in range(s["latent"].shape[1])],
+        )
+        return pd.concat([out, extra], axis=1)
 
     # ---------------------------------------------------------------- files
     def save(self, folder: Path) -> Path:

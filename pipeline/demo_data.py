@@ -176,12 +176,12 @@ def _inject_anomalies(
             ).round(2)
             df.loc[rows, "customer_tenure_days"] = rng.integers(3000, 5000, size=len(rows))
         elif kind == "bot":
-            template = df.loc[rows[0]].copy()
-            for i, r in enumerate(rows):
-                df.loc[r, df.columns.drop(["purchase_id", "purchased_at"])] = template.drop(
-                    ["purchase_id", "purchased_at"]
-                ).values
-                df.loc[r, "purchased_at"] = template["purchased_at"] + pd.Timedelta(seconds=2 * i)
+            # One template order repeated, two seconds apart.
+            copied = df.columns.drop(["purchase_id", "purchased_at"])
+            df.loc[rows, copied] = df.loc[[rows[0]] * len(rows), copied].to_numpy()
+            df.loc[rows, "purchased_at"] = df.loc[rows[0], "purchased_at"] + pd.to_timedelta(
+                2 * np.arange(len(rows)), unit="s"
+            )
             df.loc[rows, "channel"] = "web"
             df.loc[rows, "session_minutes"] = 0.1
             df.loc[rows, "pages_viewed"] = 1
@@ -196,14 +196,9 @@ def _break_rows(rng: np.random.Generator, df: pd.DataFrame, rate: float) -> np.n
     if n_bad == 0:
         return np.array([], dtype=int)
     rows = rng.choice(len(df), size=n_bad, replace=False)
-    for j, r in enumerate(rows):
-        fault = j % 3
-        if fault == 0:
-            df.loc[r, "purchase_id"] = None
-        elif fault == 1:
-            df.loc[r, "item_count"] = -3
-        else:
-            df.loc[r, "channel"] = "fax"
+    df.loc[rows[0::3], "purchase_id"] = None
+    df.loc[rows[1::3], "item_count"] = -3
+    df.loc[rows[2::3], "channel"] = "fax"
     return rows
 
 

@@ -119,28 +119,36 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _typical(col: pd.Series) -> Any:
+    """The typical value of a column among normal records: median, mode, or time of day."""
+    if not len(col):
+        return ""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        # The model sees the time of day: show that.
+        med = float((col.dt.hour + col.dt.minute / 60.0).median())
+        return f"{int(med):02d}:{int(round((med % 1) * 60)) % 60:02d}"
+    if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+        mode = col.mode(dropna=True)
+        return mode.iloc[0] if len(mode) else ""
+    return float(col.median())
+
+
 def _alert_rows(scored: pd.DataFrame, id_column: str, n: int) -> str:
     normal = scored[~scored["is_anomaly"]]
     top = scored[scored["is_anomaly"]].sort_values("raw_score", ascending=False).head(n)
+    typical_of: dict[str, Any] = {}  # each feature's typical value, computed once
     out = []
     for rank, (_, r) in enumerate(top.iterrows(), start=1):
         reasons = []
         for feat, share in zip(r["top_features"], r["top_feature_shares"], strict=False):
             value = r.get(feat, "")
             typical = ""
-            if feat in normal.columns and len(normal):
-                col = normal[feat]
-                if pd.api.types.is_datetime64_any_dtype(col):
-                    # The model sees the time of day: show it, and the typical one.
-                    hours = col.dt.hour + col.dt.minute / 60.0
-                    med = float(hours.median())
-                    typical = f"{int(med):02d}:{int(round((med % 1) * 60)) % 60:02d}"
+            if feat in normal.columns:
+                if feat not in typical_of:
+                    typical_of[feat] = _typical(normal[feat])
+                typical = typical_of[feat]
+                if pd.api.types.is_datetime64_any_dtype(normal[feat]):
                     value = pd.Timestamp(value).strftime("%H:%M") if pd.notna(value) else "missing"
-                elif pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
-                    mode = col.mode(dropna=True)
-                    typical = mode.iloc[0] if len(mode) else ""
-                else:
-                    typical = float(col.median())
             reasons.append(
                 f"<b>{html.escape(str(feat))}</b> {share:.0%}: {_fmt(value)} "
                 f"<span class=muted>(typical {_fmt(typical)})</span>"

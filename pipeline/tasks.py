@@ -77,22 +77,21 @@ def quarantine_batch(
             copy_file(src, qdir / "original" / src.name)
     write_text(qdir / "reason.txt", reason + "\n")
     write_json(qdir / "validation.json", result or {"success": False, "reason": reason})
-    rows_in = batch.get("rows_in")
-    record = status.update(
-        s,
-        batch["batch_id"],
-        state="quarantined",
-        reason=reason,
-        rows_valid=0,
-        rows_quarantined=rows_in,
-        rows_scored=0,
-        alerts=0,
-        quarantine=str(qdir),
-    )
     from pipeline.report import render_rejected_report
 
-    report = write_text(s.report_path(batch["batch_id"]), render_rejected_report(record))
-    status.update(s, batch["batch_id"], report=str(report.resolve()))
+    fields = {
+        "state": "quarantined",
+        "reason": reason,
+        "rows_valid": 0,
+        "rows_quarantined": batch.get("rows_in"),
+        "rows_scored": 0,
+        "alerts": 0,
+        "quarantine": str(qdir),
+        "report": str(s.report_path(batch["batch_id"]).resolve()),
+    }
+    record = {**status.read(s, batch["batch_id"]), **fields}
+    write_text(s.report_path(batch["batch_id"]), render_rejected_report(record))
+    status.update(s, batch["batch_id"], **fields)
     log.warning("batch %s quarantined: %s", batch["batch_id"], reason)
 
 

@@ -211,9 +211,13 @@ def validate_frame(
     rule_cols = bad[is_bad]
     for col in rule_cols.columns:
         quarantined[col] = rule_cols[col].to_numpy()
-    quarantined["quarantine_reason"] = [
-        "; ".join(c.removeprefix("rule__") for c in rule_cols.columns[row]) for row in rule_cols.to_numpy()
-    ] if len(rule_cols) else []
+    # One pass per failed rule (not per row): append the rule's name where it failed.
+    reason = pd.Series("", index=rule_cols.index, dtype=object)
+    for col in rule_cols.columns:
+        hit = rule_cols[col].to_numpy()
+        sep = np.where(reason.to_numpy() == "", "", "; ")
+        reason = reason.where(~hit, reason + sep + col.removeprefix("rule__"))
+    quarantined["quarantine_reason"] = reason.to_numpy()
     valid = df[~is_bad].reset_index(drop=True)
     log.info(
         "validated %s: %d rows in, %d valid, %d quarantined", batch_id, len(df), len(valid), len(quarantined)
