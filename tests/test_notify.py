@@ -1,0 +1,725 @@
+"""Notifications, against a real SMTP server (aiosmtpd) and a real HTTP server on loopback.
+
+Nothing in the transport is mocked: the e-mail goes through smtplib to aiosmtpd (with AUTH
+checked by an authenticator, and once over STARTTLS with a self-signed certificate), the webhook
+through urllib to ``http.server``. Every test with a secret also proves it never reaches a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email
+import email.policy
+import ipaddress
+import json
+import logging
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from pipeline.config import SentinelError
+from pipeline.notify import (
+    NotifyConfig,
+    build_message,
+    email_text,
+    load_config,
+    notification_key,
+    safe_url,
+    send,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "fake-smtp-pa55word-7f3a"
+TOKEN = "fake-webhook-t0ken-91c2"
+USER = "sentinel"
+FAST = {"SENTINEL_NOTIFY_BACKOFF_S": "0.01"}
+
+# AUTH over plain text is what some tests set up on purpose (loopback only); aiosmtpd warns.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+
+
+# ----------------------------------------------------------------------------- helpers
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def summary(**overrides: Any) -> dict[str, Any]:
+    record = {
+        "dataset": "retail_purchases",
+        "batch_id": "purchases_2026-11-28",
+        "state": "reported",
+        "rows_in": 610,
+        "rows_valid": 600,
+        "rows_scored": 600,
+        "rows_quarantined": 10,
+        "alerts": 3,
+        "model_name": "retail_purchases",
+        "model_version": "4",
+        "report": "/srv/sentinel/reports/purchases_2026-11-28/report.html",
+        "scores": "/srv/sentinel/scores/purchases_2026-11-28/scored.parquet",
+    }
+    return {**record, **overrides}
+
+
+def alerts(ids: list[str] | None = None) -> pd.DataFrame:
+    ids = ids or ["P-0042", "P-0007", "P-0100"]
+    n = len(ids)
+    return pd.DataFrame(
+        {
+            "record_id": ids,
+            "batch_id": "purchases_2026-11-28",
+            "rank": range(1, n + 1),
+            "score": [0.99 - 0.01 * i for i in range(n)],
+            "top_features": [["amount", "country"]] * n,
+        }
+    )
+
+
+def assert_no_secret(caplog: pytest.LogCaptureFixture, *secrets: str) -> None:
+    """No secret in any captured log line; in our own records not even base64-encoded."""
+    assert caplog.records, "the test should have logged something"
+    text = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    ours = "".join(r.getMessage() for r in caplog.records if r.name.startswith("pipeline"))
+    for secret in secrets:
+        assert secret not in text
+        assert base64.b64encode(secret.encode()).decode()[:12] not in ours
+
+
+class Collector:
+    """An aiosmtpd handler that keeps what it receives; ``fail_data`` answers DATA with 451 first."""
+
+    def __init__(self, fail_data: int = 0) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[Any] = []
+        self.logins: list[tuple[str, bool]] = []
+        self.tls_sessions: list[bool] = []
+        self.fail_data = fail_data
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook
+        if self.fail_data:
+            self.fail_data -= 1
+            return "451 4.3.0 try again later"
+        self.envelopes.append(envelope)
+        self.tls_sessions.append(session.ssl is not None)
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
+        return "250 OK"
+
+    def authenticator(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == USER.encode()
+            and auth_data.password == PASSWORD.encode()
+        )
+        login = auth_data.login.decode() if isinstance(auth_data, LoginPassword) else "?"
+        self.logins.append((login, ok))
+        return AuthResult(success=ok, handled=False)  # the server answers 235 or 535
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., tuple[Controller, Collector]]]:
+    """Start aiosmtpd on 127.0.0.1 (a fresh free port per call); stopped after the test."""
+    started: list[Controller] = []
+
+    def start(
+        collector: Collector | None = None, **smtp_kwargs: Any
+    ) -> tuple[Controller, Collector]:
+        collector = collector or Collector()
+        if smtp_kwargs.pop("auth", False):
+            smtp_kwargs.setdefault("auth_required", True)
+            smtp_kwargs["authenticator"] = collector.authenticator
+        controller = Controller(collector, hostname="127.0.0.1", port=free_port(), **smtp_kwargs)
+        controller.start()
+        started.append(controller)
+        return controller, collector
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+class Hook:
+    """A webhook receiver on 127.0.0.1: records each POST, answers with the planned statuses."""
+
+    def __init__(self, plan: list[int] | None = None) -> None:
+        self.plan = list(plan or [])
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server hook
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.requests.append((self.path, dict(self.headers), body))
+                status = hook.plan.pop(0) if hook.plan else 200
+                self.send_response(status)
+                if 300 <= status < 400:  # a redirect must not be followed with the token
+                    self.send_header("Location", hook.url("/elsewhere"))
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep stderr quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def hook_server() -> Iterator[Callable[..., Hook]]:
+    hooks: list[Hook] = []
+
+    def start(plan: list[int] | None = None) -> Hook:
+        hooks.append(Hook(plan))
+        return hooks[-1]
+
+    yield start
+    for hook in hooks:
+        hook.close()
+
+
+@pytest.fixture(autouse=True)
+def _loopback_without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy in the environment must not sit between urllib and the loopback receiver."""
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def tls_cert(tmp_path: Path) -> Path:
+    """A self-signed certificate (and key, one PEM file) for 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp_path / "cert.pem"
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key_pem)
+    return path
+
+
+def smtp_env(controller: Controller, **extra: str) -> dict[str, str]:
+    return {
+        "SENTINEL_SMTP_HOST": "127.0.0.1",
+        "SENTINEL_SMTP_PORT": str(controller.port),
+        "SENTINEL_SMTP_FROM": "Latent Sentinel <sentinel@example.org>",
+        "SENTINEL_SMTP_TO": "ops@example.org, data@example.org",
+        **FAST,
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------- e-mail
+def test_email_arrives_with_summary_after_real_auth(
+    smtp_server: Callable[..., tuple[Controller, Collector]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    controller, got = smtp_server(auth=True, auth_require_tls=False)
+    config = NotifyConfig.from_env(
+        smtp_env(controller, SENTINEL_SMTP_USER=USER, SENTINEL_SMTP_PASSWORD=PASSWORD)
+    )
+    payload = build_message(summary(), alerts())
+
+    assert send(payload, config) == {"smtp": "sent", "webhook": "off"}
+
+    assert got.logins == [(USER, True)]  # the server checked the credentials for real
+    assert len(got.messages) == 1
+    msg = got.messages[0]
+    assert sorted(got.envelopes[0].rcpt_tos) == ["data@example.org", "ops@example.org"]
+    assert "purchases_2026-11-28" in msg["Subject"]
+    assert "3 alert(s)" in msg["Subject"]
+    assert msg.get_content_type() == "text/plain"
+    assert msg["X-Sentinel-Notification-Key"].strip() == notification_key(
+        payload
+    )  # folded: 80+ chars
+    body = msg.get_content()
+    assert "Batch:    purchases_2026-11-28" in body
+    assert "Alerts:   3 (0.50% of scored rows)" in body
+    assert "/srv/sentinel/reports/purchases_2026-11-28/report.html" in body
+    assert "1. P-0042" in body
+    assert "amount, country" in body
+    assert_no_secret(caplog, PASSWORD)
+    assert PASSWORD not in repr(config)
+
+
+def test_email_rejected_password_is_not_retried_and_not_logged(
+    smtp_server: Callable[..., tuple[Controller, Collector]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    controller, got = smtp_server(auth=True, auth_require_tls=False)
+    wrong = "wrong-" + PASSWORD
+    config = NotifyConfig.from_env(
+        smtp_env(controller, SENTINEL_SMTP_USER=USER, SENTINEL_SMTP_PASSWORD=wrong)
+    )
+
+    outcome = send(build_message(summary(), alerts()), config)
+
+    assert outcome["smtp"].startswith("failed: SMTP 535")
+    assert got.logins
+    assert all(login == (USER, False) for login in got.logins)
+    assert got.messages == []
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pipeline.notify" and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1
+    assert "not retried" in warnings[0]
+    assert_no_secret(caplog, wrong)
+
+
+def test_email_over_starttls_with_auth_required_over_tls(
+    smtp_server: Callable[..., tuple[Controller, Collector]],
+    tls_cert: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tls_cert)
+    controller, got = smtp_server(auth=True, tls_context=server_tls, require_starttls=True)
+    env = smtp_env(
+        controller,
+        SENTINEL_SMTP_USER=USER,
+        SENTINEL_SMTP_PASSWORD=PASSWORD,
+        SENTINEL_SMTP_STARTTLS="true",
+        SENTINEL_SMTP_CA_FILE=str(tls_cert),
+    )
+
+    assert send(build_message(summary(), alerts()), NotifyConfig.from_env(env))["smtp"] == "sent"
+    assert got.logins == [(USER, True)]
+    assert got.tls_sessions == [True]
+    assert_no_secret(caplog, PASSWORD)
+
+
+def test_email_untrusted_certificate_fails_without_sending_credentials(
+    smtp_server: Callable[..., tuple[Controller, Collector]], tls_cert: Path
+) -> None:
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tls_cert)
+    controller, got = smtp_server(auth=True, tls_context=server_tls, require_starttls=True)
+    env = smtp_env(
+        controller,
+        SENTINEL_SMTP_USER=USER,
+        SENTINEL_SMTP_PASSWORD=PASSWORD,
+        SENTINEL_SMTP_STARTTLS="1",
+    )
+
+    outcome = send(build_message(summary(), alerts()), NotifyConfig.from_env(env))
+
+    assert outcome["smtp"].startswith("failed: TLS certificate not trusted")
+    assert got.logins == []
+
+
+def test_email_temporary_smtp_error_is_retried(
+    smtp_server: Callable[..., tuple[Controller, Collector]],
+) -> None:
+    controller, got = smtp_server(Collector(fail_data=1))
+    outcome = send(build_message(summary(), alerts()), NotifyConfig.from_env(smtp_env(controller)))
+    assert outcome["smtp"] == "sent"
+    assert len(got.messages) == 1
+
+
+# ----------------------------------------------------------------------------- webhook
+def test_webhook_posts_json_with_bearer_token(
+    hook_server: Callable[..., Hook], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    hook = hook_server()
+    secret_path = "/hooks/T000-secret-path-B000"
+    config = NotifyConfig.from_env(
+        {
+            "SENTINEL_WEBHOOK_URL": hook.url(secret_path) + "?sig=abcdef123456",
+            "SENTINEL_WEBHOOK_TOKEN": TOKEN,
+        }
+    )
+    payload = build_message(summary(), alerts())
+
+    assert send(payload, config) == {"smtp": "off", "webhook": "sent"}
+
+    [(path, headers, body)] = hook.requests
+    assert path == secret_path + "?sig=abcdef123456"
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Sentinel-Notification-Key"] == notification_key(payload)
+    sent = json.loads(body)
+    assert sent == payload
+    assert sent["batch_id"] == "purchases_2026-11-28"
+    assert sent["alerts"] == 3
+    assert sent["top_alerts"][0] == {
+        "rank": 1,
+        "id": "P-0042",
+        "score": 0.99,
+        "top_features": ["amount", "country"],
+    }
+    assert_no_secret(caplog, TOKEN, "secret-path", "abcdef123456")
+    assert f"127.0.0.1:{hook.server.server_port}" in caplog.text  # the target is logged, stripped
+    assert TOKEN not in repr(config)
+    assert "secret-path" not in repr(config)
+
+
+def test_webhook_5xx_is_retried_until_sent(
+    hook_server: Callable[..., Hook], caplog: pytest.LogCaptureFixture
+) -> None:
+    hook = hook_server([500, 503])
+    config = NotifyConfig.from_env({"SENTINEL_WEBHOOK_URL": hook.url(), **FAST})
+
+    assert send(build_message(summary(), alerts()), config)["webhook"] == "sent"
+    assert len(hook.requests) == 3
+    retries = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "retrying" in r.getMessage()
+    ]
+    assert len(retries) == 2
+    assert len({body for _, _, body in hook.requests}) == 1  # the same payload each time
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (400, "failed: HTTP 400"),
+        (401, "failed: HTTP 401"),
+        (302, "failed: HTTP 302 (redirect not followed)"),
+    ],
+)
+def test_webhook_4xx_and_redirects_are_not_retried(
+    hook_server: Callable[..., Hook], status: int, outcome: str
+) -> None:
+    hook = hook_server([status, 200])
+    config = NotifyConfig.from_env(
+        {"SENTINEL_WEBHOOK_URL": hook.url(), "SENTINEL_WEBHOOK_TOKEN": TOKEN, **FAST}
+    )
+
+    assert send(build_message(summary(), alerts()), config)["webhook"] == outcome
+    assert [path for path, _, _ in hook.requests] == ["/hook"]  # one try, nothing to /elsewhere
+
+
+def test_webhook_5xx_every_time_gives_up_after_retries(hook_server: Callable[..., Hook]) -> None:
+    hook = hook_server([502] * 10)
+    config = NotifyConfig.from_env(
+        {"SENTINEL_WEBHOOK_URL": hook.url(), "SENTINEL_NOTIFY_RETRIES": "4", **FAST}
+    )
+
+    assert send(build_message(summary(), alerts()), config)["webhook"] == "failed: HTTP 502"
+    assert len(hook.requests) == 4
+
+
+def test_closed_port_fails_without_raising(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    env = {
+        "SENTINEL_SMTP_HOST": "127.0.0.1",
+        "SENTINEL_SMTP_PORT": str(port),
+        "SENTINEL_SMTP_TO": "ops@example.org",
+        "SENTINEL_SMTP_USER": USER,
+        "SENTINEL_SMTP_PASSWORD": PASSWORD,
+        "SENTINEL_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
+        "SENTINEL_WEBHOOK_TOKEN": TOKEN,
+        "SENTINEL_NOTIFY_RETRIES": "2",
+        **FAST,
+    }
+    started = time.monotonic()
+
+    outcome = send(build_message(summary(), alerts()), NotifyConfig.from_env(env))
+
+    assert outcome == {
+        "smtp": "failed: connection refused",
+        "webhook": "failed: connection refused",
+    }
+    assert time.monotonic() - started < 5
+    gave_up = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "after 2 attempt(s)" in r.getMessage()
+    ]
+    assert len(gave_up) == 2
+    assert_no_secret(caplog, PASSWORD, TOKEN)
+
+
+def test_silent_receiver_times_out_without_raising() -> None:
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        env = {
+            "SENTINEL_WEBHOOK_URL": f"http://127.0.0.1:{port}/hook",
+            "SENTINEL_WEBHOOK_TIMEOUT": "0.3",
+            "SENTINEL_SMTP_HOST": "127.0.0.1",
+            "SENTINEL_SMTP_PORT": str(port),
+            "SENTINEL_SMTP_TO": "ops@example.org",
+            "SENTINEL_SMTP_TIMEOUT": "0.3",
+            "SENTINEL_NOTIFY_RETRIES": "2",
+            **FAST,
+        }
+        outcome = send(build_message(summary(), alerts()), NotifyConfig.from_env(env))
+    assert outcome == {"smtp": "failed: timed out", "webhook": "failed: timed out"}
+
+
+# ----------------------------------------------------------------------------- message
+def test_huge_and_markup_values_are_cut_and_stay_plain_text() -> None:
+    huge = "x" * 1_000_000
+    script = "<script>alert(1)</script>"
+    frame = alerts([huge, script, "P-3"])
+    frame["top_features"] = [["<b>amount</b>", "y" * 5000], "a|b", None]
+    frame.loc[2, "score"] = float("nan")
+    payload = build_message(
+        summary(dataset="shop\r\nBcc: evil@example.org", batch_id=script), frame
+    )
+
+    text = json.dumps(payload, allow_nan=False)
+    assert json.loads(text) == payload
+    assert len(text) < 3000
+    first, second, third = payload["top_alerts"]
+    assert len(first["id"]) == 200
+    assert first["id"].endswith("…")
+    assert second["id"] == script  # kept verbatim: plain text, not HTML
+    assert first["top_features"][0] == "<b>amount</b>"
+    assert len(first["top_features"][1]) <= 60
+    assert second["top_features"] == ["a", "b"]
+    assert third["top_features"] == []
+    assert third["score"] is None
+    subject, body = email_text(payload)
+    assert "\n" not in subject
+    assert "\r" not in subject
+    assert not [line for line in body.splitlines() if line.startswith("Bcc")]
+    assert script in body
+    assert len(body) < 3000
+
+
+def test_message_counts_and_top_n() -> None:
+    frame = alerts([f"P-{i}" for i in range(10)]).sample(frac=1, random_state=0)
+    payload = build_message(summary(alerts=10, rows_scored=1000), frame, top_n=4)
+    assert [a["id"] for a in payload["top_alerts"]] == ["P-0", "P-1", "P-2", "P-3"]
+    assert payload["alert_rate"] == 0.01
+    quarantined = build_message(
+        {
+            "dataset": "d",
+            "batch_id": "b",
+            "state": "quarantined",
+            "rows_in": 5,
+            "rows_scored": 0,
+            "rows_quarantined": 5,
+            "alerts": 0,
+            "reason": "missing column amount",
+        },
+        None,
+    )
+    assert quarantined["alert_rate"] is None
+    assert quarantined["top_alerts"] == []
+    assert "Reason:   missing column amount" in email_text(quarantined)[1]
+
+
+def test_notification_key_follows_content_and_skip() -> None:
+    a = build_message(summary(), alerts())
+    assert notification_key(a) == notification_key(build_message(summary(), alerts()))
+    assert notification_key(a) != notification_key(build_message(summary(alerts=4), alerts()))
+    assert notification_key(a) != notification_key(
+        build_message(summary(model_version="5"), alerts())
+    )
+    config = NotifyConfig.from_env({"SENTINEL_WEBHOOK_URL": "http://127.0.0.1:9/hook"})
+    assert send(a, config, skip={"webhook"}) == {"smtp": "off", "webhook": "skipped"}
+
+
+# ----------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        (
+            {"SENTINEL_SMTP_HOST": "h", "SENTINEL_SMTP_TO": "a@b.org", "SENTINEL_SMTP_PORT": "25x"},
+            "SENTINEL_SMTP_PORT must be an integer",
+        ),
+        (
+            {
+                "SENTINEL_SMTP_HOST": "h",
+                "SENTINEL_SMTP_TO": "a@b.org",
+                "SENTINEL_SMTP_PORT": "70000",
+            },
+            "SENTINEL_SMTP_PORT must be in 1..65535",
+        ),
+        ({"SENTINEL_SMTP_HOST": "h"}, "SENTINEL_SMTP_TO is required"),
+        (
+            {"SENTINEL_SMTP_HOST": "h", "SENTINEL_SMTP_TO": "not an address"},
+            "SENTINEL_SMTP_TO has an invalid",
+        ),
+        (
+            {
+                "SENTINEL_SMTP_HOST": "h",
+                "SENTINEL_SMTP_TO": "a@b.org",
+                "SENTINEL_SMTP_STARTTLS": "maybe",
+            },
+            "must be true or false",
+        ),
+        (
+            {
+                "SENTINEL_SMTP_HOST": "h",
+                "SENTINEL_SMTP_TO": "a@b.org",
+                "SENTINEL_SMTP_STARTTLS": "1",
+                "SENTINEL_SMTP_SSL": "1",
+            },
+            "exclude each other",
+        ),
+        (
+            {"SENTINEL_WEBHOOK_URL": f"ftp://example.org/{TOKEN}"},
+            "must be an http:// or https:// URL",
+        ),
+        (
+            {"SENTINEL_WEBHOOK_URL": f"https://user:{TOKEN}@example.org/hook"},
+            "must not carry credentials",
+        ),
+        ({"SENTINEL_WEBHOOK_URL": "https://example.org:port/hook"}, "is not a valid URL"),
+        (
+            {
+                "SENTINEL_WEBHOOK_URL": "https://example.org/",
+                "SENTINEL_WEBHOOK_TOKEN": TOKEN + "\nX: y",
+            },
+            "control characters",
+        ),
+        ({"SENTINEL_NOTIFY_RETRIES": "0"}, "SENTINEL_NOTIFY_RETRIES must be in 1..20"),
+    ],
+)
+def test_invalid_config_is_one_line_without_secrets(env: dict[str, str], match: str) -> None:
+    with pytest.raises(SentinelError, match=match) as info:
+        NotifyConfig.from_env(env)
+    message = str(info.value)
+    assert "\n" not in message
+    assert TOKEN not in message
+
+
+def test_nothing_configured_means_all_channels_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [
+        v
+        for v in os.environ
+        if v.startswith(("SENTINEL_SMTP", "SENTINEL_WEBHOOK", "AIRFLOW_CONN_SENTINEL"))
+    ]:
+        monkeypatch.delenv(var)
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
+    config = load_config()
+    assert config == NotifyConfig.from_env({})
+    assert send(build_message(summary(), alerts()), config) == {"smtp": "off", "webhook": "off"}
+
+
+def test_default_ports_and_environment_wins_over_airflow() -> None:
+    base = {"SENTINEL_SMTP_HOST": "mail.example.org", "SENTINEL_SMTP_TO": "a@b.org"}
+    assert NotifyConfig.from_env(base).smtp.port == 25
+    assert NotifyConfig.from_env({**base, "SENTINEL_SMTP_STARTTLS": "yes"}).smtp.port == 587
+    assert NotifyConfig.from_env({**base, "SENTINEL_SMTP_SSL": "true"}).smtp.port == 465
+    assert NotifyConfig.from_env({**base, "SENTINEL_SMTP_PORT": "2525"}).smtp.port == 2525
+    both = {**base, "SENTINEL_WEBHOOK_URL": "https://hooks.example.org/x"}
+    # both channels set in the environment: no connection is looked up, the environment is used
+    assert NotifyConfig.from_airflow(environ=both) == NotifyConfig.from_env(both)
+    assert (
+        safe_url("https://u:p@hooks.example.org:8443/secret/path?sig=1")
+        == "https://hooks.example.org:8443"
+    )
+
+
+# ----------------------------------------------------------------------------- Airflow
+CHILD = """
+import json, logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+import pandas as pd
+from pipeline.notify import build_message, load_config, send
+summary, alerts = json.loads(sys.argv[1]), pd.DataFrame(json.loads(sys.argv[2]))
+config = load_config()
+print(repr(config), file=sys.stderr)
+print(json.dumps(send(build_message(summary, alerts), config)))
+"""
+
+
+def test_airflow_connections_from_env_vars_and_secrets_never_logged(
+    smtp_server: Callable[..., tuple[Controller, Collector]],
+    hook_server: Callable[..., Hook],
+    tmp_path: Path,
+) -> None:
+    """The Airflow path for real: ``AIRFLOW_CONN_*`` (JSON and URI form) resolved by the Task SDK
+    in a fresh process that logs everything at DEBUG to stderr, which is then grepped."""
+    controller, got = smtp_server(auth=True, auth_require_tls=False)
+    hook = hook_server()
+    smtp_conn = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": controller.port,
+        "login": USER,
+        "password": PASSWORD,
+        "extra": {"to": "ops@example.org", "from": "sentinel@example.org", "starttls": False},
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "AIRFLOW"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        AIRFLOW_CONN_SENTINEL_SMTP=json.dumps(smtp_conn),
+        AIRFLOW_CONN_SENTINEL_WEBHOOK=f"http://:{TOKEN}@127.0.0.1:{hook.server.server_port}/hooks/sentinel",
+        SENTINEL_NOTIFY_BACKOFF_S="0.01",
+        no_proxy="127.0.0.1,localhost",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    frame = alerts()
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(summary()), frame.to_json(orient="records")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"smtp": "sent", "webhook": "sent"}
+    assert got.logins == [(USER, True)]
+    assert len(got.messages) == 1
+    [(path, headers, body)] = hook.requests
+    assert path == "/hooks/sentinel"
+    assert headers["Authorization"] == f"Bearer {TOKEN}"
+    assert json.loads(body)["top_alerts"][0]["id"] == "P-0042"
+    logs = result.stdout + result.stderr
+    assert "pipeline.notify" in logs  # the child did log at DEBUG
+    for secret in (PASSWORD, TOKEN):
+        assert secret not in logs
