@@ -11,7 +11,10 @@ Each declared (or inferred) column becomes a *block* of matrix columns:
 - datetime: hour of day and day of week on the unit circle.
 
 The fitted state is plain JSON (``to_dict``/``from_dict``); blocks keep the original column
-names so that per-feature errors can be reported in the user's terms.
+names so that per-feature errors can be reported in the user's terms. ``inverse_transform`` maps
+encoded rows (a model's reconstruction, or synthetic rows decoded from a VAE) back to the
+original columns and dtypes; what it needs beyond the encoding (dtypes, decimals, ranges, a
+datetime anchor) is kept in optional state keys, so states saved before they existed still load.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ MISSING = "__missing__"
 CLIP = 20.0
 MAX_LEVELS = 30
 MIN_LEVEL_SHARE = 0.002
+MAX_DECIMALS = 6
+# Anchor date for states saved before the datetime anchor was recorded: a Monday, far enough in
+# the past that nobody takes a reconstructed timestamp on it for a real one.
+DEFAULT_ANCHOR = "1970-01-05T00:00:00+00:00"
 
 
 class SchemaMismatchError(SentinelError):
@@ -61,12 +68,109 @@ def _as_float(s: pd.Series, col: str) -> np.ndarray:
         raise SchemaMismatchError(f"column {col!r} should be numeric: {exc}") from exc
 
 
+def _decimals(x: np.ndarray) -> int | None:
+    """Fewest decimals (0..MAX_DECIMALS) that every value already has, ``None`` if more."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        for d in range(MAX_DECIMALS + 1):
+            if np.allclose(np.round(x, d), x, rtol=1e-10, atol=0.0):
+                return d
+    return None
+
+
 def _as_str(s: pd.Series) -> np.ndarray:
     out = s.astype(object).to_numpy()
     missing = pd.isna(out)
     out = out.astype(str)
-    out[missing] = MISSING
+    if missing.any():
+        # Widen first: a fixed-width string array would cut MISSING to its longest value.
+        out = out.astype(f"<U{max(out.dtype.itemsize // 4, len(MISSING))}")
+        out[missing] = MISSING
     return out
+
+
+def _astype_or(values: pd.Series, dtype: str) -> pd.Series:
+    """``values`` cast to ``dtype`` when that is possible, else left as they are."""
+    try:
+        return values.astype(dtype)
+    except (TypeError, ValueError):
+        return values
+
+
+def _numeric_column(part: np.ndarray, b: dict[str, Any]) -> pd.Series:
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = part[:, 0] * b["scale"] + b["center"]
+        if b["log"]:
+            x = np.sign(x) * np.expm1(np.abs(x))
+    lo = b.get("min")
+    hi = b.get("max")
+    x = np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+    median = float(np.expm1(b["center"])) if b["log"] else float(b["center"])
+    big = float(np.finfo("float64").max)
+    x = np.nan_to_num(x, nan=median, posinf=big, neginf=-big)
+    decimals = b.get("decimals")
+    if decimals is not None:
+        x = np.round(x, decimals)
+    missing = part[:, 1] > 0.5 if b["indicator"] else np.zeros(len(x), dtype=bool)
+    try:
+        dtype = pd.api.types.pandas_dtype(b.get("dtype", "float64"))
+    except TypeError:
+        dtype = np.dtype("float64")
+    if dtype.kind == "b":
+        values = pd.Series(x > 0.5, dtype=object)
+        values[missing] = pd.NA
+        return _astype_or(values, "boolean" if missing.any() else str(dtype))
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else dtype)
+        # float64 holds every integer up to 2**53 exactly; beyond that, clip rather than wrap.
+        x = np.round(np.clip(x, max(info.min, -(2**53)), min(info.max, 2**53)))
+        if missing.any():
+            nullable = dtype if not isinstance(dtype, np.dtype) else "Int64"
+            return pd.Series(pd.array(np.where(missing, np.nan, x), dtype=nullable))
+        return pd.Series(x).astype(dtype)
+    if dtype.kind != "f":
+        dtype = np.dtype("float64")
+    return pd.Series(np.where(missing, np.nan, x)).astype(dtype)
+
+
+def _categorical_column(part: np.ndarray, b: dict[str, Any]) -> pd.Series:
+    levels = list(b["levels"])
+    if levels:
+        values = np.asarray(levels, dtype=object)[np.argmax(part[:, : len(levels)], axis=1)]
+    else:
+        values = np.full(len(part), MISSING, dtype=object)
+    values[values == MISSING] = None
+    dtype = b.get("dtype", "str")
+    series = pd.Series(values, dtype=object)
+    if dtype == "category":
+        return series.astype(pd.CategoricalDtype([lv for lv in levels if lv != MISSING]))
+    try:
+        kind = pd.api.types.pandas_dtype(dtype).kind
+    except TypeError:
+        kind = "O"
+    if kind in "iuf":  # numbers declared categorical (codes): their text form goes back
+        numbers = pd.to_numeric(series, errors="coerce")
+        return _astype_or(numbers, "Int64" if kind in "iu" and numbers.isna().any() else dtype)
+    if kind == "b":
+        return _astype_or(series.map({"True": True, "False": False}), dtype)
+    return series if kind == "O" and dtype == "object" else _astype_or(series, dtype)
+
+
+def _datetime_column(part: np.ndarray, b: dict[str, Any]) -> pd.Series:
+    anchor = pd.Timestamp(b.get("anchor", DEFAULT_ANCHOR))
+    anchor = anchor.tz_localize("UTC") if anchor.tzinfo is None else anchor.tz_convert("UTC")
+    angle = np.arctan2(part[:, 0], part[:, 1])
+    minutes = np.round(np.mod(angle / (2 * np.pi), 1.0) * 24 * 60) % (24 * 60)
+    days = np.zeros(len(part))
+    if b.get("weekday", True):
+        wday = np.round(np.mod(np.arctan2(part[:, 2], part[:, 3]) / (2 * np.pi), 1.0) * 7) % 7
+        days = (wday - anchor.day_of_week) % 7
+    t = pd.Series(anchor + pd.to_timedelta(days * 1440 + minutes, unit="min"))
+    if b.get("missing", False):
+        t[np.hypot(part[:, 0], part[:, 1]) < 0.5] = pd.NaT
+    t = t.dt.tz_convert(b["tz"]) if b.get("tz") else t.dt.tz_convert(None)
+    dtype = b.get("dtype", "")
+    # Timestamps stay timestamps even when training read them as text.
+    return _astype_or(t, dtype) if dtype.startswith("datetime64") else t
 
 
 @dataclass
@@ -94,6 +198,7 @@ class FeatureEncoder:
         for col in schema.get("numeric", []):
             x = _as_float(df[col], col)
             finite = x[np.isfinite(x)]
+            raw = finite
             log = False
             if finite.size and finite.min() >= 0:
                 q50, q99 = np.percentile(finite, [50, 99])
@@ -114,6 +219,11 @@ class FeatureEncoder:
                     "center": med,
                     "scale": scale,
                     "indicator": bool(np.isnan(x).any()),
+                    # For inverse_transform only: dtype, rounding and range of the raw values.
+                    "dtype": str(df[col].dtype),
+                    "decimals": _decimals(raw) if raw.size else None,
+                    "min": float(raw.min()) if raw.size else None,
+                    "max": float(raw.max()) if raw.size else None,
                 }
             )
         for col in schema.get("categorical", []):
@@ -125,15 +235,40 @@ class FeatureEncoder:
                 for i in order[: self.max_levels]
                 if counts[i] >= max(1, MIN_LEVEL_SHARE * len(values))
             ]
-            blocks.append({"column": col, "kind": "categorical", "levels": keep})
+            share = dict(zip(levels.tolist(), (counts / len(values)).tolist(), strict=True))
+            blocks.append(
+                {
+                    "column": col,
+                    "kind": "categorical",
+                    "levels": keep,
+                    # For inverse_transform and sampling only: dtype and training share of
+                    # each kept level (aggregates, never a row).
+                    "dtype": str(df[col].dtype),
+                    "shares": [round(float(share[lv]), 6) for lv in keep],
+                }
+            )
         for col in schema.get("boolean", []):
-            blocks.append({"column": col, "kind": "boolean"})
+            blocks.append({"column": col, "kind": "boolean", "dtype": str(df[col].dtype)})
         for col in schema.get("datetime", []):
             # Day of week only when training saw most weekdays: a model trained on one day's
             # batch must not flag the next day's rows for being on another weekday.
             t = pd.to_datetime(df[col], errors="coerce", utc=True)
             weekday = bool(t.dt.day_of_week.nunique() >= 5)
-            blocks.append({"column": col, "kind": "datetime", "weekday": weekday})
+            first = t.min()
+            tz = getattr(df[col].dtype, "tz", None)
+            blocks.append(
+                {
+                    "column": col,
+                    "kind": "datetime",
+                    "weekday": weekday,
+                    # For inverse_transform only: the first training day (UTC) anchors
+                    # reconstructed timestamps; the original dtype and time zone.
+                    "anchor": first.floor("D").isoformat() if pd.notna(first) else DEFAULT_ANCHOR,
+                    "tz": str(tz) if tz is not None else None,
+                    "dtype": str(df[col].dtype),
+                    "missing": bool(t.isna().any()),
+                }
+            )
         if not blocks:
             raise SentinelError("no feature columns to learn from")
         self.state_ = {
@@ -189,6 +324,61 @@ class FeatureEncoder:
 
     def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
         return self.fit(df).transform(df)
+
+    # ---------------------------------------------------- inverse transform
+    def inverse_transform(self, X: np.ndarray) -> pd.DataFrame:
+        """Map encoded rows back to the original columns, with their training dtypes.
+
+        ``X`` may be any matrix in the encoded layout: ``transform``'s output, a model's
+        reconstruction, or rows decoded from a VAE's latent space. Per kind of column:
+
+        - numeric: unscaled, ``log1p`` undone, clipped to the training range, rounded to the
+          decimals every training value had (so integer-valued columns come back whole; an
+          integer column comes back as ``int64``, or ``Int64`` when some values are missing);
+          missing (``NaN``/``NA``) where the missing indicator is above 0.5;
+        - categorical: the kept level with the largest output. The ``__other__`` column is
+          ignored: rare levels were never learnt one by one, and the row's most likely frequent
+          level keeps its relations to the other columns (a global mode or a placeholder string
+          would not). Only a column with no kept level at all comes back missing. The
+          ``__missing__`` level comes back missing; the original dtype (``str``, ``object``,
+          ``category``, numbers) is restored;
+        - boolean: ``True`` where the output is above 0.5 (a missing boolean cannot be told
+          apart from a decoded 0.5, so none comes back missing);
+        - datetime: the encoder keeps only the time of day (and the day of week when training
+          saw most weekdays), so the *date* is not data: time of day (to the minute) is put on
+          the first training day, or, with the day of week, on that weekday in the week that
+          starts with the first training day. Timestamps come back in the original time zone
+          (naive if the column was naive); missing where training had missing timestamps and
+          the decoded point lies near the circle's centre. States saved before the anchor was
+          recorded use 1970-01-05 (a Monday) as the first day.
+
+        States fitted before these details were recorded still work, with defaults: no rounding
+        or range clipping, ``float64`` numbers, ``str`` categories, ``bool`` booleans, naive
+        timestamps.
+        """
+        self._check_fitted()
+        X = np.asarray(X, dtype="float64")
+        widths = self.block_widths
+        if X.ndim != 2 or X.shape[1] != sum(widths):
+            raise SchemaMismatchError(
+                f"expected an encoded matrix with {sum(widths)} columns, got shape {X.shape}"
+            )
+        out: dict[str, pd.Series] = {}
+        start = 0
+        for b, width in zip(self.state_["blocks"], widths, strict=True):
+            part = X[:, start : start + width]
+            start += width
+            if b["kind"] == "numeric":
+                out[b["column"]] = _numeric_column(part, b)
+            elif b["kind"] == "categorical":
+                out[b["column"]] = _categorical_column(part, b)
+            elif b["kind"] == "boolean":
+                values = pd.Series(part[:, 0] > 0.5)
+                dtype = b.get("dtype", "bool")
+                out[b["column"]] = values.astype(dtype if dtype == "boolean" else "bool")
+            else:
+                out[b["column"]] = _datetime_column(part, b)
+        return pd.DataFrame(out, index=pd.RangeIndex(len(X)))
 
     # --------------------------------------------------------------- layout
     @property
