@@ -13,7 +13,10 @@ param, and for each batch:
    (or when `force_retrain` is set), otherwise keep the champion;
 4. **score**: every valid row scored by `@champion`: scores, flag, top features, nearest
    normal records;
-5. **report**: one self-contained HTML report per batch.
+5. **report**: one self-contained HTML report per batch;
+6. **notify**: a short summary with the top alerts by e-mail and/or JSON webhook
+   (`SENTINEL_SMTP_*`, `SENTINEL_WEBHOOK_*` or the connections `sentinel_smtp`,
+   `sentinel_webhook`); a failed delivery is retried and logged, never fails the batch.
 
 Rows in = rows scored + rows quarantined, for every batch (`python -m pipeline status`).
 Each task calls one function of `pipeline.tasks`; nothing heavy is imported at parse time.
@@ -106,9 +109,16 @@ def latent_anomaly():
 
         return run_step(tasks.report, batch)
 
+    @task
+    def notify(batch: dict) -> dict:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        return run_step(tasks.notify, batch)
+
     validated = validate.expand(batch=ingest.expand(source=discover()))
     scored = score.expand(batch=train_or_update(validated))
-    report.expand(batch=scored)
+    notify.expand(batch=report.expand(batch=scored))
 
 
 latent_anomaly()

@@ -2,6 +2,7 @@
 
 - a rejected batch (``BatchRejected``) is *skipped* with its one-line reason: the data is in
   quarantine, retrying cannot help, and the other batches of the run go on;
+- a batch already processed under another id (``DuplicateBatch``) is *skipped* too;
 - any other error a user can fix (``SentinelError``) *fails* the task without retries;
 - anything else (a network hiccup, the tracking server away) fails normally and is retried.
 """
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.config import SentinelError
+from pipeline.tasks import DuplicateBatch
 from pipeline.validate import BatchRejected
 
 
@@ -25,5 +27,7 @@ def run_step(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except BatchRejected as exc:
         raise AirflowSkipException(f"batch quarantined: {exc.reason}") from exc
+    except DuplicateBatch as exc:
+        raise AirflowSkipException(str(exc)) from exc
     except SentinelError as exc:
         raise AirflowFailException(str(exc)) from exc

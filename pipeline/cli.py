@@ -71,12 +71,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = tasks.run_batch(args.input, args.dataset, args.batch_id, args.force_retrain)
     if args.json:
         _print_json(result)
+    elif result.get("state") == "duplicate":
+        print(result["reason"])
     else:
         print(
             f"batch {result['batch_id']}: {result['rows_in']} rows in, {result['rows_scored']} scored, "
             f"{result['rows_quarantined']} quarantined, {result['alerts']} alerts "
             f"(model {result['model_name']} v{result['model_version']}, {result['model_action']})\n"
             f"report: {result['report']}"
+            + (f"\nquarantined rows: {result['quarantine']}/rows.parquet" if result.get("rows_quarantined") else "")
         )
     return 0
 
@@ -106,6 +109,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "model_version": r.get("model_version"),
                 "report": r.get("report"),
                 "reason": r.get("reason"),
+                "duplicate_of": r.get("duplicate_of"),
+                "extra_columns": r.get("extra_columns") or [],
+                "data_docs": r.get("data_docs"),
+                "quarantine": r.get("quarantine"),
                 "labels": r.get("labels"),
                 "source": r.get("source"),
                 "updated_at": r.get("updated_at"),
@@ -172,6 +179,14 @@ def cmd_init_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from pipeline.sample import sample_to_file
+
+    r = sample_to_file(Settings.from_env(), args.dataset, args.n, args.out, seed=args.seed)
+    print(f"wrote {r['rows']} synthetic records from {r['model_name']} v{r['model_version']} to {r['out']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -229,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite an existing dataset")
     i.set_defaults(func=cmd_init_dataset)
 
+    sm = sub.add_parser("sample", help="synthetic records drawn from the latent space of a VAE champion")
+    sm.add_argument("--dataset", required=True)
+    sm.add_argument("--n", type=int, required=True, help="number of records")
+    sm.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.set_defaults(func=cmd_sample)
+
     d = sub.add_parser("demo", help="generate demo batches and run the Airflow DAG over them")
     d.add_argument("--days", type=int, default=4)
     d.add_argument("--rows", type=int, default=4000)
@@ -248,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     except BatchRejected as exc:
         if args.verbose:
             log.exception("batch rejected")
-        print(f"error: batch quarantined: {exc.reason} (see 'python -m pipeline status')", file=sys.stderr)
+        where = f"; the batch is in {exc.quarantine}" if exc.quarantine else ""
+        print(f"error: batch quarantined: {exc.reason}{where} (see 'python -m pipeline status')", file=sys.stderr)
         return EXIT_QUARANTINED
     except SentinelError as exc:
         if args.verbose:

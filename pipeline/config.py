@@ -95,8 +95,10 @@ class DatasetConfig:
     boolean: list[str]
     datetime: list[str]
     required: list[str]
+    passthrough: list[str] = field(default_factory=list)
     max_bad_row_share: float = 0.2
     alert_rate: float = 0.01
+    max_future_days: float = 1.0
     model: dict[str, Any] = field(default_factory=dict)
     registered_model_name: str | None = None
     csv: dict[str, Any] = field(default_factory=dict)
@@ -156,8 +158,10 @@ def load_dataset(settings: Settings, name: str) -> DatasetConfig:
             boolean=list(feats.get("boolean", [])),
             datetime=list(feats.get("datetime", [])),
             required=list(raw.get("required", [])),
+            passthrough=list(raw.get("passthrough", [])),
             max_bad_row_share=float(raw.get("max_bad_row_share", 0.2)),
             alert_rate=float(raw.get("alert_rate", 0.01)),
+            max_future_days=float(raw.get("max_future_days", 1.0)),
             model=dict(raw.get("model", {})),
             registered_model_name=raw.get("registered_model_name"),
             csv=dict(raw.get("csv", {})),

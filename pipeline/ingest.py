@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -120,20 +121,57 @@ def _read_csv(path: str, fs: object | None, opts: dict) -> pa.Table:
     encoding = opts.get("encoding", "utf8")
     read = pacsv.ReadOptions(encoding=encoding)
     parse = pacsv.ParseOptions(delimiter=delimiter)
+    try:
+        if fs is None:
+            table = pacsv.read_csv(path, read_options=read, parse_options=parse)
+        else:
+            with fs.open_input_stream(path) as fh:  # type: ignore[attr-defined]
+                table = pacsv.read_csv(fh, read_options=read, parse_options=parse)
+    except pa.ArrowInvalid:
+        _check_delimiter(path, fs, delimiter, encoding)
+        raise
+    binary = [f.name for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    if binary:  # pyarrow keeps bytes it cannot decode as binary instead of failing
+        raise UnreadableBatchError(
+            f"{path} is not valid {encoding} text (column {binary[0]!r}); "
+            "set csv.encoding in the dataset config (e.g. 'latin-1')"
+        )
+    if table.num_columns == 1:
+        _check_delimiter(path, fs, delimiter, encoding)
+    return table
+
+
+def _check_delimiter(path: str, fs: object | None, delimiter: str, encoding: str) -> None:
+    """Raise a clear error when the header line is split by another delimiter than configured."""
     if fs is None:
-        table = pacsv.read_csv(path, read_options=read, parse_options=parse)
+        with Path(path).open("rb") as fh:
+            head = fh.readline(1 << 16)
     else:
         with fs.open_input_stream(path) as fh:  # type: ignore[attr-defined]
-            table = pacsv.read_csv(fh, read_options=read, parse_options=parse)
-    if table.num_columns == 1 and delimiter not in (";", "\t"):
-        header = table.column_names[0]
-        for other in (";", "\t", "|"):
-            if other in header:
-                raise UnreadableBatchError(
-                    f"{path} looks {other!r}-delimited but the dataset config says {delimiter!r}; "
-                    "set csv.delimiter in the dataset config"
-                )
-    return table
+            head = fh.read(1 << 16).split(b"\n", 1)[0]
+    header = head.decode(encoding if encoding in ("utf8", "utf-8") else "latin-1", errors="replace")
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    if best != delimiter and counts[best] > counts.get(delimiter, header.count(delimiter)):
+        raise UnreadableBatchError(
+            f"{path} looks {best!r}-delimited but the dataset config says {delimiter!r}; "
+            "set csv.delimiter in the dataset config"
+        )
+
+
+def copy_url(url: str, target: Path) -> Path:
+    """Copy a remote file or folder (fsspec URL) to a local path, replacing what was there."""
+    import fsspec
+
+    fs, p = fsspec.core.url_to_fs(url)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    fs.get(p, str(tmp), recursive=fs.isdir(p))
+    if target.is_dir():
+        shutil.rmtree(target)
+    tmp.replace(target)
+    return target
 
 
 def content_hash(path: str) -> str:
@@ -148,9 +186,14 @@ def content_hash(path: str) -> str:
                 while block := fh.read(1 << 20):
                     h.update(block)
         return h.hexdigest()
-    with fs.open_input_stream(p) as fh:  # type: ignore[attr-defined]
-        while block := fh.read(1 << 20):
-            h.update(block)
+    import fsspec
+
+    ffs, fp = fsspec.core.url_to_fs(path)
+    files = sorted(ffs.find(fp)) if ffs.isdir(fp) else [fp]
+    for f in files:
+        with ffs.open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
     return h.hexdigest()
 
 

@@ -95,14 +95,38 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
     return config, suite
 
 
+def sniff_csv(path: str) -> dict[str, str]:
+    """Delimiter and encoding of a local CSV file, from its first 64 KiB."""
+    import csv
+
+    head = Path(path).open("rb").read(1 << 16)
+    try:
+        text, encoding = head.decode("utf-8"), "utf8"
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
+            text, encoding = head.decode("latin-1"), "latin-1"
+        else:
+            text, encoding = head[: exc.start].decode("utf-8"), "utf8"
+    try:
+        delimiter = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = ","
+    return {"delimiter": delimiter, "encoding": encoding}
+
+
 def init_dataset(settings: Settings, name: str, source: str, id_column: str | None = None, force: bool = False) -> Path:
-    from pipeline.ingest import read_batch
+    from pipeline.config import DatasetConfig
+    from pipeline.ingest import check_exists, is_url, read_batch
 
     folder = settings.expectations_dir / check_name(name, "dataset name")
     if (folder / "dataset.json").exists() and not force:
         raise SentinelError(f"dataset {name!r} already exists in {folder}; pass --force to overwrite it")
-    df = read_batch(source)
+    check_exists(source)
+    csv_opts = sniff_csv(source) if source.endswith(".csv") and not is_url(source) else {"delimiter": ",", "encoding": "utf8"}
+    reader = DatasetConfig(name, "", None, [], [], [], [], [], csv=csv_opts)
+    df = read_batch(source, reader)
     config, suite = profile(df, name, id_column)
+    config["csv"] = csv_opts
     write_text(folder / "dataset.json", json.dumps(config, indent=2) + "\n")
     write_text(folder / "suite.json", json.dumps(suite, indent=2) + "\n")
     return folder

@@ -199,7 +199,12 @@ def render_report(
         )
     dq = s.get("data_quality", "passed")
     docs = s.get("data_docs")
-    docs_html = f" · <a href='{html.escape(docs)}'>Data Docs</a>" if docs else ""
+    docs_html = f" · <a href='{html.escape(docs)}'>Data Docs for this batch</a>" if docs else ""
+    if s.get("extra_columns"):
+        docs_html += (
+            "<br><span class=muted>Columns the dataset does not know (kept in the data, not used "
+            f"by the model): {html.escape(', '.join(s['extra_columns']))}</span>"
+        )
     mlflow_html = ""
     if s.get("mlflow_run_id"):
         mlflow_html = (
@@ -249,7 +254,7 @@ def render_rejected_report(summary: dict[str, Any]) -> str:
 <p class=sub>dataset <b>{html.escape(str(s.get('dataset')))}</b> · generated {generated}</p>
 <div class=cards><div class='card alert'><b>{'unreadable' if rows is None else f'{rows:,}'}</b><span>rows in, all quarantined</span></div>
 <div class=card><b>0</b><span>scored</span></div></div>
-<h2>Why</h2><p><b>{html.escape(str(s.get('reason')))}</b></p>
+<h2>Why</h2><p><b>{html.escape(str(s.get('reason')))}</b>{f" · <a href='{html.escape(s['data_docs'])}'>Data Docs</a>" if s.get('data_docs') else ''}</p>
 <p>Nothing downstream ran for this batch. The original file is untouched at
 <code>{html.escape(str(s.get('source')))}</code>; a copy, the reason and the full Great Expectations
 result are in <code>{html.escape(str(s.get('quarantine')))}</code>. Fix the data (or the contract in

@@ -7,6 +7,7 @@ record, and ``os.replace`` means a reader sees either the old record or the new 
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,3 +45,22 @@ def all_batches(settings: Settings) -> list[dict[str, Any]]:
         for p in sorted(settings.status_dir.glob("*.json"))
     ]
     return sorted(records, key=lambda r: (r.get("dataset", ""), r.get("batch_id", "")))
+
+
+def claim_content(settings: Settings, dataset: str, sha256: str, batch_id: str) -> str:
+    """Claim a batch's content for ``batch_id``; return the batch id that owns it.
+
+    The first batch to claim a content hash owns it, atomically (``O_EXCL``), so two
+    deliveries of the same bytes processed at the same time cannot both be counted.
+    """
+    folder = settings.status_dir / "_content" / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / sha256
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        owner = path.read_text(encoding="utf-8").strip()
+        return owner or batch_id  # an owner killed between create and write: let this one go on
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(batch_id)
+    return batch_id

@@ -28,7 +28,7 @@ from pipeline.ingest import (
     read_batch,
 )
 from pipeline.storage import copy_file, write_csv, write_json, write_parquet, write_text
-from pipeline.validate import BatchRejected, data_docs_index, validate_frame
+from pipeline.validate import BatchRejected, data_docs_page, load_suite_dict, validate_frame
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,13 @@ def discover(
 
 
 # ------------------------------------------------------------------------------ ingest
+def _suite_name(cfg: DatasetConfig) -> str:
+    try:
+        return str(load_suite_dict(cfg).get("name", cfg.name))
+    except SentinelError:
+        return cfg.name
+
+
 def quarantine_batch(
     s: Settings, cfg: DatasetConfig, batch: Batch, reason: str, result: dict[str, Any] | None
 ) -> None:
@@ -66,7 +73,11 @@ def quarantine_batch(
     to ``quarantine/<batch_id>/``."""
     qdir = s.quarantine_dir(batch["batch_id"])
     source = batch["source"]
-    if "://" not in source and Path(source).exists():
+    if "://" in source:
+        from pipeline.ingest import copy_url
+
+        copy_url(source, qdir / "original" / source.rstrip("/").rsplit("/", 1)[-1])
+    elif Path(source).exists():
         src = Path(source)
         if src.is_dir():
             target = qdir / "original" / src.name
@@ -79,6 +90,8 @@ def quarantine_batch(
     write_json(qdir / "validation.json", result or {"success": False, "reason": reason})
     from pipeline.report import render_rejected_report
 
+    docs = data_docs_page(s.gx_dir, _suite_name(cfg), batch["batch_id"]) if result else None
+
     fields = {
         "state": "quarantined",
         "reason": reason,
@@ -87,6 +100,7 @@ def quarantine_batch(
         "rows_scored": 0,
         "alerts": 0,
         "quarantine": str(qdir),
+        "data_docs": docs.resolve().as_uri() if docs else None,
         "report": str(s.report_path(batch["batch_id"]).resolve()),
     }
     record = {**status.read(s, batch["batch_id"]), **fields}
@@ -95,10 +109,29 @@ def quarantine_batch(
     log.warning("batch %s quarantined: %s", batch["batch_id"], reason)
 
 
+class DuplicateBatch(SentinelError):
+    """The batch's bytes were already processed under another batch id: not counted twice."""
+
+    def __init__(self, batch_id: str, original: str) -> None:
+        super().__init__(
+            f"batch {batch_id} has the same content as batch {original}, already processed; "
+            f"not counted again (re-run it as --batch-id {original} to process it anew)"
+        )
+        self.batch_id = batch_id
+        self.original = original
+
+
 def ingest(
     source: str, dataset: str, batch_id: str | None = None, settings: Settings | None = None
 ) -> Batch:
-    """Read one batch, normalise its columns and stage it as Parquet."""
+    """Read one batch, normalise its columns and stage it as Parquet.
+
+    The same bytes delivered again under another name are recognised by their SHA-256 and
+    not processed or counted twice; the same batch id run again replaces that batch's
+    outputs. An unreadable batch goes to quarantine here. Neither raises: ``validate`` does
+    (so that in Airflow only that batch's chain is skipped; a skipped *ingest* instance would
+    skip every batch's validation).
+    """
     s = _settings(settings)
     cfg = load_dataset(s, dataset)
     check_exists(source)
@@ -118,7 +151,16 @@ def ingest(
     except UnreadableBatchError as exc:
         batch["rows_in"] = None
         quarantine_batch(s, cfg, batch, str(exc), None)
-        raise BatchRejected(str(exc)) from exc
+        return {**batch, "rejected": str(exc)}
+    # Empty content is not "a batch seen before": only batches with rows claim their bytes.
+    owner = status.claim_content(s, dataset, batch["content_sha256"], bid) if len(df) else bid
+    if owner != bid:
+        dup = DuplicateBatch(bid, owner)
+        status.replace(s, bid, dataset=dataset, source=source, state="duplicate",
+                       content_sha256=batch["content_sha256"], duplicate_of=owner,
+                       rows_in=0, rows_scored=0, rows_quarantined=0, alerts=0, reason=str(dup))
+        log.warning("%s", dup)
+        return {**batch, "duplicate_of": owner}
     staged = write_parquet(s.staging_dir(bid) / "input.parquet", df)
     batch.update(rows_in=len(df), staged=str(staged))
     status.update(s, bid, state="ingested", rows_in=len(df))
@@ -129,12 +171,21 @@ def ingest(
 def validate(batch: Batch, settings: Settings | None = None) -> Batch:
     """GX validation; bad rows to quarantine, a bad batch rejected (``BatchRejected``)."""
     s = _settings(settings)
+    if batch.get("duplicate_of"):
+        raise DuplicateBatch(batch["batch_id"], batch["duplicate_of"])
+    if batch.get("rejected"):
+        rejected = BatchRejected(batch["rejected"])
+        rejected.quarantine = str(s.quarantine_dir(batch["batch_id"]))
+        raise rejected
     cfg = load_dataset(s, batch["dataset"])
     df = pd.read_parquet(batch["staged"])
     try:
-        outcome = validate_frame(df, cfg, gx_dir=s.gx_dir, batch_id=batch["batch_id"])
+        outcome = validate_frame(
+            df, cfg, gx_dir=s.gx_dir, batch_id=batch["batch_id"], text_source=batch["source"].endswith(".csv")
+        )
     except BatchRejected as exc:
         quarantine_batch(s, cfg, batch, exc.reason, exc.result)
+        exc.quarantine = str(s.quarantine_dir(batch["batch_id"]))
         raise
     qdir = s.quarantine_dir(batch["batch_id"])
     rows_path = qdir / "rows.parquet"
@@ -144,7 +195,7 @@ def validate(batch: Batch, settings: Settings | None = None) -> Batch:
     elif rows_path.exists():  # a re-run of a batch that no longer has bad rows
         rows_path.unlink()
     valid_path = write_parquet(s.staging_dir(batch["batch_id"]) / "valid.parquet", outcome.valid)
-    docs = data_docs_index(s.gx_dir)
+    docs = data_docs_page(s.gx_dir, _suite_name(cfg), batch["batch_id"])
     dq = (
         "all rows passed the suite"
         if not len(outcome.quarantined)
@@ -157,8 +208,9 @@ def validate(batch: Batch, settings: Settings | None = None) -> Batch:
         rows_valid=len(outcome.valid),
         rows_quarantined=len(outcome.quarantined),
         data_quality=dq,
-        data_docs=str(docs) if docs else None,
+        data_docs=docs.resolve().as_uri() if docs else None,
         quarantine=str(qdir) if len(outcome.quarantined) else None,
+        extra_columns=outcome.extra_columns,
     )
     return {**batch, "valid": str(valid_path), "rows_valid": len(outcome.valid),
             "rows_quarantined": len(outcome.quarantined)}
@@ -286,6 +338,30 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
     return {**batch, "report": str(path.resolve())}
 
 
+# ------------------------------------------------------------------------------ notify
+def notify(batch: Batch, settings: Settings | None = None) -> Batch:
+    """Send the batch's summary to the configured channels (e-mail, webhook), once.
+
+    Delivery is best effort and never raises for a failed channel (``notify.send`` retries and
+    logs); the outcome is recorded in the batch's status. A re-run skips channels that already
+    got this exact notification.
+    """
+    from pipeline import notify as notifier
+
+    s = _settings(settings)
+    record = status.read(s, batch["batch_id"])
+    alerts_path = record.get("alerts_path")
+    alerts = pd.read_parquet(alerts_path) if alerts_path and Path(alerts_path).is_file() else None
+    payload = notifier.build_message(record, alerts)
+    key = notifier.notification_key(payload)
+    previous = record.get("notified") or {}
+    done = {c for c, o in previous.items() if o == "sent"} if record.get("notification_key") == key else set()
+    outcome = notifier.send(payload, notifier.load_config(), skip=done)
+    notified = {c: ("sent" if c in done else o) for c, o in outcome.items()}
+    status.update(s, batch["batch_id"], notification_key=key, notified=notified)
+    return {**batch, "notified": notified}
+
+
 # --------------------------------------------------------------------- whole batch (CLI)
 def run_batch(
     input_path: str,
@@ -298,10 +374,14 @@ def run_batch(
     s = _settings(settings)
     discover(dataset, input_path, settings=s)
     batch = ingest(input_path, dataset, batch_id, settings=s)
-    batch = validate(batch, settings=s)
+    try:
+        batch = validate(batch, settings=s)
+    except DuplicateBatch as dup:
+        return {**status.read(s, dup.batch_id), "model_action": "none"}
     model = train_or_update(dataset, [batch], force_retrain, settings=s)
     batch = score(batch, model, settings=s)
     batch = report(batch, settings=s)
+    notify(batch, settings=s)
     return {**status.read(s, batch["batch_id"]), "model_action": model["action"]}
 
 

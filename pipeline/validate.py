@@ -48,6 +48,7 @@ class BatchRejected(SentinelError):
         super().__init__(reason)
         self.reason = reason
         self.result = result or {}
+        self.quarantine: str | None = None  # where the batch went, once it is there
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ValidationOutcome:
     quarantined: pd.DataFrame
     result: dict[str, Any]
     failed_rules: list[str] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
 
     @property
     def rows_in(self) -> int:
@@ -69,6 +71,76 @@ def load_suite_dict(cfg: DatasetConfig) -> dict[str, Any]:
         return json.loads(cfg.suite_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SentinelError(f"{cfg.suite_path} is not valid JSON: {exc}") from exc
+
+
+def known_columns(cfg: DatasetConfig, suite_dict: dict[str, Any]) -> set[str]:
+    """Every column the dataset config or the suite mentions."""
+    cols = {cfg.id_column, *cfg.feature_columns, *cfg.required, *cfg.passthrough}
+    if cfg.timestamp_column:
+        cols.add(cfg.timestamp_column)
+    for e in suite_dict.get("expectations", []):
+        if e.get("kwargs", {}).get("column"):
+            cols.add(e["kwargs"]["column"])
+    return cols
+
+
+def prepare_types(
+    df: pd.DataFrame, cfg: DatasetConfig, *, text_source: bool = False, now: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Give declared columns their declared types, row by row where the file could not.
+
+    CSV files (``text_source``) deliver numbers as text, and many producers deliver timestamps
+    as text. Values that parse are converted; values that do not become row-level failures
+    instead of rejecting the whole batch: ``parse_numeric:<col>`` (text sources only: in a
+    typed format such as Parquet a numeric column that arrives as text is schema drift, left
+    to the suite's type check) and ``parse_timestamp:<col>``. Numeric ``±inf``
+    fails ``finite:<col>``; timestamps more than ``max_future_days`` ahead of now fail
+    ``future_timestamp:<col>``. Timestamps end up in UTC (mixed offsets are converted).
+    Returns the typed frame and one boolean column per failed rule (``rule__<rule>``).
+    """
+    typed = df.copy()
+    fails: dict[str, np.ndarray] = {}
+    for col in cfg.numeric:
+        if col not in typed.columns:
+            continue
+        s = typed[col]
+        is_number = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        if not is_number and not (text_source or s.isna().all()):
+            continue  # the suite's type expectation rejects the batch
+        if not is_number:
+            text = s.astype("string").str.strip()
+            num = pd.to_numeric(text.replace("", pd.NA), errors="coerce").astype("float64")
+            bad = (text.notna() & (text != "")).to_numpy(dtype=bool) & num.isna().to_numpy()
+            if bad.any():
+                fails[f"parse_numeric:{col}"] = bad
+            typed[col] = num
+        x = typed[col].to_numpy(dtype="float64", na_value=np.nan)
+        inf = np.isinf(x)
+        if inf.any():
+            fails[f"finite:{col}"] = inf
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    horizon = now + pd.Timedelta(days=cfg.max_future_days)
+    ts_cols = [*cfg.datetime, *([cfg.timestamp_column] if cfg.timestamp_column else [])]
+    for col in dict.fromkeys(ts_cols):
+        if col not in typed.columns:
+            continue
+        s = typed[col]
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            t = s.dt.tz_convert("UTC")
+        elif pd.api.types.is_datetime64_dtype(s):
+            t = s.dt.tz_localize("UTC")
+        else:
+            text = s.astype("string").str.strip()
+            t = pd.to_datetime(text.replace("", pd.NA), errors="coerce", utc=True, format="mixed")
+            bad = (text.notna() & (text != "")).to_numpy(dtype=bool) & t.isna().to_numpy()
+            if bad.any():
+                fails[f"parse_timestamp:{col}"] = bad
+        future = (t > horizon).fillna(False).to_numpy(dtype=bool)
+        if future.any():
+            fails[f"future_timestamp:{col}"] = future
+        typed[col] = t
+    flags = pd.DataFrame({f"rule__{k}": v for k, v in fails.items()}, index=typed.index)
+    return typed, flags
 
 
 def _rule_name(exp_type: str, kwargs: dict[str, Any]) -> str:
@@ -147,13 +219,20 @@ def validate_frame(
     *,
     gx_dir: Path | None = None,
     batch_id: str = "batch",
+    text_source: bool = False,
 ) -> ValidationOutcome:
     """Run the dataset's suite on ``df`` and split it into valid and quarantined rows.
 
+    ``text_source``: the batch came from CSV, so numbers arrive as text (see ``prepare_types``).
+
     Raises ``BatchRejected`` when the batch as a whole breaks the contract.
     """
-    df = df.reset_index(drop=True)
+    original = df.reset_index(drop=True)
     suite_dict = load_suite_dict(cfg)
+    extra = sorted(set(original.columns) - known_columns(cfg, suite_dict))
+    if extra:
+        log.warning("batch %s has columns the dataset does not know (kept, not used): %s", batch_id, ", ".join(extra))
+    df, parse_flags = prepare_types(original, cfg, text_source=text_source)
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter):  # GX prints data-source listings to stdout
         result = _gx_validate(df, suite_dict, gx_dir, batch_id)
@@ -161,9 +240,11 @@ def validate_frame(
         log.debug("great_expectations said: %s", chatter.getvalue().strip())
     result_json = result.to_json_dict()
 
+    if len(df) == 0:  # say it plainly instead of listing every type check of empty columns
+        raise BatchRejected("the batch is empty (0 rows)", result_json)
     batch_failures: list[str] = []
-    bad = pd.DataFrame(index=df.index)
-    failed_rules: list[str] = []
+    bad = parse_flags.copy()
+    failed_rules: list[str] = [c.removeprefix("rule__") for c in parse_flags.columns]
     for r in result.results:
         exp_type = r.expectation_config.type
         kwargs = dict(r.expectation_config.kwargs)
@@ -193,6 +274,9 @@ def validate_frame(
         rule = _rule_name(exp_type, kwargs)
         mask = np.zeros(len(df), dtype=bool)
         mask[np.asarray(rows, dtype=int)] = True
+        if not mask.any():  # failed, but GX named no rows: cannot split, so reject
+            batch_failures.append(f"{rule} failed (observed {observed}) without naming rows")
+            continue
         bad[f"rule__{rule}"] = mask
         failed_rules.append(rule)
 
@@ -207,7 +291,8 @@ def validate_frame(
             f"({', '.join(failed_rules)}), above the tolerance of {cfg.max_bad_row_share:.0%}",
             result_json,
         )
-    quarantined = df[is_bad].copy()
+    # Quarantined rows keep the values exactly as delivered (text that did not parse, too).
+    quarantined = original[is_bad].copy()
     rule_cols = bad[is_bad]
     for col in rule_cols.columns:
         quarantined[col] = rule_cols[col].to_numpy()
@@ -222,10 +307,17 @@ def validate_frame(
     log.info(
         "validated %s: %d rows in, %d valid, %d quarantined", batch_id, len(df), len(valid), len(quarantined)
     )
-    return ValidationOutcome(valid, quarantined.reset_index(drop=True), result_json, failed_rules)
+    return ValidationOutcome(valid, quarantined.reset_index(drop=True), result_json, failed_rules, extra)
 
 
 def data_docs_index(gx_dir: Path) -> Path | None:
-    """The local Data Docs page, once a validation has built it."""
+    """The local Data Docs site's index, once a validation has built it."""
     index = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     return index if index.is_file() else None
+
+
+def data_docs_page(gx_dir: Path, suite_name: str, batch_id: str) -> Path | None:
+    """The Data Docs page of the newest validation of ``batch_id`` (GX names runs after it)."""
+    folder = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations" / suite_name / batch_id
+    pages = sorted(folder.glob("*/*.html")) if folder.is_dir() else []
+    return pages[-1] if pages else data_docs_index(gx_dir)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -45,16 +47,43 @@ def test_dag_parses_without_errors_and_stays_thin(settings: Settings) -> None:
     assert "anomaly-detection" in res["tags"]
     assert all(r >= 1 for r in res["retries"])
     assert res["params"] == ["dataset", "force_retrain", "input_path"]
-    assert res["tasks"] == ["discover", "ingest", "report", "score", "train_or_update", "validate"]
+    assert res["tasks"] == ["discover", "ingest", "notify", "report", "score", "train_or_update", "validate"]
     assert res["heavy_imports"] == [], "the DAG file must not import heavy modules at parse time"
 
 
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch):
+    """A real HTTP server on loopback that records the JSON notifications it receives."""
+    _Hook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SENTINEL_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    yield _Hook.received
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.mark.slow
-def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(settings: Settings) -> None:
+def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(settings: Settings, webhook: list) -> None:
     day = pd.Timestamp("2026-11-05").date()
     folder = landing_partition(settings.landing_dir, "retail_purchases", day)
     write_batch(folder / "good.parquet", rows=800, seed=21, anomaly_rate=0.03, bad_row_rate=0.01, day="2026-11-05")
     write_batch(folder / "partner.csv", rows=200, seed=22, broken=True, day="2026-11-05")
+    (folder / "good_resent.parquet").write_bytes((folder / "good.parquet").read_bytes())  # delivered twice
+    (folder / "garbled.parquet").write_bytes(b"PAR1 cut short")  # unreadable: quarantined, others go on
     # A batch of another day must not be picked up by this interval.
     write_batch(landing_partition(settings.landing_dir, "retail_purchases", pd.Timestamp("2026-11-06").date()) / "later.parquet", rows=100, seed=23)
 
@@ -85,7 +114,22 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(setting
     assert (qdir / "original" / "partner.csv").read_bytes() == (folder / "partner.csv").read_bytes()
     assert (qdir / "validation.json").is_file()
     assert not settings.status_path("later").exists()
+    garbled = json.loads(settings.status_path("garbled").read_text())
+    assert garbled["state"] == "quarantined"
+    assert "cannot read" in garbled["reason"]
+    resent = json.loads(settings.status_path("good_resent").read_text())
+    assert resent["state"] == "duplicate"
+    assert resent["duplicate_of"] == "good"
+    assert resent["rows_in"] == 0
+    assert not settings.scores_dir("good_resent").exists()
     assert "basket_value" in Path(broken["report"]).read_text()
+
+    # the notify task posted the good batch's summary with its top alerts, once
+    (note,) = [n for n in webhook if n["batch_id"] == "good"]
+    assert note["alerts"] == good["alerts"]
+    assert note["report"] == good["report"]
+    assert note["top_alerts"]
+    assert json.loads(settings.status_path("good").read_text())["notified"]["webhook"] == "sent"
 
     from pipeline import registry
 
