@@ -68,7 +68,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import tasks
 
-    result = tasks.run_batch(args.input, args.dataset, args.batch_id, args.force_retrain)
+    result = tasks.run_batch(args.input, args.dataset, args.batch_id, args.force_retrain, update=not args.no_update)
     if args.json:
         _print_json(result)
     elif result.get("state") == "duplicate":
@@ -118,7 +118,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "updated_at": r.get("updated_at"),
             }
         )
-    models = registry.list_models(settings) if _has_mlflow_store(settings) else []
+    try:
+        models = registry.list_models(settings) if _has_mlflow_store(settings) else []
+    except registry.TrackingServerUnavailable as exc:  # the batches are still worth listing
+        log.warning("%s", exc)
+        models = []
     return {"home": str(settings.home), "tracking_uri": settings.tracking_uri, "batches": batches, "models": models}
 
 
@@ -214,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True)
     r.add_argument("--dataset", required=True)
     r.add_argument("--batch-id")
-    r.add_argument("--force-retrain", action="store_true")
+    r.add_argument("--force-retrain", action="store_true", help="retrain from scratch on recent batches")
+    r.add_argument("--no-update", action="store_true", help="score with the champion as it is: no fine-tune or retrain")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
 

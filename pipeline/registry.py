@@ -3,6 +3,11 @@
 Aliases, not the deprecated stages: ``champion`` scores every batch, ``challenger`` is a new
 version waiting for the gate or a reviewer, ``previous_champion`` is what ``rollback``
 restores.
+
+Against a tracking *server* (``http(s)://``), every entry point first checks that the server
+answers; one that does not raises ``TrackingServerUnavailable``, which is deliberately not a
+``SentinelError``: Airflow retries the task, and the retry succeeds once the server is back.
+MLflow's own HTTP retries are bounded (``SERVER_ENV_DEFAULTS``) so that a task fails in seconds.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.config import REPO_ROOT, SentinelError, Settings
 
@@ -22,9 +30,33 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous_champion"
 
+# For a tracking server. MLflow retries a refused connection 7 times with exponential backoff
+# (about four minutes); these fail a task in seconds and leave the waiting to Airflow's
+# retries. MLflow also writes run and experiment links to stdout, which would break the CLI's
+# ``--json`` output. An operator's own values in the environment win.
+SERVER_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+PROBE_TIMEOUT_S = 5.0
+PROBE_TTL_S = 30.0
+# MLflow's error codes for "no such model, version or alias" (anything else is not an answer).
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+_last_reachable: dict[str, float] = {}
+
 
 class NoChampionError(SentinelError):
     pass
+
+
+class NoModelError(SentinelError):
+    """The dataset has no registered model, or the model has no such version."""
+
+
+class TrackingServerUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer; retryable, unlike a ``SentinelError``."""
 
 
 def _mlflow() -> Any:
@@ -34,12 +66,57 @@ def _mlflow() -> Any:
     return mlflow
 
 
+def _without_credentials(uri: str) -> str:
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_server(uri: str) -> None:
+    """Raise ``TrackingServerUnavailable`` unless the server at ``uri`` answers HTTP at all.
+
+    Any HTTP answer counts (a proxy may not route ``/health``); only a refused or timed-out
+    connection does not. A success is trusted for ``PROBE_TTL_S`` seconds.
+    """
+    now = time.monotonic()
+    if now - _last_reachable.get(uri, -PROBE_TTL_S) < PROBE_TTL_S:
+        return
+    import requests
+
+    shown = _without_credentials(uri)
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        pass  # it answered; TLS settings are MLflow's to apply, and its error says more
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        why = (
+            "timed out"
+            if isinstance(exc, requests.exceptions.Timeout)
+            else "connection refused or no route"
+        )
+        raise TrackingServerUnavailable(
+            f"MLflow tracking server {shown} is unreachable ({why}); start it or fix "
+            "SENTINEL_MLFLOW_TRACKING_URI (an Airflow task is retried)"
+        ) from exc
+    _last_reachable[uri] = now
+
+
 def configure(settings: Settings) -> Any:
     mlflow = _mlflow()
-    if settings.tracking_uri.startswith("sqlite:///"):
-        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith(("http://", "https://")):
+        for key, value in SERVER_ENV_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        check_server(uri)
+    mlflow.set_tracking_uri(uri)
     return mlflow
+
+
+def _is_not_found(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) in _NOT_FOUND
 
 
 def ensure_experiment(settings: Settings, dataset: str) -> str:
@@ -49,7 +126,10 @@ def ensure_experiment(settings: Settings, dataset: str) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
         location = None
-        if settings.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in settings.tracking_uri:
+        if (
+            settings.tracking_uri.startswith(("sqlite:", "file:"))
+            or "://" not in settings.tracking_uri
+        ):
             settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
             location = settings.mlflow_artifacts.as_uri()
         try:
@@ -73,8 +153,10 @@ def alias_version(settings: Settings, name: str, alias: str = CHAMPION) -> str |
 
     try:
         return str(client(settings).get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise  # a server error is not "no champion": never train or fail on it
 
 
 def log_bundle_model(
@@ -82,21 +164,69 @@ def log_bundle_model(
     bundle_dir: Path,
     model_name: str,
     *,
-    input_example: Any = None,
     signature: Any = None,
 ) -> Any:
-    """Log the bundle as a pyfunc (models from code) in the active run and register it."""
+    """Log the bundle as a pyfunc (models from code) in the active run, then register it.
+
+    The version is created only after every artifact is logged and the logged bundle is
+    checked against ``bundle_dir``, so a failure on the way leaves a run and a logged model
+    but no registered version. No ``input_example`` is logged: with models from code MLflow
+    3.17 fails on it (``FileNotFoundError`` for ``input_example.json``). Without a
+    ``signature``, one is built from the bundle (``pipeline.serving.model_signature``).
+
+    Returns MLflow's ``ModelInfo`` with ``registered_model_version`` set.
+    """
     mlflow = configure(settings)
-    reqs = _pinned_requirements()
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(Path(__file__).with_name("serving_model.py")),
-        artifacts={"bundle": str(bundle_dir)},
-        code_paths=[str(REPO_ROOT / "pipeline"), str(REPO_ROOT / "models")],
-        pip_requirements=reqs,
-        signature=signature,
-        registered_model_name=model_name,
-    )
+    if signature is None:
+        signature = _signature_of(Path(bundle_dir))
+    with warnings.catch_warnings():
+        # MLflow asks for an input example on every log_model; see above for why there is none.
+        warnings.filterwarnings(
+            "ignore", message=".*input example was not provided", category=UserWarning
+        )
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("serving_model.py")),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(REPO_ROOT / "pipeline"), str(REPO_ROOT / "models")],
+            pip_requirements=_pinned_requirements(),
+            signature=signature,
+        )
+    _check_logged_bundle(settings, info.model_id, Path(bundle_dir))
+    version = mlflow.register_model(info.model_uri, model_name)
+    info.registered_model_version = version.version
+    return info
+
+
+def _signature_of(bundle_dir: Path) -> Any:
+    from pipeline.bundle import load_bundle
+    from pipeline.serving import input_schema, model_signature
+
+    bundle = load_bundle(bundle_dir)
+    try:
+        return model_signature(bundle)
+    except Exception as exc:  # noqa: BLE001 - the input schema alone still guards serving
+        log.warning(
+            "could not infer the model's output schema (%s); logging the input schema only", exc
+        )
+        from mlflow.models import ModelSignature
+
+        return ModelSignature(inputs=input_schema(bundle))
+
+
+def _check_logged_bundle(settings: Settings, model_id: str, bundle_dir: Path) -> None:
+    """Every bundle file is in the logged model's artifacts with its size, or raise."""
+    logged = {
+        Path(f.path).name: f.file_size
+        for f in client(settings).list_logged_model_artifacts(model_id, "artifacts/bundle")
+        if not f.is_dir
+    }
+    for path in sorted(bundle_dir.iterdir()):
+        if path.is_file() and logged.get(path.name) != path.stat().st_size:
+            raise RuntimeError(
+                f"logged model {model_id} lacks bundle file {path.name} (or it is incomplete); "
+                "not registering it"
+            )
 
 
 def _pinned_requirements() -> list[str]:
@@ -115,15 +245,37 @@ def set_alias(settings: Settings, name: str, alias: str, version: str) -> None:
     client(settings).set_registered_model_alias(name, alias, str(version))
 
 
-def promote(settings: Settings, name: str, version: str) -> str | None:
-    """Make ``version`` the champion; the old champion becomes ``previous_champion``."""
-    c = client(settings)
+def _require_version(c: Any, name: str, version: str | None = None) -> None:
+    """Raise ``NoModelError`` (one line) if ``name`` is not registered or lacks ``version``."""
     from mlflow.exceptions import MlflowException
 
     try:
+        c.get_registered_model(name)
+    except MlflowException as exc:
+        if not _is_not_found(exc):
+            raise
+        raise NoModelError(
+            f"no model is registered as {name!r} yet; run a batch through "
+            "'python -m pipeline run' (or the DAG) to train one"
+        ) from exc
+    if version is None:
+        return
+    try:
         c.get_model_version(name, str(version))
     except MlflowException as exc:
-        raise SentinelError(f"model {name!r} has no version {version}") from exc
+        if not _is_not_found(exc):
+            raise
+        known = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
+        raise NoModelError(
+            f"model {name!r} has no version {version} "
+            f"(registered versions: {', '.join(map(str, known)) or 'none'})"
+        ) from exc
+
+
+def promote(settings: Settings, name: str, version: str) -> str | None:
+    """Make ``version`` the champion; the old champion becomes ``previous_champion``."""
+    c = client(settings)
+    _require_version(c, name, str(version))
     old = alias_version(settings, name, CHAMPION)
     if old == str(version):
         return old
@@ -137,6 +289,7 @@ def promote(settings: Settings, name: str, version: str) -> str | None:
 
 
 def rollback(settings: Settings, name: str) -> str:
+    _require_version(client(settings), name)
     prev = alias_version(settings, name, PREVIOUS)
     if prev is None:
         raise SentinelError(f"model {name!r} has no previous champion to roll back to")
@@ -160,7 +313,9 @@ def fetch_bundle(settings: Settings, name: str, alias: str = CHAMPION) -> tuple[
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=bundle.parent))
     try:
         local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp))
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp)
+            )
         )
         src = local / "artifacts" / "bundle"
         if not (src / "metadata.json").is_file():
