@@ -12,7 +12,9 @@ from models.keras_base import PACKAGE, KerasLatentModel, dense_stack
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DenseAutoencoder(keras.Model):
-    def __init__(self, n_features: int, hidden_dim: int, latent_dim: int, seed: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, n_features: int, hidden_dim: int, latent_dim: int, seed: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.n_features = n_features
         self.hidden_dim = hidden_dim
@@ -43,9 +45,12 @@ class AutoencoderModel(KerasLatentModel):
     """The default latent model."""
 
     kind = "ae"
+    keras_class = DenseAutoencoder
 
     def _build(self, n_features: int) -> keras.Model:
-        model = DenseAutoencoder(n_features, self.hidden_dim, self.latent_dim, seed=self.random_state)
+        model = DenseAutoencoder(
+            n_features, self.hidden_dim, self.latent_dim, seed=self.random_state
+        )
         model.build((None, n_features))
         return model
 

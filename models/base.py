@@ -38,7 +38,9 @@ def architecture_for(n_rows: int, n_features: int) -> dict[str, int]:
     return {"latent_dim": latent, "hidden_dim": hidden, "batch_size": batch, "epochs": epochs}
 
 
-def make_latent_model(kind: str, n_rows: int, n_features: int, random_state: int = 0, **overrides: Any) -> LatentModel:
+def make_latent_model(
+    kind: str, n_rows: int, n_features: int, random_state: int = 0, **overrides: Any
+) -> LatentModel:
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
     arch = {**architecture_for(n_rows, n_features), **overrides}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,66 @@ import keras  # noqa: E402
 INFERENCE_CHUNK = 65_536
 MIN_STEPS = 100
 PACKAGE = "latent_sentinel"
+# What a ``.keras`` file written by ``save`` holds, and every object its config may name besides
+# the model's own class: an allow-list checked before Keras reads the file, on top of Keras'
+# safe mode, so a Lambda layer, a function reference or a class from any other module is
+# refused without being deserialised.
+MODEL_FILE_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"})
+ALLOWED_OBJECTS = frozenset({("keras", "DTypePolicy"), ("keras.optimizers", "Adam")})
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class UnsafeModelError(ValueError):
+    """A model file holds something this package never writes; it is not loaded."""
+
+
+def _named_objects(node: Any) -> list[dict[str, Any]]:
+    """Every dict in a Keras config that names a class or function to deserialise."""
+    found: list[dict[str, Any]] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "class_name" in item:
+                found.append(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def check_model_file(path: Path, model_class: type) -> None:
+    """Refuse ``path`` unless it is a ``.keras`` zip of ``model_class`` and allowed objects only.
+
+    Raises ``UnsafeModelError`` naming what was found; nothing in the file is deserialised.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {info.filename: info for info in zf.infolist()}
+            if unexpected := sorted(set(members) - MODEL_FILE_MEMBERS):
+                raise UnsafeModelError(
+                    f"{path.name} has unexpected member(s): {', '.join(unexpected)}"
+                )
+            if "config.json" not in members or members["config.json"].file_size > MAX_CONFIG_BYTES:
+                raise UnsafeModelError(f"{path.name} has no usable config.json")
+            config = json.loads(zf.read("config.json"))
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnsafeModelError(f"{path.name} is not a readable .keras file: {exc}") from exc
+    expected = (model_class.__module__, model_class.__name__, f"{PACKAGE}>{model_class.__name__}")
+    if (
+        not isinstance(config, dict)
+        or (config.get("module"), config.get("class_name"), config.get("registered_name"))
+        != expected
+    ):
+        found = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+        raise UnsafeModelError(f"{path.name} holds a {found!r}, expected {model_class.__name__}")
+    for obj in _named_objects({k: v for k, v in config.items() if k != "class_name"}):
+        key = (obj.get("module"), obj.get("class_name"))
+        if key not in ALLOWED_OBJECTS or obj.get("registered_name") is not None:
+            raise UnsafeModelError(
+                f"{path.name} names {obj.get('module')}.{obj.get('class_name')}, which this "
+                "package never saves; refusing to load it"
+            )
 
 
 def dense_stack(widths: list[int], activation: str, seed: int, name: str) -> keras.Sequential:
@@ -36,6 +97,7 @@ class KerasLatentModel:
 
     kind = "keras"
     model_file = "model.keras"
+    keras_class: type = keras.Model  # the registered keras.Model subclass a file must hold
 
     def __init__(
         self,
@@ -83,8 +145,10 @@ class KerasLatentModel:
         *,
         warm_start: bool = False,
         epochs: int | None = None,
+        learning_rate: float | None = None,
     ) -> KerasLatentModel:
-        """Train on ``X``; with ``warm_start`` continue from the current weights."""
+        """Train on ``X``; with ``warm_start`` continue from the current weights (fine-tuning,
+        with a fresh optimiser at ``learning_rate`` when given or when the model was loaded)."""
         X = np.asarray(X, dtype="float32")
         if X.ndim != 2 or X.shape[0] < 1:
             raise ValueError("fit needs a 2-D array with at least one row")
@@ -96,10 +160,12 @@ class KerasLatentModel:
         X_tr, X_val = X[n_val:], X[:n_val]
         if weights is not None:
             weights = weights[n_val:]
-        if not (warm_start and hasattr(self, "model_")):
+        fresh = not (warm_start and hasattr(self, "model_"))
+        if fresh:
             self.model_ = self._build(X.shape[1])
+        if fresh or learning_rate is not None or not getattr(self.model_, "compiled", False):
             self.model_.compile(
-                optimizer=keras.optimizers.Adam(self.learning_rate),
+                optimizer=keras.optimizers.Adam(learning_rate or self.learning_rate),
                 loss=self.loss,
                 jit_compile=False,  # XLA compilation costs seconds, more than it saves here
                 steps_per_execution=32,
@@ -148,11 +214,12 @@ class KerasLatentModel:
     def _chunked(self, fn: Any, X: np.ndarray) -> np.ndarray:
         self._check()
         X = np.asarray(X, dtype="float32")
+        # An empty X still goes through ``fn`` once, so the result has the right width.
         outs = [
             keras.ops.convert_to_numpy(fn(X[i : i + INFERENCE_CHUNK]))
-            for i in range(0, len(X), INFERENCE_CHUNK)
+            for i in range(0, max(len(X), 1), INFERENCE_CHUNK)
         ]
-        return np.concatenate(outs) if outs else np.zeros((0, 0), dtype="float32")
+        return np.concatenate(outs)
 
     def save(self, folder: Path) -> list[Path]:
         self._check()
@@ -166,7 +233,9 @@ class KerasLatentModel:
     def load(cls, folder: Path) -> KerasLatentModel:
         meta = json.loads((Path(folder) / "latent_model.json").read_text())
         m = cls(**meta["params"])
-        # safe_mode=True refuses Lambda layers and other arbitrary code in the file.
-        m.model_ = keras.saving.load_model(Path(folder) / cls.model_file, safe_mode=True, compile=False)
+        path = Path(folder) / cls.model_file
+        check_model_file(path, cls.keras_class)
+        # safe_mode=True refuses Lambda layers and other arbitrary code in the file as well.
+        m.model_ = keras.saving.load_model(path, safe_mode=True, compile=False)
         m.latent_dim_ = m.latent_dim
         return m

@@ -36,7 +36,9 @@ class PCAModel:
 
     def encode(self, X: np.ndarray) -> np.ndarray:
         self._check()
-        return ((np.asarray(X, dtype="float64") - self.mean_) @ self.components_.T).astype("float32")
+        return ((np.asarray(X, dtype="float64") - self.mean_) @ self.components_.T).astype(
+            "float32"
+        )
 
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
         z = self.encode(X).astype("float64")

@@ -93,6 +93,7 @@ class VariationalAutoencoder(keras.Model):
 
 class VAEModel(KerasLatentModel):
     kind = "vae"
+    keras_class = VariationalAutoencoder
 
     def _build(self, n_features: int) -> keras.Model:
         model = VariationalAutoencoder(

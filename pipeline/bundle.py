@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,25 @@ import pandas as pd
 from pipeline import __version__
 from pipeline.config import SentinelError
 from pipeline.detector import LatentDetector
-from pipeline.features import FeatureEncoder
+from pipeline.features import FeatureEncoder, SchemaMismatchError
 from pipeline.storage import atomic_dir, sha256_file
 
 BUNDLE_FORMAT = 1
 TOP_FEATURES = 3
+# Files every bundle has, and the model file of each kind; all of them must be checksummed.
+COMMON_FILES = ("features.json", "latent_model.json", "reference.npz", "calibration.json")
+MODEL_FILES = {"ae": "model.keras", "vae": "model.keras", "pca": "pca.npz"}
+# What loading a damaged or hostile bundle may raise before it is turned into a BundleError.
+LOAD_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+    zipfile.BadZipFile,
+)
 
 
 class BundleError(SentinelError):
@@ -68,6 +83,8 @@ class Bundle:
     # ---------------------------------------------------------------- score
     def score_frame(self, df: pd.DataFrame, keep_columns: bool = True) -> pd.DataFrame:
         """Score raw rows; return them with scores, flag and explanations."""
+        if self.id_column and (df.columns == self.id_column).sum() > 1:
+            raise SchemaMismatchError(f"input has duplicate column name(s) {self.id_column!r}")
         X = self.encoder.transform(df)
         s = self.detector.score_samples(X)
         per_feature = s["group_error"]
@@ -76,7 +93,9 @@ class Bundle:
         shares = np.divide(per_feature, total, out=np.zeros_like(per_feature), where=total > 0)
         k = min(TOP_FEATURES, shares.shape[1])
         top = np.argsort(-shares, axis=1)[:, :k]
-        out = df.reset_index(drop=True).copy() if keep_columns else pd.DataFrame(index=range(len(df)))
+        out = (
+            df.reset_index(drop=True).copy() if keep_columns else pd.DataFrame(index=range(len(df)))
+        )
         if self.id_column and self.id_column in df.columns and not keep_columns:
             out[self.id_column] = df[self.id_column].to_numpy()
         out["score"] = s["score"]
@@ -87,9 +106,14 @@ class Bundle:
         out["top_features"] = _list_column(names[top])
         out["top_feature_shares"] = _list_column(np.round(np.take_along_axis(shares, top, 1), 4))
         out["nearest_normal_ids"] = _list_column(s["neighbor_ids"])
+        if self.metadata.get("segments"):  # latent segments fitted at training (pipeline.segments)
+            from pipeline.segments import assign_segments
+
+            out["segment"] = assign_segments(s["latent"].astype("float64"), self.metadata["segments"])
         extra = pd.DataFrame(
             np.hstack([per_feature, s["latent"]]),
-            columns=[f"err__{n}" for n in names] + [f"latent_{j}" for j in range(s["latent"].shape[1])],
+            columns=[f"err__{n}" for n in names]
+            + [f"latent_{j}" for j in range(s["latent"].shape[1])],
         )
         return pd.concat([out, extra], axis=1)
 
@@ -132,33 +156,72 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+
+
 def verify_bundle(folder: Path) -> dict[str, Any]:
-    """Check the bundle's files against the checksums in its metadata; return the metadata."""
+    """Check the bundle's files against the checksums in its metadata; return the metadata.
+
+    Refused (``BundleError``): no or unreadable metadata, another bundle format, a required
+    file without a checksum, any file, folder or link the checksums do not cover, a file that
+    does not match its checksum. Nothing but ``metadata.json`` is parsed here.
+    """
     folder = Path(folder)
     meta_path = folder / "metadata.json"
     if not meta_path.is_file():
         raise BundleError(f"{folder} is not a model bundle (no metadata.json)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise BundleError(f"metadata.json in {folder} is not readable JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(f"metadata.json in {folder} is not a JSON object")
     if meta.get("bundle_format") != BUNDLE_FORMAT:
         raise BundleError(
             f"bundle format {meta.get('bundle_format')!r} in {folder} is not {BUNDLE_FORMAT}; retrain"
         )
-    expected = meta.get("sha256", {})
-    present = {p.name for p in folder.iterdir() if p.is_file()} - {"metadata.json"}
-    if extra := present - set(expected):
-        raise BundleError(f"bundle {folder} has unexpected file(s): {', '.join(sorted(extra))}")
+    expected = meta.get("sha256")
+    if not isinstance(expected, dict) or not all(
+        _plain_name(k) and isinstance(v, str) for k, v in expected.items()
+    ):
+        raise BundleError(f"metadata.json in {folder} has no valid table of SHA-256 checksums")
+    kind = meta.get("kind")
+    if kind not in MODEL_FILES:
+        raise BundleError(f"bundle {folder} has unknown model kind {kind!r}")
+    if unlisted := sorted({*COMMON_FILES, MODEL_FILES[kind]} - set(expected)):
+        raise BundleError(f"bundle {folder} has no checksum for {', '.join(unlisted)}")
+    entries = [p for p in folder.iterdir() if p.name != "metadata.json"]
+    odd = {p.name for p in entries if p.is_symlink() or not p.is_file()}
+    if extra := sorted(odd | ({p.name for p in entries} - set(expected))):
+        raise BundleError(f"bundle {folder} has unexpected file(s): {', '.join(extra)}")
     for name, digest in expected.items():
         path = folder / name
         if not path.is_file():
             raise BundleError(f"bundle {folder} lacks {name}")
         if sha256_file(path) != digest:
-            raise BundleError(f"bundle file {name} does not match its checksum; refusing to load it")
+            raise BundleError(
+                f"bundle file {name} does not match its checksum; refusing to load it"
+            )
     return meta
 
 
 def load_bundle(folder: Path) -> Bundle:
+    """Verify ``folder`` (``verify_bundle``), then load it; Keras files in safe mode, behind an
+    allow-list of the classes this package saves. Any failure is a one-line ``BundleError``."""
     meta = verify_bundle(folder)
     folder = Path(folder)
-    encoder = FeatureEncoder.from_dict(json.loads((folder / "features.json").read_text()))
-    detector = LatentDetector.load(folder)
+    try:
+        encoder = FeatureEncoder.from_dict(
+            json.loads((folder / "features.json").read_text("utf-8"))
+        )
+        latent_kind = json.loads((folder / "latent_model.json").read_text("utf-8")).get("kind")
+        if latent_kind != meta["kind"]:
+            raise BundleError(
+                f"latent_model.json says {latent_kind!r}, the metadata {meta['kind']!r}"
+            )
+        detector = LatentDetector.load(folder)
+    except (SentinelError, *LOAD_ERRORS) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BundleError(f"bundle {folder} cannot be loaded: {first_line}") from exc
     return Bundle(encoder, detector, meta.get("id_column"), meta)

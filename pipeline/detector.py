@@ -113,19 +113,50 @@ class LatentDetector:
             params["latent_dim"] = self._latent_dim_for(X)
         self.model_ = make_latent_model(self.kind, n, X.shape[1], random_state=self.random_state, **params)
         self.model_.fit(X)
-        keep = np.ones(n, dtype=bool)
-        if self.trim_fraction > 0 and n >= 20:
+        keep = self._trim_and_refit(X)
+        return self._calibrate(X, ids, keep)
+
+    def fine_tune(self, X: np.ndarray, ids: np.ndarray | None = None, lr_factor: float = 0.1) -> LatentDetector:
+        """Update a fitted detector on new rows: continue training from the current weights
+        at a lower learning rate (PCA: refit), then recalibrate scores, the per-column error
+        scale and the latent reference set on the new rows."""
+        self._check()
+        X = np.asarray(X, dtype="float32")
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_ or not len(X):
+            raise ValueError(f"fine_tune needs rows with {self.n_features_in_} encoded columns, got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("fine_tune got NaN or infinite values; encode the frame first")
+        ids = np.arange(len(X)).astype(str) if ids is None else np.asarray(ids).astype(str)
+        if self.kind == "pca":
+            self.model_.fit(X)
+        else:
+            lr = self.model_.learning_rate * lr_factor
+            self.model_.fit(X, warm_start=True, epochs=max(5, self.model_.epochs // 3), learning_rate=lr)
+        keep = self._trim_and_refit(X, lr_factor=lr_factor)
+        return self._calibrate(X, ids, keep)
+
+    def _trim_and_refit(self, X: np.ndarray, lr_factor: float | None = None) -> np.ndarray:
+        """Drop the worst-reconstructed ``trim_fraction`` of rows (likely anomalies) and refit."""
+        keep = np.ones(len(X), dtype=bool)
+        if self.trim_fraction > 0 and len(X) >= 20:
             err = self._recon(X)[0]
             keep = err <= np.quantile(err, 1 - self.trim_fraction)
             if self.kind == "pca":
                 self.model_.fit(X[keep])
             else:
-                self.model_.fit(X[keep], warm_start=True, epochs=max(5, self.model_.epochs // 3))
+                lr = None if lr_factor is None else self.model_.learning_rate * lr_factor
+                self.model_.fit(X[keep], warm_start=True, epochs=max(5, self.model_.epochs // 3), learning_rate=lr)
+        return keep
+
+    def _calibrate(self, X: np.ndarray, ids: np.ndarray, keep: np.ndarray) -> LatentDetector:
+        n = len(X)
         self.n_features_in_ = X.shape[1]
         self.n_trimmed_ = int((~keep).sum())
         # Per-column error scale: a column the model cannot predict well for normal rows (a
         # random country, say) should not dominate the error of every row.
         n_groups = int(self.groups_.max()) + 1
+        if hasattr(self, "error_scale_"):
+            del self.error_scale_  # measure raw errors (a fine-tune recalibrates from scratch)
         self.error_scale_ = np.ones(n_groups)
         if self.normalize_errors:
             group_err = self._recon(X[keep])[1].mean(axis=0).astype("float64")
@@ -202,8 +233,10 @@ class LatentDetector:
         self, Zs: np.ndarray, exclude_self: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         k_avail = self.index_.n_neighbors
-        dist, idx = self.index_.kneighbors(Zs, n_neighbors=k_avail)
         k = max(1, min(self.n_neighbors, k_avail - 1 if k_avail > 1 else 1))
+        if not len(Zs):  # the neighbour search refuses an empty query
+            return np.zeros(0), np.zeros((0, k), dtype=int)
+        dist, idx = self.index_.kneighbors(Zs, n_neighbors=k_avail)
         if exclude_self is not None and k_avail > 1:
             # Rows of the reference set find themselves first at distance 0: skip that column.
             start = exclude_self.astype(int)
@@ -227,6 +260,8 @@ class LatentDetector:
             raise ValueError(
                 f"expected {self.n_features_in_} encoded columns, got shape {X.shape}"
             )
+        if not np.isfinite(X).all():  # would come out as NaN scores, neither alert nor normal
+            raise ValueError("score_samples got NaN or infinite values; encode the frame first")
         recon, sq = self._recon(X)
         Z = self.model_.encode(X).astype("float64")
         Zs = ((Z - self.latent_mean_) / self.latent_scale_).astype("float32")

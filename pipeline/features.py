@@ -19,6 +19,7 @@ datetime anchor) is kept in optional state keys, so states saved before they exi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,9 @@ CLIP = 20.0
 MAX_LEVELS = 30
 MIN_LEVEL_SHARE = 0.002
 MAX_DECIMALS = 6
+# Text that reads as a boolean (any case, surrounding blanks ignored); other text is unknown (0.5).
+TRUE_TEXT = frozenset({"true", "t", "yes", "y", "1", "1.0", "on"})
+FALSE_TEXT = frozenset({"false", "f", "no", "n", "0", "0.0", "off"})
 # Anchor date for states saved before the datetime anchor was recorded: a Monday, far enough in
 # the past that nobody takes a reconstructed timestamp on it for a real one.
 DEFAULT_ANCHOR = "1970-01-05T00:00:00+00:00"
@@ -46,6 +50,7 @@ class SchemaMismatchError(SentinelError):
 def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Guess feature kinds from dtypes: numbers, booleans, datetimes, everything else categorical."""
     schema: dict[str, list[str]] = {"numeric": [], "categorical": [], "boolean": [], "datetime": []}
+    _check_unique(df, list(df.columns))
     for col in df.columns:
         if col in exclude:
             continue
@@ -61,11 +66,34 @@ def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict[str, l
     return schema
 
 
+def _check_unique(df: pd.DataFrame, wanted: list[Any]) -> None:
+    """Refuse a frame where a wanted column name appears twice: which one is meant is unclear."""
+    dup = df.columns[df.columns.duplicated()]
+    wanted_set = set(wanted)
+    if clash := sorted({str(c) for c in dup if c in wanted_set}):
+        raise SchemaMismatchError(
+            f"input has duplicate column name(s) {', '.join(map(repr, clash))}"
+        )
+
+
+def _huge_int_to_inf(v: Any) -> Any:
+    """A Python integer beyond float64's range as ``±inf`` (``pd.to_numeric`` overflows on it)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**1023:
+        return math.copysign(math.inf, v)
+    return v
+
+
 def _as_float(s: pd.Series, col: str) -> np.ndarray:
     try:
-        return pd.to_numeric(s, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
-    except (ValueError, TypeError) as exc:
+        try:
+            num = pd.to_numeric(s, errors="raise")
+        except OverflowError:
+            num = pd.to_numeric(s.astype(object).map(_huge_int_to_inf), errors="raise")
+    except (ValueError, TypeError, OverflowError) as exc:
         raise SchemaMismatchError(f"column {col!r} should be numeric: {exc}") from exc
+    if pd.api.types.is_complex_dtype(num):  # casting would silently drop the imaginary part
+        raise SchemaMismatchError(f"column {col!r} should be numeric, not complex")
+    return num.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _decimals(x: np.ndarray) -> int | None:
@@ -78,14 +106,46 @@ def _decimals(x: np.ndarray) -> int | None:
 
 
 def _as_str(s: pd.Series) -> np.ndarray:
-    out = s.astype(object).to_numpy()
-    missing = pd.isna(out)
-    out = out.astype(str)
+    values = s.astype(object).to_numpy()
+    missing = pd.isna(values)
+    try:
+        out = values.astype(str)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        # Lists, dicts, non-ASCII bytes ...: their text form, one by one.
+        out = np.array([str(v) for v in values], dtype=str)
     if missing.any():
         # Widen first: a fixed-width string array would cut MISSING to its longest value.
         out = out.astype(f"<U{max(out.dtype.itemsize // 4, len(MISSING))}")
         out[missing] = MISSING
     return out
+
+
+def _as_bool01(s: pd.Series) -> np.ndarray:
+    """1.0 for true, 0.0 for false, 0.5 for missing or unknown (``"False"`` is not true)."""
+    if pd.api.types.is_bool_dtype(s) and not s.hasnans:
+        return s.to_numpy(dtype="float64")
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_complex_dtype(s):
+        num = s.to_numpy(dtype="float64", na_value=np.nan)
+        return np.where(np.isnan(num), 0.5, (num != 0).astype("float64"))
+    values = s.astype(object).to_numpy()
+    x = np.full(len(values), 0.5)
+    for i, v in enumerate(values):
+        if isinstance(v, bool | np.bool_):
+            x[i] = float(v)
+        elif isinstance(v, int | float | np.integer | np.floating) and not pd.isna(v):
+            x[i] = float(v != 0)
+        elif isinstance(v, str):
+            text = v.strip().lower()
+            x[i] = 1.0 if text in TRUE_TEXT else 0.0 if text in FALSE_TEXT else 0.5
+    return x
+
+
+def _as_datetime(s: pd.Series) -> pd.Series:
+    """Timestamps in UTC; values that do not parse become ``NaT``."""
+    text = not (pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_numeric_dtype(s))
+    with np.errstate(invalid="ignore", over="ignore"):
+        # "mixed": each text value is parsed on its own (no format guessed from the first).
+        return pd.to_datetime(s, errors="coerce", utc=True, format="mixed" if text else None)
 
 
 def _astype_or(values: pd.Series, dtype: str) -> pd.Series:
@@ -194,6 +254,11 @@ class FeatureEncoder:
             raise SentinelError("cannot fit the feature encoder on an empty frame")
         schema = self.schema or infer_schema(df)
         self._check_columns(df, schema)
+        if odd := [c for cols in schema.values() for c in cols if not isinstance(c, str)]:
+            # JSON state and reports name columns as text; NaN or None cannot name a feature.
+            raise SchemaMismatchError(
+                f"feature column names must be text, got {', '.join(map(repr, odd))}"
+            )
         blocks: list[dict[str, Any]] = []
         for col in schema.get("numeric", []):
             x = _as_float(df[col], col)
@@ -202,13 +267,18 @@ class FeatureEncoder:
             log = False
             if finite.size and finite.min() >= 0:
                 q50, q99 = np.percentile(finite, [50, 99])
-                log = bool(q99 > 10 * max(q50, 1e-9) and q99 > 10)
+                log = bool(q99 / 10 > max(q50, 1e-9) and q99 > 10)
             if log:
                 finite = np.log1p(finite)
             if finite.size:
-                med = float(np.median(finite))
-                q25, q75 = np.percentile(finite, [25, 75])
-                scale = float(q75 - q25) or float(finite.std()) or 1.0
+                with np.errstate(over="ignore", invalid="ignore"):
+                    med = float(np.median(finite))
+                    if not np.isfinite(med):  # the two middle values' sum overflowed
+                        med = float(np.median(finite / 2) * 2)
+                    q25, q75 = np.percentile(finite, [25, 75])
+                    # Spreads near float64's limit overflow: fall back to one that does not.
+                    spreads = (q75 - q25, finite.std(), finite.max() / 2 - finite.min() / 2)
+                scale = next((float(v) for v in spreads if np.isfinite(v) and v > 0), 1.0)
             else:
                 med, scale = 0.0, 1.0
             blocks.append(
@@ -252,7 +322,7 @@ class FeatureEncoder:
         for col in schema.get("datetime", []):
             # Day of week only when training saw most weekdays: a model trained on one day's
             # batch must not flag the next day's rows for being on another weekday.
-            t = pd.to_datetime(df[col], errors="coerce", utc=True)
+            t = _as_datetime(df[col])
             weekday = bool(t.dt.day_of_week.nunique() >= 5)
             first = t.min()
             tz = getattr(df[col].dtype, "tz", None)
@@ -290,7 +360,7 @@ class FeatureEncoder:
             if b["kind"] == "numeric":
                 x = _as_float(s, b["column"])
                 missing = np.isnan(x)
-                with np.errstate(invalid="ignore", divide="ignore"):
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                     if b["log"]:
                         x = np.sign(x) * np.log1p(np.abs(x))
                     z = (x - b["center"]) / b["scale"]
@@ -302,18 +372,16 @@ class FeatureEncoder:
             elif b["kind"] == "categorical":
                 values = _as_str(s)
                 levels = b["levels"]
-                codes = pd.Index(levels, dtype=object).get_indexer(values)  # -1 = other
+                # object Index on both sides: pandas would otherwise infer an Arrow string
+                # type, which cannot hold text that is not valid Unicode (lone surrogates).
+                codes = pd.Index(levels, dtype=object).get_indexer(pd.Index(values, dtype=object))
                 onehot = np.zeros((n, len(levels) + 1))
                 onehot[np.arange(n), np.where(codes < 0, len(levels), codes)] = 1.0
                 parts.append(onehot)
             elif b["kind"] == "boolean":
-                v = pd.Series(s, copy=False).astype(object)
-                x = np.full(n, 0.5)
-                known = ~pd.isna(v.to_numpy())
-                x[known] = v[known].astype(bool).to_numpy(dtype="float64")
-                parts.append(x[:, None])
+                parts.append(_as_bool01(s)[:, None])
             else:  # datetime
-                t = pd.to_datetime(s, errors="coerce", utc=True)
+                t = _as_datetime(s)
                 hour = (t.dt.hour + t.dt.minute / 60.0).to_numpy(dtype="float64", na_value=np.nan)
                 cols = [np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)]
                 if b.get("weekday", True):
@@ -436,6 +504,7 @@ class FeatureEncoder:
     @staticmethod
     def _check_columns(df: pd.DataFrame, schema: dict[str, list[str]]) -> None:
         wanted = [c for cols in schema.values() for c in cols]
+        _check_unique(df, wanted)
         missing = [c for c in wanted if c not in df.columns]
         if missing:
             raise SchemaMismatchError(

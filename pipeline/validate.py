@@ -84,8 +84,56 @@ def known_columns(cfg: DatasetConfig, suite_dict: dict[str, Any]) -> set[str]:
     return cols
 
 
+def check_frame(df: pd.DataFrame) -> None:
+    """Reject what no row-level rule can describe and GX cannot even read.
+
+    Duplicate column names (which of the two is the declared column?) and text that is not
+    valid Unicode (lone surrogates, e.g. from a producer decoding with ``surrogateescape``):
+    neither can be validated, written to Parquet or scored.
+    """
+    if len(dup := df.columns[df.columns.duplicated()]):
+        names = ", ".join(sorted({repr(c) for c in dup}))
+        raise BatchRejected(f"the batch has duplicate column name(s) {names}")
+    for i, col in enumerate(df.columns):
+        s = df.iloc[:, i]
+        if not (pd.api.types.is_object_dtype(s) or isinstance(s.dtype, pd.StringDtype)):
+            continue
+        texts = [v for v in s.tolist() if isinstance(v, str)]
+        try:
+            "".join(texts).encode("utf-8")
+        except UnicodeEncodeError:
+            row = next(
+                j for j, v in enumerate(s.tolist()) if isinstance(v, str) and not _is_unicode(v)
+            )
+            raise BatchRejected(
+                f"column {col!r} holds text that is not valid Unicode (row {row}); "
+                "check the producer's text encoding"
+            ) from None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _numpy_numbers(s: pd.Series) -> pd.Series:
+    """Pandas' nullable numbers (``Int64``, ``Float64``, Arrow-backed) as NumPy numbers: the
+    suite's type check does not recognise them. Whole numbers stay whole unless one is missing."""
+    dtype = getattr(s.dtype, "numpy_dtype", np.dtype("float64"))
+    if s.hasnans or dtype.kind not in "iuf":
+        dtype = np.dtype("float64")
+    return pd.Series(s.to_numpy(dtype=dtype, na_value=np.nan), index=s.index, name=s.name)
+
+
 def prepare_types(
-    df: pd.DataFrame, cfg: DatasetConfig, *, text_source: bool = False, now: pd.Timestamp | None = None
+    df: pd.DataFrame,
+    cfg: DatasetConfig,
+    *,
+    text_source: bool = False,
+    now: pd.Timestamp | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Give declared columns their declared types, row by row where the file could not.
 
@@ -104,9 +152,13 @@ def prepare_types(
         if col not in typed.columns:
             continue
         s = typed[col]
+        if pd.api.types.is_complex_dtype(s):
+            continue  # the suite's type expectation rejects the batch
         is_number = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
         if not is_number and not (text_source or s.isna().all()):
             continue  # the suite's type expectation rejects the batch
+        if is_number and isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
+            typed[col] = s = _numpy_numbers(s)
         if not is_number:
             text = s.astype("string").str.strip()
             num = pd.to_numeric(text.replace("", pd.NA), errors="coerce").astype("float64")
@@ -149,6 +201,9 @@ def _rule_name(exp_type: str, kwargs: dict[str, Any]) -> str:
     return f"{short}:{col}" if col else short
 
 
+TYPE_CHECKS = ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type")
+
+
 def _describe(exp_type: str, kwargs: dict[str, Any], observed: Any) -> str:
     col = kwargs.get("column")
     if exp_type == "expect_column_to_exist":
@@ -160,13 +215,16 @@ def _describe(exp_type: str, kwargs: dict[str, Any], observed: Any) -> str:
             f"row count {observed} is outside "
             f"[{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
         )
-    if exp_type in ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type"):
+    if exp_type in TYPE_CHECKS:
         allowed = kwargs.get("type_list") or [kwargs.get("type_")]
-        return f"column {col!r} has type {observed}, expected one of {', '.join(map(str, allowed))}"
+        found = "values of no single type" if observed is None else f"type {observed}"
+        return f"column {col!r} has {found}, expected one of {', '.join(map(str, allowed))}"
     return f"{_rule_name(exp_type, kwargs)} failed (observed {observed})"
 
 
-def _gx_validate(df: pd.DataFrame, suite_dict: dict[str, Any], gx_dir: Path | None, batch_id: str) -> Any:
+def _gx_validate(
+    df: pd.DataFrame, suite_dict: dict[str, Any], gx_dir: Path | None, batch_id: str
+) -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
@@ -228,10 +286,16 @@ def validate_frame(
     Raises ``BatchRejected`` when the batch as a whole breaks the contract.
     """
     original = df.reset_index(drop=True)
+    check_frame(original)
     suite_dict = load_suite_dict(cfg)
-    extra = sorted(set(original.columns) - known_columns(cfg, suite_dict))
+    known = known_columns(cfg, suite_dict)
+    extra = sorted(str(c) for c in original.columns if c not in known)
     if extra:
-        log.warning("batch %s has columns the dataset does not know (kept, not used): %s", batch_id, ", ".join(extra))
+        log.warning(
+            "batch %s has columns the dataset does not know (kept, not used): %s",
+            batch_id,
+            ", ".join(extra),
+        )
     df, parse_flags = prepare_types(original, cfg, text_source=text_source)
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter):  # GX prints data-source listings to stdout
@@ -245,6 +309,12 @@ def validate_frame(
     batch_failures: list[str] = []
     bad = parse_flags.copy()
     failed_rules: list[str] = [c.removeprefix("rule__") for c in parse_flags.columns]
+    # A column of the wrong type rejects the batch; its value rules add nothing to that reason.
+    wrong_type = {
+        r.expectation_config.kwargs.get("column")
+        for r in result.results
+        if r.expectation_config.type in TYPE_CHECKS and not r.success
+    }
     for r in result.results:
         exp_type = r.expectation_config.type
         kwargs = dict(r.expectation_config.kwargs)
@@ -256,13 +326,17 @@ def validate_frame(
             exp_type != "expect_column_to_exist"
             and kwargs.get("column") is not None
             and kwargs["column"] not in df.columns
-            and any(t.expectation_config.type == "expect_column_to_exist"
-                    and t.expectation_config.kwargs.get("column") == kwargs["column"]
-                    for t in result.results)
+            and any(
+                t.expectation_config.type == "expect_column_to_exist"
+                and t.expectation_config.kwargs.get("column") == kwargs["column"]
+                for t in result.results
+            )
         ):
             continue  # the missing column is already reported by expect_column_to_exist
         if exp_type in BATCH_LEVEL:
             batch_failures.append(_describe(exp_type, kwargs, observed))
+            continue
+        if kwargs.get("column") in wrong_type:
             continue
         if raised:
             msg = str(r.exception_info.get("exception_message", "")).splitlines()[0][:200]
@@ -305,9 +379,15 @@ def validate_frame(
     quarantined["quarantine_reason"] = reason.to_numpy()
     valid = df[~is_bad].reset_index(drop=True)
     log.info(
-        "validated %s: %d rows in, %d valid, %d quarantined", batch_id, len(df), len(valid), len(quarantined)
+        "validated %s: %d rows in, %d valid, %d quarantined",
+        batch_id,
+        len(df),
+        len(valid),
+        len(quarantined),
     )
-    return ValidationOutcome(valid, quarantined.reset_index(drop=True), result_json, failed_rules, extra)
+    return ValidationOutcome(
+        valid, quarantined.reset_index(drop=True), result_json, failed_rules, extra
+    )
 
 
 def data_docs_index(gx_dir: Path) -> Path | None:
@@ -318,6 +398,15 @@ def data_docs_index(gx_dir: Path) -> Path | None:
 
 def data_docs_page(gx_dir: Path, suite_name: str, batch_id: str) -> Path | None:
     """The Data Docs page of the newest validation of ``batch_id`` (GX names runs after it)."""
-    folder = gx_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations" / suite_name / batch_id
+    folder = (
+        gx_dir
+        / "gx"
+        / "uncommitted"
+        / "data_docs"
+        / "local_site"
+        / "validations"
+        / suite_name
+        / batch_id
+    )
     pages = sorted(folder.glob("*/*.html")) if folder.is_dir() else []
     return pages[-1] if pages else data_docs_index(gx_dir)
