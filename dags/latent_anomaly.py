@@ -9,8 +9,10 @@ param, and for each batch:
 2. **validate**: Great Expectations suite from `expectations/<dataset>/suite.json`; bad rows
    go to `quarantine/<batch_id>/rows.parquet`, a bad batch to `quarantine/<batch_id>/` and its
    task is *skipped* with the reason;
-3. **train_or_update**: train and register a model in MLflow when there is no `champion`
-   (or when `force_retrain` is set), otherwise keep the champion;
+3. **train_or_update**: no `champion` yet: train one; the batch drifted from the champion's
+   training data (or `force_retrain`): retrain on recent batches; otherwise fine-tune the
+   champion on the new batch. Each new version is a `challenger` until the gate (or a
+   reviewer) promotes it;
 4. **score**: every valid row scored by `@champion`: scores, flag, top features, nearest
    normal records;
 5. **report**: one self-contained HTML report per batch;
@@ -47,7 +49,8 @@ DEFAULT_DATASET = os.environ.get("SENTINEL_DATASET", "retail_purchases")
         "input_path": Param(
             None, type=["null", "string"], description="one batch file; empty = the landing zone"
         ),
-        "force_retrain": Param(False, type="boolean", description="train a new model version"),
+        "force_retrain": Param(False, type="boolean", description="retrain from scratch on recent batches"),
+        "update_model": Param(True, type="boolean", description="fine-tune or retrain the champion on new batches"),
     },
     doc_md=__doc__,
 )
@@ -63,8 +66,8 @@ def latent_anomaly():
             tasks.discover,
             p["dataset"],
             p.get("input_path") or None,
-            ctx["data_interval_start"],
-            ctx["data_interval_end"],
+            ctx.get("data_interval_start"),  # None for a run triggered without a logical date
+            ctx.get("data_interval_end"),
         )
 
     @task
@@ -92,7 +95,9 @@ def latent_anomaly():
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException("no valid batch in this interval")
-        model = run_step(tasks.train_or_update, p["dataset"], batches, bool(p["force_retrain"]))
+        model = run_step(
+            tasks.train_or_update, p["dataset"], batches, bool(p["force_retrain"]), update=bool(p.get("update_model", True))
+        )
         return [{**b, "model": model} for b in batches]
 
     @task

@@ -102,6 +102,7 @@ class DatasetConfig:
     model: dict[str, Any] = field(default_factory=dict)
     registered_model_name: str | None = None
     csv: dict[str, Any] = field(default_factory=dict)
+    lifecycle: dict[str, Any] = field(default_factory=dict)
     suite_path: Path | None = None
 
     @property
@@ -165,6 +166,7 @@ def load_dataset(settings: Settings, name: str) -> DatasetConfig:
             model=dict(raw.get("model", {})),
             registered_model_name=raw.get("registered_model_name"),
             csv=dict(raw.get("csv", {})),
+            lifecycle=dict(raw.get("lifecycle", {})),
             suite_path=folder / "suite.json",
         )
     except KeyError as exc:

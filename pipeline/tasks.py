@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,22 @@ def discover(
     end: datetime | None = None,
     settings: Settings | None = None,
 ) -> list[str]:
-    """The batch files to process: ``input_path`` if given, else the landing zone's for the interval."""
+    """The batch files to process: ``input_path`` if given, else the landing zone's for the
+    interval (a run without one, e.g. triggered with no logical date, takes the newest day)."""
     s = _settings(settings)
     load_dataset(s, dataset)  # unknown dataset: fail here, with the fix in the message
     if input_path:
         check_exists(input_path)
         return [input_path]
+    if start is None or end is None:
+        days = []
+        for d in (s.landing_dir / dataset).glob("date=*"):
+            try:
+                days.append(datetime.fromisoformat(d.name.removeprefix("date=")))
+            except ValueError:
+                log.warning("ignoring landing folder %s: not date=YYYY-MM-DD", d)
+        if days:
+            start, end = max(days), max(days) + timedelta(days=1)
     found = discover_batches(s.landing_dir, dataset, start, end)
     log.info("found %d batch(es) of %s for %s .. %s", len(found), dataset, start, end)
     return found
@@ -195,6 +205,7 @@ def validate(batch: Batch, settings: Settings | None = None) -> Batch:
     elif rows_path.exists():  # a re-run of a batch that no longer has bad rows
         rows_path.unlink()
     valid_path = write_parquet(s.staging_dir(batch["batch_id"]) / "valid.parquet", outcome.valid)
+    write_json(s.staging_dir(batch["batch_id"]) / "validation.json", outcome.result)
     docs = data_docs_page(s.gx_dir, _suite_name(cfg), batch["batch_id"])
     dq = (
         "all rows passed the suite"
@@ -228,10 +239,25 @@ def _labels_for(batches: list[Batch], frames: list[pd.DataFrame], id_column: str
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
+def _recent_valid(s: Settings, dataset: str, exclude: list[str], limit: int) -> tuple[list[pd.DataFrame], list[str]]:
+    """The newest ``limit`` earlier batches of ``dataset`` whose validated rows are still staged."""
+    records = [
+        r for r in status.all_batches(s)
+        if r.get("dataset") == dataset and r.get("batch_id") not in exclude
+        and r.get("state") in ("scored", "reported") and (s.staging_dir(r["batch_id"]) / "valid.parquet").is_file()
+    ]
+    records = sorted(records, key=lambda r: r.get("updated_at", ""))[-limit:] if limit > 0 else []
+    return [pd.read_parquet(s.staging_dir(r["batch_id"]) / "valid.parquet") for r in records], [r["batch_id"] for r in records]
+
+
 def train_or_update(
-    dataset: str, batches: list[Batch], force_retrain: bool = False, settings: Settings | None = None
+    dataset: str,
+    batches: list[Batch],
+    force_retrain: bool = False,
+    settings: Settings | None = None,
+    update: bool = True,
 ) -> dict[str, Any]:
-    """Train when there is no champion (or when asked); otherwise keep the champion."""
+    """Train, fine-tune, retrain or keep the model (``pipeline.train`` decides and logs why)."""
     from pipeline.train import train_or_update as decide
 
     s = _settings(settings)
@@ -244,17 +270,35 @@ def train_or_update(
             cache["f"] = [pd.read_parquet(b["valid"]) for b in batches]
         return cache["f"]
 
-    return decide(
+    result = decide(
         s,
         cfg,
         frames,
         [b["batch_id"] for b in batches],
         force_retrain=force_retrain,
+        update=update,
         labels_loader=lambda: _labels_for(batches, frames(), cfg.id_column),
+        window_loader=lambda exclude, limit: _recent_valid(s, dataset, exclude, limit),
+        artifacts=[s.staging_dir(b["batch_id"]) / "validation.json" for b in batches],
     )
+    for b in batches:
+        status.update(s, b["batch_id"], model_action=result["action"], model_reason=result["reason"],
+                      drift=result.get("drift") or None)
+    return result
 
 
 # ------------------------------------------------------------------------------- score
+def segment_of(bundle: Any, scored: pd.DataFrame) -> Any:
+    """Each row's latent segment: the model's segments, or (older bundles) this batch's own."""
+    from pipeline.segments import assign_segments, fit_segments, latent_matrix
+
+    Z = latent_matrix(scored)
+    if Z is None:
+        return 0
+    state = bundle.metadata.get("segments") or fit_segments(Z)
+    return assign_segments(Z, state)
+
+
 def _label_summary(scored: pd.DataFrame, labels_path: str | None, id_column: str) -> dict[str, Any] | None:
     if not labels_path:
         return None
@@ -282,11 +326,15 @@ def score(batch: Batch, model: dict[str, Any] | None = None, settings: Settings 
     bundle = load_bundle(bundle_dir)
     df = pd.read_parquet(batch["valid"])
     scored = score_frame(bundle, df)
+    if "segment" not in scored.columns:  # a bundle trained before segments existed
+        scored["segment"] = segment_of(bundle, scored)
     scored.insert(0, "batch_id", batch["batch_id"])
     scored["model_version"] = str(version)
     out = s.scores_dir(batch["batch_id"])
     scored_path = write_parquet(out / "scored.parquet", scored)
     alerts = alerts_table(scored, cfg.id_column, batch["batch_id"], cfg.model_name, version)
+    alerts.insert(alerts.columns.get_loc("nearest_normal_ids"), "segment",
+                  scored.set_index(scored[cfg.id_column].astype(str))["segment"].reindex(alerts["record_id"]).to_numpy())
     alerts_path = write_parquet(out / "alerts.parquet", alerts)
     write_csv(out / "alerts.csv", alerts_for_csv(alerts))
     labels = _label_summary(scored, batch.get("labels"), cfg.id_column)
@@ -308,9 +356,22 @@ def score(batch: Batch, model: dict[str, Any] | None = None, settings: Settings 
 
 
 # ------------------------------------------------------------------------------ report
+def _run_url(s: Settings, run_id: str | None) -> str | None:
+    """The run's page in the MLflow UI: the tracking server's, or a local ``mlflow ui``'s."""
+    if not run_id:
+        return None
+    try:
+        exp = registry.client(s).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - a link is a convenience
+        return None
+    base = s.tracking_uri.rstrip("/") if s.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{exp}/runs/{run_id}"
+
+
 def report(batch: Batch, settings: Settings | None = None) -> Batch:
     """Write the batch's HTML report and attach it to the model's MLflow run."""
     from pipeline.report import render_report
+    from pipeline.train import schema_of
 
     s = _settings(settings)
     cfg = load_dataset(s, batch["dataset"])
@@ -325,9 +386,12 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
     summary = {
         **record,
         "mlflow_run_id": run_id,
+        "mlflow_run_url": _run_url(s, run_id),
         "mlflow_ui": f"mlflow ui --backend-store-uri {s.tracking_uri}",
     }
-    html_text = render_report(summary=summary, scored=scored, id_column=cfg.id_column, history=history)
+    html_text = render_report(
+        summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg)
+    )
     path = write_text(s.report_path(batch["batch_id"]), html_text)
     if run_id:
         try:
@@ -369,6 +433,7 @@ def run_batch(
     batch_id: str | None = None,
     force_retrain: bool = False,
     settings: Settings | None = None,
+    update: bool = True,
 ) -> dict[str, Any]:
     """One batch end to end, outside Airflow: the same steps the DAG runs."""
     s = _settings(settings)
@@ -378,7 +443,7 @@ def run_batch(
         batch = validate(batch, settings=s)
     except DuplicateBatch as dup:
         return {**status.read(s, dup.batch_id), "model_action": "none"}
-    model = train_or_update(dataset, [batch], force_retrain, settings=s)
+    model = train_or_update(dataset, [batch], force_retrain, settings=s, update=update)
     batch = score(batch, model, settings=s)
     batch = report(batch, settings=s)
     notify(batch, settings=s)

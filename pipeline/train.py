@@ -1,14 +1,22 @@
-"""Train a model bundle on validated batches and register it in MLflow.
+"""Train or update the model on validated batches, register it in MLflow, and gate it.
 
-The decision per run is logged with its reason:
+The decision per run, logged with its reason (MLflow tag ``train_reason``, the version's
+description, each batch's status):
 
 - no champion yet -> train from scratch and make it champion (there is nothing to compare);
-- ``force_retrain`` -> train from scratch, register as ``challenger``, and let the gate decide;
-- otherwise -> keep the champion (fine-tuning and drift-triggered retraining build on this).
+- the batches were already trained on (a re-run) or updates are off -> keep the champion;
+- ``force_retrain``, or the batch drifted from the champion's training data past the dataset's
+  limits (``pipeline.drift``) -> retrain from scratch on a window of recent validated batches;
+- otherwise -> fine-tune the champion on the new batch (warm start, lower learning rate).
+
+A new version gets the alias ``challenger``; the gate compares it with the champion on the
+same holdout (20 % of the newest rows, never trained on) and promotes it when every check
+holds, otherwise it waits for a person (``python -m pipeline promote``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import tempfile
@@ -22,10 +30,19 @@ import pandas as pd
 from pipeline import registry
 from pipeline.bundle import Bundle
 from pipeline.config import REPO_ROOT, DatasetConfig, Settings
+from pipeline.segments import fit_segments, latent_matrix
 
 log = logging.getLogger(__name__)
 
 MAX_TRAIN_ROWS = 200_000
+HOLDOUT_SHARE = 0.2
+MAX_TRAINED_IDS = 200  # batch ids remembered in a bundle's metadata
+LIFECYCLE_DEFAULTS: dict[str, Any] = {
+    "update": "fine-tune",  # or "keep": never update the champion automatically
+    "window_batches": 7,  # recent validated batches a retrain learns from
+    "drift": {"energy_ratio_limit": 10.0, "recon_shift_limit": 1.5},
+    "gate": {"auto_promote": True, "recon_tolerance": 0.1, "alert_rate_factor": 3.0, "auc_tolerance": 0.01},
+}
 
 
 def schema_of(cfg: DatasetConfig) -> dict[str, list[str]]:
@@ -73,31 +90,121 @@ def _label_metrics(scored: pd.DataFrame, labels: pd.Series | None) -> dict[str, 
     }
 
 
+def lifecycle_of(cfg: DatasetConfig) -> dict[str, Any]:
+    raw = dict(cfg.lifecycle or {})
+    out = {**LIFECYCLE_DEFAULTS, **raw}
+    for key in ("drift", "gate"):
+        out[key] = {**LIFECYCLE_DEFAULTS[key], **(raw.get(key) or {})}
+    return out
+
+
+def split_holdout(df: pd.DataFrame, labels: pd.Series | None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series | None, pd.Series | None]:
+    """``(train, holdout, train_labels, holdout_labels)``: a seeded 20 % of the rows held out."""
+    if len(df) < 50:
+        return df, df, labels, labels
+    rng = np.random.default_rng(seed)
+    mask = rng.random(len(df)) < HOLDOUT_SHARE
+    y_train = labels[~mask].reset_index(drop=True) if labels is not None else None
+    y_hold = labels[mask].reset_index(drop=True) if labels is not None else None
+    return df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True), y_train, y_hold
+
+
+def _holdout_figures(bundle: Bundle, holdout: pd.DataFrame, y: pd.Series | None) -> dict[str, float]:
+    scored = bundle.score_frame(holdout, keep_columns=False)
+    train_median = float(bundle.detector.train_quantiles_["recon_error"][0]) or 1e-12
+    out = {
+        "recon_ratio": float(np.median(scored["recon_error"])) / train_median,
+        "alert_rate": float(scored["is_anomaly"].mean()),
+        "rows": float(len(holdout)),
+        "labelled_anomalies": float(y.fillna(False).astype(bool).sum()) if y is not None else 0.0,
+    }
+    out.update({f"{k}": v for k, v in _label_metrics(scored, y).items()})
+    return out
+
+
+def gate(cfg: DatasetConfig, champion: dict[str, float] | None, challenger: dict[str, float]) -> tuple[bool, list[str]]:
+    """The promotion checks, each a line a reviewer can read; all must hold."""
+    g = lifecycle_of(cfg)["gate"]
+    checks: list[tuple[bool, str]] = []
+    if champion is not None:
+        limit = champion["recon_ratio"] * (1 + g["recon_tolerance"])
+        checks.append((challenger["recon_ratio"] <= limit,
+                       f"holdout reconstruction error {challenger['recon_ratio']:.3f}x its training median vs "
+                       f"champion {champion['recon_ratio']:.3f}x (limit {limit:.3f})"))
+    # Too few expected alerts in a small holdout make "too few" meaningless: then only the top.
+    lo = cfg.alert_rate / g["alert_rate_factor"] if cfg.alert_rate * challenger["rows"] >= 10 else 0.0
+    hi = cfg.alert_rate * g["alert_rate_factor"] + 0.005
+    checks.append((lo <= challenger["alert_rate"] <= hi,
+                   f"holdout alert rate {challenger['alert_rate']:.2%} within [{lo:.2%}, {hi:.2%}]"))
+    if champion is not None and "roc_auc" in challenger and "roc_auc" in champion:
+        if challenger["labelled_anomalies"] >= 10:
+            checks.append((challenger["roc_auc"] >= champion["roc_auc"] - g["auc_tolerance"],
+                           f"holdout ROC-AUC {challenger['roc_auc']:.3f} vs champion {champion['roc_auc']:.3f}"))
+        else:
+            checks.append((True, f"holdout ROC-AUC {challenger['roc_auc']:.3f} vs champion {champion['roc_auc']:.3f} "
+                                 f"(not checked: {int(challenger['labelled_anomalies'])} labelled anomalies, fewer than 10)"))
+    return all(ok for ok, _ in checks), [("pass: " if ok else "FAIL: ") + text for ok, text in checks]
+
+
+def _loss_plot(history: dict[str, list[float]], path: Path) -> Path | None:
+    if not history.get("loss"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(history["loss"], label="training loss")
+    if history.get("val_loss"):
+        ax.plot(history["val_loss"], label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.legend(frameon=False)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def train_and_register(
     settings: Settings,
     cfg: DatasetConfig,
-    frames: list[pd.DataFrame],
+    df: pd.DataFrame,
     batch_ids: list[str],
     *,
+    mode: str,
     reason: str,
+    parent: tuple[Bundle, str] | None = None,
     labels: pd.Series | None = None,
+    extra_metrics: dict[str, float] | None = None,
+    artifacts: list[Path] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Train a bundle, log one MLflow run with its figures, register a new version."""
+    """Train (``mode`` "train"/"retrain") or fine-tune (``parent``'s bundle) on ``df``; log one
+    MLflow run with its figures and artifacts; register a new version. Returns the bundle too."""
     mlflow = registry.configure(settings)
     experiment_id = registry.ensure_experiment(settings, cfg.name)
-    df = training_frame(frames, seed)
-    detector_params = {"alert_rate": cfg.alert_rate, "random_state": seed, **cfg.model}
+    df = training_frame([df], seed)
     t0 = time.perf_counter()
-    bundle = Bundle.train(
-        df,
-        schema_of(cfg),
-        id_column=cfg.id_column,
-        detector_params=detector_params,
-        metadata={"dataset": cfg.name, "batch_ids": batch_ids, "trained_rows": len(df)},
-    )
+    if mode == "fine-tune" and parent is not None:
+        bundle, parent_version = parent
+        ids = df[cfg.id_column].astype(str).to_numpy() if cfg.id_column in df.columns else None
+        bundle.detector.fine_tune(bundle.encoder.transform(df), ids=ids)
+        trained_on = [*bundle.metadata.get("batch_ids", []), *batch_ids][-MAX_TRAINED_IDS:]
+        bundle.metadata = {**bundle.metadata, "batch_ids": trained_on, "parent_version": parent_version,
+                           "trained_rows": len(df), "train_mode": mode}
+    else:
+        detector_params = {"alert_rate": cfg.alert_rate, "random_state": seed, **cfg.model}
+        bundle = Bundle.train(
+            df,
+            schema_of(cfg),
+            id_column=cfg.id_column,
+            detector_params=detector_params,
+            metadata={"dataset": cfg.name, "batch_ids": batch_ids[-MAX_TRAINED_IDS:], "trained_rows": len(df),
+                      "train_mode": mode},
+        )
     fit_s = time.perf_counter() - t0
     scored = bundle.score_frame(df, keep_columns=False)
+    bundle.metadata["segments"] = fit_segments(latent_matrix(scored), seed=seed)
     det = bundle.detector
     history = getattr(det.model_, "history_", {})
     metrics = {
@@ -107,10 +214,12 @@ def train_and_register(
         "threshold_raw": det.threshold_,
         "n_trimmed": float(det.n_trimmed_),
         **{f"score_q{int(q * 100)}": float(v) for q, v in zip((0.5, 0.9, 0.99), np.quantile(scored["score"], [0.5, 0.9, 0.99]), strict=True)},
+        **({"val_loss_final": float(history["val_loss"][-1])} if history.get("val_loss") else {}),
         **_label_metrics(scored, labels),
+        **(extra_metrics or {}),
     }
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train-{batch_ids[-1] if batch_ids else 'manual'}"
+        experiment_id=experiment_id, run_name=f"{mode}-{batch_ids[-1] if batch_ids else 'manual'}"
     ) as run:
         bundle_dir = bundle.save(Path(tmp) / "bundle")
         mlflow.set_tags(
@@ -118,40 +227,57 @@ def train_and_register(
                 "dataset": cfg.name,
                 "batch_ids": ",".join(batch_ids)[:5000],
                 "code_version": code_version(),
-                "train_reason": reason,
+                "train_mode": mode,
+                "train_reason": reason[:5000],
+                **({"parent_version": parent[1]} if parent else {}),
             }
         )
         mlflow.log_params(
             {
                 "model_kind": det.kind,
+                "train_mode": mode,
                 **{f"model.{k}": v for k, v in det.model_.get_params().items()},
                 **{f"detector.{k}": v for k, v in det.get_params().items() if k != "model_params"},
                 "n_encoded_features": det.n_features_in_,
+                "feature_schema": json.dumps(schema_of(cfg))[:6000],
                 "feature_columns": ",".join(bundle.encoder.feature_names)[:5000],
                 "training_batches": len(batch_ids),
+                "training_window": ",".join(batch_ids)[:5000],
+                "seed": seed,
             }
         )
         mlflow.log_metrics(metrics)
         for key in ("loss", "val_loss"):
             for step, value in enumerate(history.get(key, [])):
                 mlflow.log_metric(f"epoch_{key}", value, step=step)
+        plot = _loss_plot(history, Path(tmp) / "loss.png")
+        if plot:
+            mlflow.log_artifact(str(plot), artifact_path="plots")
+        for path in artifacts or []:
+            if Path(path).is_file():
+                mlflow.log_artifact(str(path), artifact_path=f"validation/{Path(path).parent.name}")
         info = registry.log_bundle_model(settings, bundle_dir, cfg.model_name)
         run_id = run.info.run_id
     version = str(info.registered_model_version)
-    c = registry.client(settings)
-    c.update_model_version(
-        cfg.model_name,
-        version,
-        description=(
-            f"{det.kind} trained on {len(df)} validated rows from {len(batch_ids)} batch(es) "
-            f"({', '.join(batch_ids[-3:])}). Reason: {reason}. Training alert rate "
-            f"{metrics['train_alert_rate']:.2%}"
-            + (f", ROC-AUC on labelled training rows {metrics['roc_auc']:.3f}" if "roc_auc" in metrics else "")
-            + "."
-        ),
-    )
-    log.info("registered %s version %s (run %s): %s", cfg.model_name, version, run_id, reason)
-    return {"run_id": run_id, "version": version, "metrics": metrics}
+    log.info("registered %s version %s (run %s, %s): %s", cfg.model_name, version, run_id, mode, reason)
+    return {"run_id": run_id, "version": version, "metrics": metrics, "bundle": bundle}
+
+
+def _describe(det_kind: str, mode: str, rows: int, batch_ids: list[str], reason: str,
+              parent: str | None, checks: list[str], promoted: bool | None) -> str:
+    what = {"train": "Trained from scratch", "retrain": "Retrained from scratch",
+            "fine-tune": f"Fine-tuned from version {parent}"}[mode]
+    lines = [
+        f"{what} ({det_kind}) on {rows} validated rows of {len(batch_ids)} batch(es): {', '.join(batch_ids[-5:])}.",
+        f"Why: {reason}.",
+    ]
+    if checks:
+        lines.append("Gate, on the same holdout as the champion: " + "; ".join(checks) + ".")
+    if promoted is True:
+        lines.append("Promoted to champion by the gate.")
+    elif promoted is False:
+        lines.append("Waiting for a reviewer: 'python -m pipeline promote --dataset <dataset> --version <n>'.")
+    return "\n".join(lines)
 
 
 def train_or_update(
@@ -161,47 +287,107 @@ def train_or_update(
     batch_ids: list[str],
     *,
     force_retrain: bool = False,
+    update: bool = True,
     labels_loader: Any = None,
+    window_loader: Any = None,
+    artifacts: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Decide what to do for this run and do it; returns the model scoring should use.
 
-    ``load_frames`` is called only when training is needed (reading data costs time).
+    ``load_frames`` / ``labels_loader`` / ``window_loader`` are called only when training is
+    needed (reading data costs time); ``window_loader(exclude)`` gives recent validated
+    batches' frames and ids for a retrain.
     """
-    champion = registry.alias_version(settings, cfg.model_name, registry.CHAMPION)
-    if champion is not None and not force_retrain:
-        return {
-            "action": "kept",
-            "reason": f"champion version {champion} exists and no retrain was asked for",
-            "model_name": cfg.model_name,
-            "version": champion,
-        }
+    life = lifecycle_of(cfg)
+    name = cfg.model_name
+    champion = registry.alias_version(settings, name, registry.CHAMPION)
+    base = {"model_name": name}
+    if champion is not None and not force_retrain and (not update or life["update"] == "keep"):
+        return {**base, "action": "kept", "version": champion,
+                "reason": "model updates are off for this run" if not update else "the dataset's lifecycle says keep"}
     if not batch_ids:
-        raise registry.NoChampionError(
-            f"no champion for {cfg.model_name!r} and no valid batch to train one on"
-        )
-    reason = "no champion yet" if champion is None else "retrain forced by the caller"
+        if champion is not None:
+            return {**base, "action": "kept", "version": champion, "reason": "no valid batch to learn from"}
+        raise registry.NoChampionError(f"no champion for {name!r} and no valid batch to train one on")
+
+    champ_bundle = None
+    if champion is not None:
+        from pipeline.bundle import load_bundle
+
+        champ_bundle = load_bundle(registry.fetch_bundle(settings, name)[0])
+        seen = set(champ_bundle.metadata.get("batch_ids", []))
+        if set(batch_ids) <= seen and not force_retrain:
+            return {**base, "action": "kept", "version": champion,
+                    "reason": f"champion version {champion} was already trained on {', '.join(batch_ids)}"}
+
     frames = load_frames()
+    new = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     labels = labels_loader() if labels_loader else None
-    result = train_and_register(settings, cfg, frames, batch_ids, reason=reason, labels=labels)
-    version = result["version"]
-    if champion is None:
-        registry.promote(settings, cfg.model_name, version)
-        action = "trained"
+    if champion is None:  # nothing to compare with: learn from every row
+        train_df, holdout, y_train, y_hold = new, new, labels, labels
     else:
-        registry.set_alias(settings, cfg.model_name, registry.CHALLENGER, version)
-        # The gate: a forced retrain replaces the champion when its training alert rate stays
-        # within twice the configured rate (the lifecycle issue makes this a real comparison).
-        if result["metrics"]["train_alert_rate"] <= 2 * cfg.alert_rate + 0.01:
-            registry.promote(settings, cfg.model_name, version)
-            action = "retrained-promoted"
+        train_df, holdout, y_train, y_hold = split_holdout(new, labels)
+    figures: dict[str, float] = {}
+    if champion is None:
+        mode, reason = "train", "no champion yet"
+    else:
+        from pipeline import drift
+
+        figures = drift.measure(champ_bundle, new)
+        drifted, why = drift.is_drifted(figures, life["drift"])
+        if force_retrain:
+            mode, reason = "retrain", f"retrain forced by the caller ({why})"
+        elif drifted:
+            mode, reason = "retrain", why
         else:
-            action = "retrained-awaiting-review"
-    now_champion = registry.alias_version(settings, cfg.model_name, registry.CHAMPION)
+            mode, reason = "fine-tune", why
+    window_ids = list(batch_ids)
+    if mode == "retrain" and window_loader is not None:
+        past_frames, past_ids = window_loader(exclude=batch_ids, limit=int(life["window_batches"]))
+        if past_frames:
+            train_df = pd.concat([*past_frames, train_df], ignore_index=True)
+            window_ids = [*past_ids, *batch_ids]
+            y_train = None  # past batches' labels are not loaded: training metrics without them
+
+    champ_hold = _holdout_figures(champ_bundle, holdout, y_hold) if champ_bundle is not None else None
+    parent = None
+    if mode == "fine-tune":
+        from pipeline.bundle import load_bundle
+
+        parent = (load_bundle(registry.fetch_bundle(settings, name)[0]), champion)
+    extra = {f"drift_{k}": float(v) for k, v in figures.items()}
+    result = train_and_register(settings, cfg, train_df, window_ids, mode=mode, reason=reason, parent=parent,
+                                labels=y_train, extra_metrics=extra, artifacts=artifacts)
+    chal_hold = _holdout_figures(result["bundle"], holdout, y_hold)
+    passed, checks = gate(cfg, champ_hold, chal_hold)
+    version = result["version"]
+    c = registry.client(settings)
+    for key, value in chal_hold.items():
+        c.log_metric(result["run_id"], f"holdout_{key}", value)
+    if champ_hold:
+        for key, value in champ_hold.items():
+            c.log_metric(result["run_id"], f"champion_holdout_{key}", value)
+    if champion is None:
+        registry.promote(settings, name, version)
+        action, promoted = "trained", None
+    else:
+        registry.set_alias(settings, name, registry.CHALLENGER, version)
+        promoted = passed and bool(life["gate"]["auto_promote"])
+        if promoted:
+            registry.promote(settings, name, version)
+        verb = "fine-tuned" if mode == "fine-tune" else "retrained"
+        action = f"{verb}-{'promoted' if promoted else 'awaiting-review'}"
+    c.update_model_version(name, version, description=_describe(
+        result["bundle"].detector.kind, mode, len(train_df), window_ids, reason, champion, checks, promoted))
+    c.set_tag(result["run_id"], "gate", "passed" if passed else "failed")
+    now_champion = registry.alias_version(settings, name, registry.CHAMPION)
     return {
+        **base,
         "action": action,
         "reason": reason,
-        "model_name": cfg.model_name,
         "version": now_champion,
         "trained_version": version,
         "run_id": result["run_id"],
+        "drift": figures,
+        "gate": checks,
     }

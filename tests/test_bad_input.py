@@ -59,7 +59,7 @@ def run(s: Settings, df: pd.DataFrame | None, name: str, *, raw: bytes | None = 
         df.to_parquet(path, index=False)
     rejected: BatchRejected | None = None
     try:
-        tasks.run_batch(str(path), "retail_purchases", settings=s)
+        tasks.run_batch(str(path), "retail_purchases", settings=s, update=False)
     except BatchRejected as exc:
         rejected = exc
     if rejected is not None:
@@ -276,13 +276,13 @@ def test_the_same_batch_delivered_twice_is_counted_once(home: Settings) -> None:
     first = run(home, df, "delivery_a")
     path_b = home.home.parent / "in" / "delivery_b.parquet"
     path_b.write_bytes((home.home.parent / "in" / "delivery_a.parquet").read_bytes())
-    again = tasks.run_batch(str(path_b), "retail_purchases", settings=home)
+    again = tasks.run_batch(str(path_b), "retail_purchases", settings=home, update=False)
     assert again["state"] == "duplicate"
     assert again["duplicate_of"] == "delivery_a"
     assert again["rows_in"] == again["rows_scored"] == again["rows_quarantined"] == 0
     assert not home.scores_dir("delivery_b").exists()
     # the same batch id run again replaces its outputs instead of adding to them
-    rerun = tasks.run_batch(str(home.home.parent / "in" / "delivery_a.parquet"), "retail_purchases", settings=home)
+    rerun = tasks.run_batch(str(home.home.parent / "in" / "delivery_a.parquet"), "retail_purchases", settings=home, update=False)
     assert rerun["rows_scored"] == first["rows_scored"]
     assert len(pd.read_parquet(rerun["scores"])) == first["rows_scored"]
     res = run_cli("status", "--json", home=home.home)
@@ -301,7 +301,7 @@ def test_a_batch_100x_the_usual_size_is_scored_not_refused(home: Settings) -> No
 def test_cli_prints_one_line_with_where_the_quarantined_data_is(home: Settings) -> None:
     src = home.home.parent / "in" / "cli_broken.parquet"
     batch().drop(columns=["channel"]).to_parquet(src)
-    res = run_cli("run", "--input", str(src), "--dataset", "retail_purchases", home=home.home,
+    res = run_cli("run", "--input", str(src), "--dataset", "retail_purchases", "--no-update", home=home.home,
                   extra_env={"SENTINEL_MLFLOW_TRACKING_URI": home.tracking_uri})
     assert res.returncode == 3
     (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
