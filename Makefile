@@ -7,7 +7,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench-adbench bench-throughput clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser demo test lint bench-adbench bench-throughput screenshot clean
 
 setup: $(STAMP)
 
@@ -17,11 +19,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
+# The report's browser test needs Debian's chromium; installed once, from the Debian archive.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (for the report's browser test)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
 demo: setup
 	$(BIN)/python -m pipeline demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# docs/report.png: the newest report of the demo, as headless Chromium shows it.
+screenshot: setup browser
+	$(BIN)/python -c "import sys; from pathlib import Path; from pipeline.report import screenshot; \
+	p = max(Path('var/reports').glob('*/report.html'), key=lambda f: f.stat().st_mtime); \
+	screenshot(p, 'docs/report.png', height=2300); print('docs/report.png from', p)"
 
 lint: setup
 	$(BIN)/ruff check pipeline models dags benchmarks tests

@@ -87,4 +87,7 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     print(f"  Airflow UI: AIRFLOW_HOME={settings.airflow_home} AIRFLOW__CORE__DAGS_FOLDER={Path('dags').resolve()} "
           f"AIRFLOW__CORE__LOAD_EXAMPLES=False SENTINEL_HOME={settings.home} {venv_bin / 'airflow'} standalone")
     print("  Status    : .venv/bin/python -m pipeline status --json")
+    if reports:
+        newest = max(reports, key=lambda r: Path(r).stat().st_mtime if Path(r).is_file() else 0)
+        print(f"\nNewest report: {newest}")
     return 1 if bad_runs else 0

@@ -63,38 +63,51 @@ def score_histogram(scored: pd.DataFrame) -> str:
     return _fig_to_data_uri(fig)
 
 
+SEGMENT_COLOURS = ["#2f6fdf", "#2a9d8f", "#e9a23b", "#8e6fd8", "#6b8e23", "#d17ab0", "#5f7a8a", "#b5651d"]
+CELL_LIMIT = 80  # characters of a value shown in the report (the alerts file keeps them whole)
+
+
+def _project_2d(Z: np.ndarray) -> np.ndarray:
+    Zc = Z - Z.mean(axis=0)
+    if Z.shape[1] >= 2:
+        _, _, vt = np.linalg.svd(Zc, full_matrices=False)
+        return Zc @ vt[:2].T
+    return np.column_stack([Zc[:, 0], np.zeros(len(Zc))])
+
+
 def latent_map(scored: pd.DataFrame, max_points: int = 20_000, seed: int = 0) -> str | None:
+    """PCA of the batch's latent vectors: normal rows faint, coloured by segment; alerts red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = [c for c in scored.columns if c.startswith("latent_")]
-    if not cols or len(scored) < 3:
+    from pipeline.segments import latent_matrix
+
+    Z = latent_matrix(scored)
+    if Z is None or len(scored) < 3:
         return None
-    Z = scored[cols].to_numpy(dtype="float64")
     flag = scored["is_anomaly"].to_numpy()
+    seg = scored["segment"].to_numpy() if "segment" in scored.columns else np.zeros(len(Z), dtype=int)
     if len(Z) > max_points:  # keep every alert, sample the rest
         rng = np.random.default_rng(seed)
         keep = flag | (rng.random(len(Z)) < max_points / len(Z))
-        Z, flag = Z[keep], flag[keep]
-    Zc = Z - Z.mean(axis=0)
-    if Z.shape[1] >= 2:
-        _, _, vt = np.linalg.svd(Zc, full_matrices=False)
-        P = Zc @ vt[:2].T
-    else:
-        P = np.column_stack([Zc[:, 0], np.zeros(len(Zc))])
+        Z, flag, seg = Z[keep], flag[keep], seg[keep]
+    P = _project_2d(Z)
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.scatter(P[~flag, 0], P[~flag, 1], s=4, c="#9aa5b1", alpha=0.35, lw=0, label="normal")
-    ax.scatter(P[flag, 0], P[flag, 1], s=18, c="#c0392b", alpha=0.9, lw=0, label="alert")
+    for k in sorted(set(seg[~flag].tolist())):
+        m = ~flag & (seg == k)
+        ax.scatter(P[m, 0], P[m, 1], s=4, c=SEGMENT_COLOURS[k % len(SEGMENT_COLOURS)], alpha=0.3, lw=0, label=f"segment {k}")
+    ax.scatter(P[flag, 0], P[flag, 1], s=22, c="#c0392b", alpha=0.95, lw=0.4, edgecolors="#1f2933", label="alert")
     ax.set_xlabel("latent PC 1")
     ax.set_ylabel("latent PC 2")
-    ax.legend(frameon=False, loc="best")
+    ax.legend(frameon=False, loc="best", fontsize=7, markerscale=2)
     ax.set_title("Latent map (PCA of the latent space)")
     return _fig_to_data_uri(fig)
 
 
 def trend_plot(history: list[dict[str, Any]]) -> str | None:
+    """Alert rate, and the drift figure where training recorded one, over recent batches."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,18 +118,31 @@ def trend_plot(history: list[dict[str, Any]]) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 2.8))
     rates = [h["alerts"] / h["rows_scored"] for h in rows]
-    ax.plot(range(len(rows)), rates, marker="o", color="#2f6fdf")
+    ax.plot(range(len(rows)), rates, marker="o", color="#2f6fdf", label="alert rate")
     labels = [h["batch_id"] if len(h["batch_id"]) <= 20 else "…" + h["batch_id"][-19:] for h in rows]
     ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("alert rate")
-    ax.set_title("Alert rate over recent batches")
+    drift = [h["drift"].get("energy_ratio") if isinstance(h.get("drift"), dict) else None for h in rows]
+    if any(d is not None for d in drift):
+        ax2 = ax.twinx()
+        xs = [i for i, d in enumerate(drift) if d is not None]
+        ax2.plot(xs, [drift[i] for i in xs], marker="s", ls="--", color="#e9a23b", label="latent drift")
+        ax2.set_ylabel("latent drift (x baseline)")
+        ax2.legend(frameon=False, loc="upper right", fontsize=7)
+    ax.legend(frameon=False, loc="upper left", fontsize=7)
+    ax.set_title("Alert rate and drift over recent batches")
     return _fig_to_data_uri(fig)
+
+
+def _clip(v: Any, limit: int = CELL_LIMIT) -> str:
+    text = str(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float | np.floating):
         return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
-    return html.escape(str(v))
+    return html.escape(_clip(v))
 
 
 def _typical(col: pd.Series) -> Any:
@@ -134,32 +160,49 @@ def _typical(col: pd.Series) -> Any:
 
 
 def _alert_rows(scored: pd.DataFrame, id_column: str, n: int) -> str:
+    """The top alerts: each driving feature's value next to the typical value of the record's
+    segment (its normal records; the whole batch's when the segment has none)."""
     normal = scored[~scored["is_anomaly"]]
     top = scored[scored["is_anomaly"]].sort_values("raw_score", ascending=False).head(n)
-    typical_of: dict[str, Any] = {}  # each feature's typical value, computed once
+    has_seg = "segment" in scored.columns
+    typical_of: dict[tuple[Any, str], Any] = {}  # computed once per (segment, feature)
     out = []
     for rank, (_, r) in enumerate(top.iterrows(), start=1):
+        seg = r["segment"] if has_seg else None
+        pool = normal[normal["segment"] == seg] if has_seg else normal
+        if not len(pool):
+            pool, seg = normal, None
         reasons = []
         for feat, share in zip(r["top_features"], r["top_feature_shares"], strict=False):
             value = r.get(feat, "")
             typical = ""
-            if feat in normal.columns:
-                if feat not in typical_of:
-                    typical_of[feat] = _typical(normal[feat])
-                typical = typical_of[feat]
-                if pd.api.types.is_datetime64_any_dtype(normal[feat]):
+            if feat in pool.columns:
+                if (seg, feat) not in typical_of:
+                    typical_of[(seg, feat)] = _typical(pool[feat])
+                typical = typical_of[(seg, feat)]
+                if pd.api.types.is_datetime64_any_dtype(pool[feat]):
                     value = pd.Timestamp(value).strftime("%H:%M") if pd.notna(value) else "missing"
             reasons.append(
                 f"<b>{html.escape(str(feat))}</b> {share:.0%}: {_fmt(value)} "
                 f"<span class=muted>(typical {_fmt(typical)})</span>"
             )
-        neighbours = ", ".join(html.escape(str(x)) for x in list(r["nearest_normal_ids"])[:3])
+        neighbours = ", ".join(html.escape(_clip(x, 40)) for x in list(r["nearest_normal_ids"])[:3])
+        seg_cell = f"<td class=num>{int(r['segment'])}</td>" if has_seg else ""
         out.append(
-            f"<tr><td class=num>{rank}</td><td>{html.escape(str(r[id_column]))}</td>"
-            f"<td class=num>{r['score']:.3f}</td><td>{'<br>'.join(reasons)}</td>"
+            f"<tr><td class=num>{rank}</td><td>{html.escape(_clip(r[id_column], 40))}</td>"
+            f"<td class=num>{r['score']:.3f}</td>{seg_cell}<td>{'<br>'.join(reasons)}</td>"
             f"<td class=muted>{neighbours}</td></tr>"
         )
     return "\n".join(out)
+
+
+def _segment_rows(segments: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"<tr><td class=num><span style='color:{SEGMENT_COLOURS[g['segment'] % len(SEGMENT_COLOURS)]}'>&#9679;</span> "
+        f"{g['segment']}</td><td>{html.escape(_clip(g['description'], 160))}</td><td class=num>{g['rows']:,} "
+        f"({g['share']:.0%})</td><td class=num>{g['alerts']:,}</td><td class=num>{g['alert_rate']:.2%}</td></tr>"
+        for g in segments
+    )
 
 
 def render_report(
@@ -168,8 +211,15 @@ def render_report(
     scored: pd.DataFrame,
     id_column: str,
     history: list[dict[str, Any]] | None = None,
+    schema: dict[str, list[str]] | None = None,
 ) -> str:
-    """The HTML text of one batch's report."""
+    """The HTML text of one batch's report.
+
+    ``schema`` (feature columns by kind) lets the report describe latent segments in the data's
+    terms; without it segments are listed by size and alert rate only.
+    """
+    from pipeline.segments import describe_segments
+
     s = summary
     rows_scored = int(s.get("rows_scored") or 0)
     alerts = int(s.get("alerts") or 0)
@@ -207,11 +257,24 @@ def render_report(
         )
     mlflow_html = ""
     if s.get("mlflow_run_id"):
+        run = html.escape(str(s["mlflow_run_id"]))
+        if s.get("mlflow_run_url"):
+            run = f"<a href='{html.escape(str(s['mlflow_run_url']))}'>{run}</a>"
         mlflow_html = (
             f"<p>MLflow: model <code>{html.escape(str(s.get('model_name')))}</code> version "
-            f"{html.escape(str(s.get('model_version')))}, training run "
-            f"<code>{html.escape(str(s['mlflow_run_id']))}</code>; open with <code>{html.escape(str(s.get('mlflow_ui', 'mlflow ui')))}</code>.</p>"
+            f"{html.escape(str(s.get('model_version')))} (alias {html.escape(str(s.get('model_alias', 'champion')))}), "
+            f"training run {run}; with a local store, start the UI with "
+            f"<code>{html.escape(str(s.get('mlflow_ui', 'mlflow ui')))}</code>.</p>"
         )
+    segments = describe_segments(scored, schema or {})
+    segment_html = ""
+    if segments:
+        segment_html = f"""<h2>Latent segments</h2>
+<p class=muted>Clusters of the model's latent space (k-means on the training rows), described by
+what sets each apart from this batch as a whole.</p>
+<table><thead><tr><th>segment</th><th>what sets it apart</th><th class=num>rows</th>
+<th class=num>alerts</th><th class=num>alert rate</th></tr></thead>
+<tbody>{_segment_rows(segments)}</tbody></table>"""
     plots = [score_histogram(scored) if len(scored) else None, latent_map(scored), trend_plot(history or [])]
     plot_html = "".join(f"<img alt='plot' src='{p}'>" for p in plots if p)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -228,13 +291,14 @@ def render_report(
 {label_html}{mlflow_html}
 <h2>Scores and the latent space</h2>
 <div class=plots>{plot_html}</div>
+{segment_html}
 <h2>Top alerts</h2>
 <p class=muted>Why: the features with the largest share of the record's reconstruction error,
-with the record's value and the typical value among this batch's normal records. Resembles: the
-nearest normal training records in the latent space.</p>
-<table><thead><tr><th>#</th><th>record</th><th class=num>score</th><th>why</th><th>resembles</th></tr></thead>
+with the record's value and the typical value among the normal records of its segment.
+Resembles: the nearest normal training records in the latent space.</p>
+<table><thead><tr><th>#</th><th>record</th><th class=num>score</th>{'<th class=num>segment</th>' if 'segment' in scored.columns else ''}<th>why</th><th>resembles</th></tr></thead>
 <tbody>
-{_alert_rows(scored, id_column, TOP_ALERTS) or '<tr><td colspan=5>No alerts in this batch.</td></tr>'}
+{_alert_rows(scored, id_column, TOP_ALERTS) or '<tr><td colspan=6>No alerts in this batch.</td></tr>'}
 </tbody></table>
 </body></html>
 """
@@ -261,3 +325,37 @@ result are in <code>{html.escape(str(s.get('quarantine')))}</code>. Fix the data
 <code>expectations/{html.escape(str(s.get('dataset')))}/</code>) and run the batch again.</p>
 </body></html>
 """
+
+
+def find_chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def screenshot(html_path: Any, png_path: Any, width: int = 1280, height: int = 2600, timeout: int = 120) -> str:
+    """Open a report in headless Chromium and save a screenshot; returns Chromium's log.
+
+    Raises ``RuntimeError`` when Chromium is missing (``make browser`` installs Debian's) or
+    fails. The report needs nothing from the network, so the browser runs with it off.
+    """
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    exe = find_chromium()
+    if exe is None:
+        raise RuntimeError("no chromium on PATH: run 'make browser' (installs Debian's chromium)")
+    png = Path(png_path).resolve()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        res = subprocess.run(
+            [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+             "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+             f"--window-size={width},{height}", f"--screenshot={png}", Path(html_path).resolve().as_uri()],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    if res.returncode != 0 or not png.is_file():
+        raise RuntimeError(f"chromium failed ({res.returncode}): {res.stderr.strip()[-500:]}")
+    return res.stderr

@@ -1,25 +1,113 @@
-"""The HTML report: self-contained, with the plots and the top alerts explained."""
+"""The HTML report: self-contained, with the plots, latent segments and top alerts explained;
+every value from the data escaped; sensible for zero alerts, one row, or every row flagged."""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
+import pandas as pd
+import pytest
+
 from pipeline.bundle import Bundle
 from pipeline.demo_data import generate_purchases
 from pipeline.features import infer_schema
 from pipeline.report import render_report
+from pipeline.segments import assign_segments, describe_segments, fit_segments, latent_matrix
+
+ID = "purchase_id"
 
 
-def test_report_is_self_contained_and_explains_top_alerts() -> None:
-    df, _ = generate_purchases(600, seed=5, anomaly_rate=0.05)
-    bundle = Bundle.train(df, infer_schema(df, exclude=("purchase_id", "customer_id")), id_column="purchase_id", detector_params={"kind": "pca", "alert_rate": 0.03})
+@pytest.fixture(scope="module")
+def model() -> tuple[Bundle, pd.DataFrame, dict]:
+    df, _ = generate_purchases(800, seed=5, anomaly_rate=0.05)
+    schema = infer_schema(df, exclude=(ID, "customer_id"))
+    bundle = Bundle.train(df, schema, id_column=ID, detector_params={"kind": "pca", "alert_rate": 0.03})
+    bundle.metadata["segments"] = fit_segments(latent_matrix(bundle.score_frame(df, keep_columns=False)))
+    return bundle, df, schema
+
+
+def scored_of(bundle: Bundle, df: pd.DataFrame) -> pd.DataFrame:
     scored = bundle.score_frame(df)
-    summary = {"batch_id": "b<script>", "dataset": "retail_purchases", "rows_in": 610, "rows_scored": 600,
-               "rows_quarantined": 10, "alerts": int(scored["is_anomaly"].sum()), "model_name": "m", "model_version": "3"}
-    html = render_report(summary=summary, scored=scored, id_column="purchase_id", history=[summary])
-    assert "<script>" not in html  # user-controlled text is escaped
-    assert not re.search(r"""(src|href)=['"]?https?://""", html), "no external resources"
-    assert html.count("data:image/png;base64,") >= 2  # score histogram and latent map
-    top_id = scored.sort_values("raw_score").iloc[-1]["purchase_id"]
+    scored["segment"] = assign_segments(latent_matrix(scored), bundle.metadata["segments"])
+    return scored
+
+
+def summary_of(scored: pd.DataFrame, batch_id: str = "b1") -> dict:
+    return {"batch_id": batch_id, "dataset": "retail_purchases", "rows_in": len(scored) + 10,
+            "rows_scored": len(scored), "rows_quarantined": 10, "alerts": int(scored["is_anomaly"].sum()),
+            "model_name": "m", "model_version": "3", "data_docs": "file:///tmp/docs/index.html",
+            "mlflow_run_id": "abc123", "mlflow_run_url": "http://127.0.0.1:5000/#/experiments/1/runs/abc123"}
+
+
+def test_report_is_self_contained_and_explains_top_alerts(model) -> None:
+    bundle, df, schema = model
+    scored = scored_of(bundle, df)
+    html = render_report(summary=summary_of(scored), scored=scored, id_column=ID, history=[summary_of(scored, "b0"), summary_of(scored)], schema=schema)
+    assert not re.search(r"""(src|href)=['"]?https?://(?!127\.0\.0\.1)""", html), "no external resources"
+    assert not re.search(r"<script|<link|@import|url\(http", html)
+    assert html.count("data:image/png;base64,") >= 3  # score histogram, latent map, trend
+    top_id = scored.sort_values("raw_score").iloc[-1][ID]
     assert top_id in html
     assert "typical" in html
+    assert "Data Docs for this batch" in html
+    assert "runs/abc123" in html
+
+
+def test_segments_are_fitted_on_training_latents_and_described_in_data_terms(model) -> None:
+    bundle, df, schema = model
+    state = bundle.metadata["segments"]
+    assert 2 <= state["k"] <= 6
+    scored = scored_of(bundle, df)
+    segments = describe_segments(scored, schema)
+    assert [g["segment"] for g in segments] == sorted(set(scored["segment"]))
+    assert sum(g["rows"] for g in segments) == len(scored)
+    assert sum(g["alerts"] for g in segments) == int(scored["is_anomaly"].sum())
+    # at least one segment is told apart by a feature of the data, e.g. "channel=web" or "high basket_value"
+    columns = set(schema["numeric"]) | set(schema["categorical"]) | set(schema["boolean"])
+    assert any(any(c in g["description"] for c in columns) for g in segments)
+    html = render_report(summary=summary_of(scored), scored=scored, id_column=ID, schema=schema)
+    assert "Latent segments" in html
+    for g in segments:
+        assert g["description"].split(",")[0] in html
+
+
+@pytest.mark.parametrize("payload", ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>'])
+def test_values_from_the_data_are_escaped(model, payload: str) -> None:
+    bundle, df, schema = model
+    bad = df.copy()
+    scored = scored_of(bundle, bad)
+    top = scored["raw_score"].idxmax()
+    scored.loc[top, ID] = payload
+    scored.at[top, "nearest_normal_ids"] = np.array([payload, "x"], dtype=object)
+    html = render_report(summary={**summary_of(scored), "batch_id": payload, "data_quality": payload,
+                                  "extra_columns": [payload]}, scored=scored, id_column=ID, schema=schema)
+    assert payload not in html
+    assert "<img src=x" not in html
+    assert "<script>" not in html
+    assert "&lt;" in html
+
+
+def test_zero_alerts_one_row_and_all_flagged_batches(model) -> None:
+    bundle, df, schema = model
+    scored = scored_of(bundle, df)
+    calm = scored[~scored["is_anomaly"]].head(50)
+    html = render_report(summary=summary_of(calm), scored=calm, id_column=ID, schema=schema)
+    assert "No alerts in this batch." in html
+    one = scored.head(1)
+    html = render_report(summary=summary_of(one), scored=one, id_column=ID, schema=schema)
+    assert "rows in" in html
+    everything = scored.head(30).copy()
+    everything["is_anomaly"] = True
+    html = render_report(summary=summary_of(everything), scored=everything, id_column=ID, schema=schema)
+    assert html.count("<tr><td class=num>") >= 20  # the top-alerts table is full
+
+
+def test_very_long_values_are_truncated_in_the_table(model) -> None:
+    bundle, df, schema = model
+    scored = scored_of(bundle, df)
+    top = scored["raw_score"].idxmax()
+    scored.loc[top, ID] = "z" * 100_000
+    html = render_report(summary=summary_of(scored), scored=scored, id_column=ID, schema=schema)
+    assert "z" * 39 + "…" in html
+    assert "z" * 100 not in html
