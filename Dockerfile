@@ -1,5 +1,14 @@
-# Image for the multi-machine path (docker-compose.yml). Untested here: no Docker engine.
-FROM python:3.11-slim
+# The image every Airflow component and the MLflow server run (docker-compose.yml).
+# Installed from the same lock file as development: constraints.txt pins every package.
+# Not built on the development machine (no Docker engine there); see docs/deploy.md.
+FROM python:3.11.14-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    AIRFLOW_HOME=/opt/airflow SENTINEL_HOME=/opt/sentinel/var
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 50000 sentinel
 WORKDIR /opt/sentinel
 COPY pyproject.toml constraints.txt README.md ./
 COPY pipeline ./pipeline
@@ -7,5 +16,7 @@ COPY models ./models
 COPY benchmarks ./benchmarks
 COPY dags ./dags
 COPY expectations ./expectations
-RUN pip install --no-cache-dir -c constraints.txt . "psycopg2-binary" "boto3" "apache-airflow-providers-celery"
-ENV SENTINEL_HOME=/opt/sentinel/var
+RUN pip install -c constraints.txt ".[deploy]" \
+ && mkdir -p /opt/airflow /opt/sentinel/var \
+ && chown -R sentinel /opt/airflow /opt/sentinel
+USER sentinel
