@@ -70,13 +70,15 @@ class Bundle:
         id_column: str | None = None,
         detector_params: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        exclude: np.ndarray | None = None,
     ) -> Bundle:
-        """Fit the encoder and the detector on a (validated) training frame."""
+        """Fit the encoder and the detector on a (validated) training frame; ``exclude`` marks
+        rows the model must not learn from (they still shape the calibration)."""
         encoder = FeatureEncoder(schema=schema).fit(df)
         X = encoder.transform(df)
         ids = df[id_column].astype(str).to_numpy() if id_column else None
         detector = LatentDetector(**(detector_params or {})).fit(
-            X, ids=ids, groups=encoder.block_index()
+            X, ids=ids, groups=encoder.block_index(), exclude=exclude
         )
         return cls(encoder, detector, id_column, dict(metadata or {}))
 

@@ -86,7 +86,11 @@ class LatentDetector:
 
     # ------------------------------------------------------------------ fit
     def fit(
-        self, X: np.ndarray, ids: np.ndarray | None = None, groups: np.ndarray | None = None
+        self,
+        X: np.ndarray,
+        ids: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
+        exclude: np.ndarray | None = None,
     ) -> LatentDetector:
         """Fit on the encoded matrix ``X``.
 
@@ -112,14 +116,28 @@ class LatentDetector:
         if self.latent_variance is not None and "latent_dim" not in params:
             params["latent_dim"] = self._latent_dim_for(X)
         self.model_ = make_latent_model(self.kind, n, X.shape[1], random_state=self.random_state, **params)
-        self.model_.fit(X)
-        keep = self._trim_and_refit(X)
+        learn = self._learn_mask(X, exclude)
+        self.model_.fit(X[learn])
+        keep = self._trim_and_refit(X, learn)
         return self._calibrate(X, ids, keep)
 
-    def fine_tune(self, X: np.ndarray, ids: np.ndarray | None = None, lr_factor: float = 0.1) -> LatentDetector:
+    @staticmethod
+    def _learn_mask(X: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+        """Rows the model learns from: all but ``exclude`` (rows a champion found suspect).
+        Excluded rows still count for the calibration, which must see the batch as it is."""
+        if exclude is None:
+            return np.ones(len(X), dtype=bool)
+        learn = ~np.asarray(exclude, dtype=bool)
+        if learn.shape != (len(X),) or not learn.any():
+            raise ValueError("exclude must be one flag per row and leave rows to learn from")
+        return learn
+
+    def fine_tune(
+        self, X: np.ndarray, ids: np.ndarray | None = None, lr_factor: float = 0.1, exclude: np.ndarray | None = None
+    ) -> LatentDetector:
         """Update a fitted detector on new rows: continue training from the current weights
         at a lower learning rate (PCA: refit), then recalibrate scores, the per-column error
-        scale and the latent reference set on the new rows."""
+        scale and the latent reference set on the new rows (``exclude``: as in ``fit``)."""
         self._check()
         X = np.asarray(X, dtype="float32")
         if X.ndim != 2 or X.shape[1] != self.n_features_in_ or not len(X):
@@ -127,20 +145,22 @@ class LatentDetector:
         if not np.isfinite(X).all():
             raise ValueError("fine_tune got NaN or infinite values; encode the frame first")
         ids = np.arange(len(X)).astype(str) if ids is None else np.asarray(ids).astype(str)
+        learn = self._learn_mask(X, exclude)
         if self.kind == "pca":
-            self.model_.fit(X)
+            self.model_.fit(X[learn])
         else:
             lr = self.model_.learning_rate * lr_factor
-            self.model_.fit(X, warm_start=True, epochs=max(5, self.model_.epochs // 3), learning_rate=lr)
-        keep = self._trim_and_refit(X, lr_factor=lr_factor)
+            self.model_.fit(X[learn], warm_start=True, epochs=max(5, self.model_.epochs // 3), learning_rate=lr)
+        keep = self._trim_and_refit(X, learn, lr_factor=lr_factor)
         return self._calibrate(X, ids, keep)
 
-    def _trim_and_refit(self, X: np.ndarray, lr_factor: float | None = None) -> np.ndarray:
-        """Drop the worst-reconstructed ``trim_fraction`` of rows (likely anomalies) and refit."""
-        keep = np.ones(len(X), dtype=bool)
-        if self.trim_fraction > 0 and len(X) >= 20:
+    def _trim_and_refit(self, X: np.ndarray, learn: np.ndarray, lr_factor: float | None = None) -> np.ndarray:
+        """Drop the worst-reconstructed ``trim_fraction`` of the learned rows (likely anomalies)
+        and refit; returns the rows kept (never an excluded one)."""
+        keep = learn.copy()
+        if self.trim_fraction > 0 and learn.sum() >= 20:
             err = self._recon(X)[0]
-            keep = err <= np.quantile(err, 1 - self.trim_fraction)
+            keep = learn & (err <= np.quantile(err[learn], 1 - self.trim_fraction))
             if self.kind == "pca":
                 self.model_.fit(X[keep])
             else:

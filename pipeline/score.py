@@ -2,14 +2,35 @@
 
 ``scored`` holds every input row with its scores, flag and explanations; ``alerts`` is the
 flagged rows only, ranked, in the documented alerts schema (see ``ALERT_COLUMNS``).
+
+``score_frame`` scores a DataFrame in memory; ``score_parquet_stream`` scores a Parquet file or
+folder of any size chunk by chunk into one scored Parquet file, written whole or not at all, and
+keeps only bounded summaries (counts, top alerts, a sample, a histogram) for the alerts and the
+report.
 """
 
 from __future__ import annotations
 
+import logging
+import operator
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from pipeline.bundle import Bundle
+from pipeline.features import SchemaMismatchError
+from pipeline.storage import atomic_path
+
+log = logging.getLogger(__name__)
 
 # The alerts table's stable schema (Parquet and CSV); lists are "|"-joined in the CSV.
 ALERT_COLUMNS = [
@@ -29,6 +50,9 @@ ALERT_COLUMNS = [
 ]
 
 SCORE_CHUNK = 200_000
+#: Rows per chunk when streaming a Parquet input: as fast as 200,000 here (1 M rows x 30
+#: features, 2 cores) with ~0.4 GiB less peak memory.
+STREAM_CHUNK = 100_000
 
 
 def score_frame(bundle: Bundle, df: pd.DataFrame) -> pd.DataFrame:
@@ -78,3 +102,511 @@ def alerts_for_csv(alerts: pd.DataFrame) -> pd.DataFrame:
     for col in ("top_features", "top_feature_shares", "nearest_normal_ids"):
         out[col] = ["|".join(map(str, v)) for v in out[col]]
     return out
+
+
+# ------------------------------------------------------------------------ streaming scoring
+
+#: Columns ``Bundle.score_frame`` adds before the per-feature errors and the latents, with the
+#: Arrow types they are written with (fixed, so every chunk and an empty batch agree).
+SCORE_TYPES: dict[str, pa.DataType] = {
+    "score": pa.float64(),
+    "is_anomaly": pa.bool_(),
+    "raw_score": pa.float64(),
+    "recon_error": pa.float64(),
+    "latent_distance": pa.float64(),
+    "top_features": pa.list_(pa.string()),
+    "top_feature_shares": pa.list_(pa.float64()),
+    "nearest_normal_ids": pa.list_(pa.string()),
+}
+#: Edges of the score histogram kept for the report (the report's own 40 bins over [0, 1]).
+HIST_EDGES = np.linspace(0.0, 1.0, 41)
+MAX_ALERTS = 10_000
+SAMPLE_ROWS = 20_000
+#: Bytes read from a Parquet file at a time (a buffered stream: pages, not whole row groups).
+READ_BUFFER = 1 << 20
+
+ChunkCallback = Callable[[pd.DataFrame, dict[str, int]], None]
+
+
+def score_parquet_stream(
+    bundle: Bundle,
+    src: str | Path,
+    out_path: Path,
+    *,
+    chunk_rows: int = STREAM_CHUNK,
+    extra_columns: dict[str, str] | None = None,
+    on_chunk: ChunkCallback | None = None,
+    max_alerts: int = MAX_ALERTS,
+    sample_rows: int = SAMPLE_ROWS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score a Parquet file or folder chunk by chunk into one Parquet file, in bounded memory.
+
+    The input is scanned in record batches and scored ``chunk_rows`` rows at a time with
+    ``bundle.score_frame``; each scored chunk is appended to a Parquet file written under a
+    temporary name beside ``out_path``, which is flushed to disk and renamed to ``out_path``
+    (``os.replace``) only when every chunk is written. A failure leaves no temporary file and
+    whatever was at ``out_path`` before untouched. Memory holds about one chunk plus the
+    bounded summaries below, whatever the size of the input.
+
+    The output has, in this order: the ``extra_columns`` (constant text), every input column
+    as read (Arrow types kept), then the columns ``score_frame`` adds (``SCORE_TYPES``,
+    ``err__<feature>``, ``latent_<j>``). Its schema is fixed before the first chunk, so every
+    chunk agrees and an empty input gives a valid empty file.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    src : str or Path
+        A Parquet file, or a folder of Parquet files read as one dataset.
+    out_path : Path
+        The scored Parquet file to write.
+    chunk_rows : int
+        Rows scored at a time; memory grows with it.
+    extra_columns : dict of str to str, optional
+        Constant columns to add, e.g. ``{"batch_id": ..., "model_version": ...}``. They come
+        first and replace an input column of the same name.
+    on_chunk : callable, optional
+        Called after each chunk is scored and queued for writing, with the scored chunk (a DataFrame of the extra,
+        id and feature columns and the scores, indexed by the rows' positions in the output)
+        and the progress so far: ``{"chunk", "rows", "alerts", "total_rows"}``.
+    max_alerts : int
+        Most flagged rows kept in ``top_alerts``: those with the highest ``raw_score``.
+    sample_rows : int
+        Most rows kept in ``sample``, a uniform random sample of all scored rows.
+    seed : int
+        Seed of that sample.
+
+    Returns
+    -------
+    dict
+        ``path``; ``rows``, ``alerts`` (every flagged row), ``chunks``; ``top_alerts``: at most
+        ``max_alerts`` flagged rows, highest ``raw_score`` first (ready for ``alerts_table``);
+        ``sample``: the sample, in input order; both DataFrames have the columns ``on_chunk``
+        gets, indexed by position in the output; ``score_hist``: ``{"edges", "normal",
+        "alert"}``, counts of ``score`` in the bins ``HIST_EDGES`` over every row.
+
+    Raises
+    ------
+    SchemaMismatchError
+        The input lacks a feature column of the bundle (before anything is written).
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    extra = {str(k): str(v) for k, v in (extra_columns or {}).items()}
+    dataset = ds.dataset(str(src), format="parquet")
+    in_schema = dataset.schema
+    missing = [c for c in bundle.encoder.input_columns if c not in in_schema.names]
+    if missing:
+        raise SchemaMismatchError(f"{src} lacks feature column(s) {', '.join(map(repr, missing))}")
+    id_col = bundle.id_column if bundle.id_column in in_schema.names else None
+    needed = list(dict.fromkeys([*([id_col] if id_col else []), *bundle.encoder.input_columns]))
+    score_cols = _score_column_types(bundle)
+    kept = [f for f in in_schema if f.name not in extra and f.name not in score_cols]
+    schema = pa.schema(
+        [
+            *(pa.field(name, pa.string()) for name in extra),
+            *kept,
+            *(pa.field(name, t) for name, t in score_cols.items()),
+        ]
+    )
+    schema = schema.with_metadata(_pandas_metadata(schema, in_schema, len(extra), score_cols))
+    total = dataset.count_rows()
+    summary = _StreamSummary(
+        _empty_summary_frame(in_schema.empty_table().select(needed).to_pandas(), score_cols, extra),
+        extra,
+        id_col,
+        max_alerts=max_alerts,
+        sample_rows=sample_rows,
+        seed=seed,
+    )
+    with atomic_path(Path(out_path)) as tmp:
+        sink = _BackgroundWriter(
+            pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema))
+        )
+        try:
+            for table in _chunks(dataset, chunk_rows):
+                n = table.num_rows
+                frame = table.select(needed).to_pandas()
+                scored = bundle.score_frame(frame, keep_columns=False)
+                arrays = [
+                    *(pa.repeat(pa.scalar(v, pa.string()), n) for v in extra.values()),
+                    *(table.column(f.name) for f in kept),
+                    *(_to_arrow(scored[name], t) for name, t in score_cols.items()),
+                ]
+                sink.write(pa.Table.from_arrays(arrays, schema=schema))
+                start = summary.rows
+                summary.add(frame, scored)
+                if on_chunk is not None:
+                    on_chunk(
+                        _summary_frame(
+                            frame, scored, extra, id_col, np.arange(n), start, copy=False
+                        ),
+                        {
+                            "chunk": summary.chunks,
+                            "rows": summary.rows,
+                            "alerts": summary.alerts,
+                            "total_rows": total,
+                        },
+                    )
+        except BaseException:
+            sink.close(raise_error=False)  # the first error is the one to see
+            raise
+        sink.close()
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(Path(out_path).parent)
+    log.info(
+        "scored %d row(s) in %d chunk(s) into %s: %d alert(s)",
+        summary.rows,
+        summary.chunks,
+        out_path,
+        summary.alerts,
+    )
+    return {"path": str(out_path), **summary.result()}
+
+
+def _score_column_types(bundle: Bundle) -> dict[str, pa.DataType]:
+    """Every column ``Bundle.score_frame`` adds, in its order, with its Arrow type."""
+    names = bundle.encoder.feature_names
+    latent_dim = int(bundle.detector.reference_latents_.shape[1])
+    return {
+        **SCORE_TYPES,
+        **({"segment": pa.int64()} if bundle.metadata.get("segments") else {}),
+        **{f"err__{n}": pa.float64() for n in names},
+        **{f"latent_{j}": pa.float64() for j in range(latent_dim)},
+    }
+
+
+def _pandas_metadata(
+    schema: pa.Schema, in_schema: pa.Schema, n_extra: int, score_cols: dict[str, pa.DataType]
+) -> dict[bytes, bytes]:
+    """pandas' metadata for the output schema, so ``pd.read_parquet`` gives the input's dtypes
+    (nullable integers, categories, ...) back, and the list columns as object columns."""
+    empty_in = in_schema.empty_table().to_pandas()
+    plain_in = in_schema.empty_table().to_pandas(ignore_metadata=True)
+    columns: dict[str, pd.Series] = {}
+    for name in schema.names[:n_extra]:
+        columns[name] = pd.Series(dtype="str")
+    for name in schema.names[n_extra : len(schema.names) - len(score_cols)]:
+        # A stored pandas index is a column here; give it its plain Arrow dtype.
+        columns[name] = (empty_in if name in empty_in.columns else plain_in)[name]
+    for name, t in score_cols.items():
+        columns[name] = pd.Series(dtype=object if pa.types.is_list(t) else t.to_pandas_dtype())
+    empty = pd.DataFrame({k: v.reset_index(drop=True) for k, v in columns.items()})
+    meta = pa.Schema.from_pandas(empty, preserve_index=False).metadata or {}
+    return {k: v for k, v in meta.items() if k == b"pandas"}
+
+
+def _text_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding (text); floats would try it, fail, and fall back."""
+
+    def texty(t: pa.DataType) -> bool:
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return texty(t.value_type)
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
+
+    return [f.name for f in schema if texty(f.type)]
+
+
+def _record_batches(dataset: ds.Dataset, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Every record batch of the dataset's files in order, cast to the dataset's schema.
+
+    Each file is read with ``ParquetFile.iter_batches`` over a buffered stream, which decodes
+    a row group page by page: memory follows ``batch_rows``, not the (writer-chosen) row-group
+    size, so one huge row group is read as calmly as many small ones.
+    """
+    schema = dataset.schema
+    for path in dataset.files:
+        with (
+            dataset.filesystem.open_input_file(path) as source,
+            pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER) as pf,
+        ):
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                if batch.schema.equals(schema):
+                    yield batch
+                    continue
+                # A file of a folder with other columns or types: conform to the dataset's
+                # schema (absent columns null, types cast; a value that does not cast raises).
+                n = batch.num_rows
+                arrays = [
+                    batch.column(f.name).cast(f.type)
+                    if f.name in batch.schema.names
+                    else pa.nulls(n, f.type)
+                    for f in schema
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _chunks(dataset: ds.Dataset, chunk_rows: int) -> Iterator[pa.Table]:
+    """The dataset as tables of exactly ``chunk_rows`` rows (the last one shorter)."""
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in _record_batches(dataset, chunk_rows):
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        size += batch.num_rows
+        while size >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, chunk_rows)
+            rest = table.slice(chunk_rows)
+            pending, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(pending)
+
+
+def _to_arrow(values: pd.Series, type_: pa.DataType) -> pa.Array:
+    """One score column as Arrow; a list column as offsets over its rows' values, flattened."""
+    if not pa.types.is_list(type_):
+        return pa.array(values.to_numpy(), type=type_)
+    if len(values) == 0:
+        return pa.array([], type=type_)
+    matrix = _row_matrix(values.to_numpy())
+    offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype="int32"))
+    flat = matrix.ravel()
+    items = _text_array(flat) if pa.types.is_string(type_.value_type) else pa.array(flat)
+    return pa.ListArray.from_arrays(offsets, items.cast(type_.value_type))
+
+
+def _text_array(values: np.ndarray) -> pa.Array:
+    """A 1-D NumPy text array as an Arrow string array.
+
+    ASCII text in a fixed-width ``<U`` array (feature names, record ids) is copied into Arrow's
+    buffers with whole-array operations: its code points are its UTF-8 bytes, and each string
+    ends after its last non-NUL code point (NumPy pads with NUL). Anything else goes through
+    ``pyarrow.array``, which converts string by string (about ten times slower).
+    """
+    width = values.dtype.itemsize // 4
+    if values.dtype.kind == "U" and width > 0 and len(values) > 0:
+        codes = values.astype(f"<U{width}", copy=False).view("<u4").reshape(len(values), width)
+        if int(codes.max()) < 128:
+            filled = codes != 0
+            ends = np.where(filled.any(axis=1), width - np.argmax(filled[:, ::-1], axis=1), 0)
+            offsets = np.zeros(len(values) + 1, dtype=np.int32)
+            np.cumsum(ends, out=offsets[1:])
+            data = codes[np.arange(width)[None, :] < ends[:, None]].astype(np.uint8)
+            return pa.StringArray.from_buffers(
+                len(values), pa.py_buffer(offsets), pa.py_buffer(data)
+            )
+    return pa.array(values, type=pa.string())
+
+
+def _row_matrix(rows: np.ndarray) -> np.ndarray:
+    """The ``(n, k)`` matrix of a list column whose values are NumPy rows.
+
+    ``Bundle.score_frame`` builds each list column as the row views of one matrix; when every
+    value is a view of one 2-D array with ``n`` rows, in row order (checked: the shared base,
+    and the position of a spread of rows), that array is the answer, without a copy. Anything
+    else is stacked row by row (about 30 times slower).
+    """
+    n = len(rows)
+    base = getattr(rows[0], "base", None)
+    if (
+        isinstance(base, np.ndarray)
+        and base.ndim == 2
+        and base.shape[0] == n
+        and _bases(rows) == {id(base)}
+    ):
+        origin = base.__array_interface__["data"][0]
+        probe = np.unique(np.linspace(0, n - 1, num=min(n, 17)).astype(int))
+        if all(
+            rows[i].shape == base.shape[1:]
+            and rows[i].__array_interface__["data"][0] == origin + i * base.strides[0]
+            for i in probe
+        ):
+            return base
+    return np.stack(rows)
+
+
+def _bases(values: np.ndarray) -> set[int]:
+    """The ids of the arrays the values are views of (``{id(None)}`` for any that is not)."""
+    get_base = operator.attrgetter("base")
+    try:
+        return set(map(id, map(get_base, values)))  # C loops: no Python call per value
+    except AttributeError:
+        return {id(None)}
+
+
+def _summary_frame(
+    frame: pd.DataFrame,
+    scored: pd.DataFrame,
+    extra: dict[str, str],
+    id_col: str | None,
+    rows: np.ndarray,
+    start: int,
+    *,
+    copy: bool = True,
+) -> pd.DataFrame:
+    """Rows ``rows`` of a scored chunk as the summaries and ``on_chunk`` see them: the extra,
+    id and feature columns and the scores, indexed by their positions in the output.
+
+    With ``copy``, list values are copied: a row view would keep its whole chunk's matrix
+    alive in the summaries."""
+    inputs = frame.iloc[rows]
+    scores = scored.iloc[rows]
+    if id_col is not None and id_col in scores.columns:  # score_frame repeats the id: keep one
+        scores = scores.drop(columns=[id_col])
+    inputs = inputs.drop(columns=[c for c in inputs.columns if c in extra or c in scores.columns])
+    out = pd.concat([inputs.reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
+    for name, type_ in SCORE_TYPES.items():
+        if copy and pa.types.is_list(type_) and name in out.columns:
+            out[name] = pd.Series([np.array(v) for v in out[name]], dtype=object)
+    for i, (name, value) in enumerate(extra.items()):
+        out.insert(i, name, pa.repeat(pa.scalar(value, pa.string()), len(out)).to_pandas())
+    out.index = pd.RangeIndex(0, 0) if not len(rows) else pd.Index(start + rows)
+    return out
+
+
+def _empty_summary_frame(
+    inputs: pd.DataFrame, score_cols: dict[str, pa.DataType], extra: dict[str, str]
+) -> pd.DataFrame:
+    """The summaries' columns and dtypes, with no rows (what an empty input gives)."""
+    scored = pd.DataFrame(
+        {
+            name: pd.Series(dtype=object if pa.types.is_list(t) else t.to_pandas_dtype())
+            for name, t in score_cols.items()
+        }
+    )
+    return _summary_frame(inputs, scored, extra, None, np.arange(0), 0)
+
+
+class _BackgroundWriter:
+    """Append tables to a ``ParquetWriter`` on a thread of its own, at most one table queued.
+
+    Encoding and compressing a chunk (Arrow releases the GIL) then overlaps scoring the next
+    one. ``close`` writes what is queued, closes the file and raises the writer's error, if any;
+    ``write`` raises it as soon as it is known.
+    """
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer = writer
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (table := self.queue.get()) is not None:
+            if self.error is None:  # after a failure, drain without writing
+                try:
+                    self.writer.write_table(table, row_group_size=table.num_rows)
+                except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                    self.error = exc
+
+    def write(self, table: pa.Table) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(table)
+
+    def close(self, raise_error: bool = True) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self.writer.close()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
+class _StreamSummary:
+    """Counts, the top alerts, a uniform sample and a score histogram: all bounded in size."""
+
+    def __init__(
+        self,
+        empty: pd.DataFrame,
+        extra: dict[str, str],
+        id_col: str | None,
+        *,
+        max_alerts: int,
+        sample_rows: int,
+        seed: int,
+    ) -> None:
+        self.empty = empty
+        self.extra = extra
+        self.id_col = id_col
+        self.max_alerts = max_alerts
+        self.sample_rows = sample_rows
+        self.rng = np.random.default_rng(seed)
+        self.rows = self.alerts = self.chunks = 0
+        self.top: pd.DataFrame | None = None
+        self.sample: pd.DataFrame | None = None
+        self.sample_keys = np.zeros(0)
+        self.hist = {
+            "normal": np.zeros(len(HIST_EDGES) - 1, dtype="int64"),
+            "alert": np.zeros(len(HIST_EDGES) - 1, dtype="int64"),
+        }
+
+    def add(self, frame: pd.DataFrame, scored: pd.DataFrame) -> None:
+        """Fold one scored chunk (``frame``: its input columns) into the summaries."""
+        start, n = self.rows, len(scored)
+        flag = scored["is_anomaly"].to_numpy(dtype=bool)
+        score = scored["score"].to_numpy(dtype="float64")
+        raw = scored["raw_score"].to_numpy(dtype="float64")
+        self.rows += n
+        self.chunks += 1
+        self.alerts += int(flag.sum())
+        self.hist["normal"] += np.histogram(score[~flag], bins=HIST_EDGES)[0]
+        self.hist["alert"] += np.histogram(score[flag], bins=HIST_EDGES)[0]
+
+        if self.max_alerts > 0:
+            candidates = np.flatnonzero(flag)
+            if self.top is not None and len(self.top) >= self.max_alerts:
+                # Full: only a strictly higher raw score gets in (among equals, earlier rows win).
+                candidates = candidates[raw[candidates] > self.top["raw_score"].min()]
+            if len(candidates):
+                new = _summary_frame(frame, scored, self.extra, self.id_col, candidates, start)
+                top = new if self.top is None else pd.concat([self.top, new])
+                if len(top) > self.max_alerts:
+                    order = np.argsort(-top["raw_score"].to_numpy(), kind="stable")
+                    top = top.iloc[np.sort(order[: self.max_alerts])]
+                self.top = top
+
+        if self.sample_rows > 0:
+            # Bottom-k sampling: every row draws a uniform key and the sample is the rows with
+            # the smallest keys so far, i.e. a uniform sample without replacement of all rows.
+            keys = self.rng.random(n)
+            if len(self.sample_keys) >= self.sample_rows:
+                picked = np.flatnonzero(keys < self.sample_keys.max())
+            else:
+                picked = np.arange(n)
+            if len(picked) > self.sample_rows:  # no more than could stay
+                picked = np.sort(
+                    picked[np.argpartition(keys[picked], self.sample_rows)][: self.sample_rows]
+                )
+            if len(picked):
+                new = _summary_frame(frame, scored, self.extra, self.id_col, picked, start)
+                sample = new if self.sample is None else pd.concat([self.sample, new])
+                sample_keys = np.concatenate([self.sample_keys, keys[picked]])
+                if len(sample) > self.sample_rows:
+                    keep = np.sort(
+                        np.argpartition(sample_keys, self.sample_rows)[: self.sample_rows]
+                    )
+                    sample, sample_keys = sample.iloc[keep], sample_keys[keep]
+                self.sample, self.sample_keys = sample, sample_keys
+
+    def result(self) -> dict[str, Any]:
+        top = self.empty if self.top is None else self.top
+        top = top.iloc[np.argsort(-top["raw_score"].to_numpy(), kind="stable")]
+        return {
+            "rows": self.rows,
+            "alerts": self.alerts,
+            "chunks": self.chunks,
+            "top_alerts": top,
+            "sample": self.empty if self.sample is None else self.sample,
+            "score_hist": {
+                "edges": HIST_EDGES.tolist(),
+                "normal": self.hist["normal"].tolist(),
+                "alert": self.hist["alert"].tolist(),
+            },
+        }
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

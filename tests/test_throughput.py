@@ -1,0 +1,274 @@
+"""Streaming scoring gives the in-memory scores, writes whole or not at all, and keeps its
+summaries bounded; the throughput benchmark's command writes the contract JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from numpy.testing import assert_allclose
+
+from benchmarks import throughput
+from pipeline.bundle import Bundle
+from pipeline.features import SchemaMismatchError
+from pipeline.score import (
+    HIST_EDGES,
+    alerts_table,
+    score_frame,
+    score_parquet_stream,
+)
+
+NUMERIC = ["amount", "age", "items", "distance"]
+SCHEMA = {"numeric": NUMERIC, "categorical": ["channel"]}
+SCORE_COLUMNS = ["score", "raw_score", "recon_error", "latent_distance"]
+LIST_COLUMNS = ["top_features", "top_feature_shares", "nearest_normal_ids"]
+
+
+def make_frame(n: int, seed: int) -> pd.DataFrame:
+    """Correlated numbers, a category, a column the model does not use, 2 % gross outliers."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 2))
+    x = z @ rng.normal(size=(2, len(NUMERIC))) + 0.1 * rng.normal(size=(n, len(NUMERIC)))
+    bad = rng.random(n) < 0.02
+    x[bad] += rng.choice([-8.0, 8.0], size=(int(bad.sum()), len(NUMERIC)))
+    df = pd.DataFrame(x, columns=NUMERIC)
+    df.insert(0, "record_id", [f"r{seed}-{i}" for i in range(n)])
+    df["channel"] = pd.Categorical(rng.choice(["web", "shop", "phone"], size=n))
+    df["note"] = pd.array(["x"] * n, dtype="str")
+    return df
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    train = make_frame(1500, seed=1)
+    params = {"kind": "ae", "model_params": {"epochs": 3}, "reference_size": 300}
+    return Bundle.train(train, SCHEMA, id_column="record_id", detector_params=params)
+
+
+@pytest.fixture
+def batch(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """2,500 rows in row groups of 700, so 1,000-row chunks straddle them."""
+    df = make_frame(2500, seed=2)
+    path = tmp_path / "in" / "valid.parquet"
+    path.parent.mkdir()
+    df.to_parquet(path, index=False, row_group_size=700)
+    return path, df
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_stream_gives_the_in_memory_scores_and_bounded_summaries(
+    bundle: Bundle, batch: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    src, df = batch
+    out = tmp_path / "out" / "scored.parquet"
+    seen: list[dict[str, int]] = []
+    result = score_parquet_stream(
+        bundle,
+        src,
+        out,
+        chunk_rows=1000,
+        extra_columns={"batch_id": "b1", "model_version": "7"},
+        on_chunk=lambda chunk, progress: seen.append({**progress, "n": len(chunk)}),
+        sample_rows=400,
+    )
+    ref = score_frame(bundle, pd.read_parquet(src))
+    got = pd.read_parquet(out)
+
+    # The same rows, columns (extra ones first) and values as scoring the whole frame.
+    assert list(got.columns) == ["batch_id", "model_version", *ref.columns]
+    assert (got["batch_id"] == "b1").all()
+    assert (got["model_version"] == "7").all()
+    pd.testing.assert_frame_equal(got[df.columns], df)
+    # float32 inference on chunks of other sizes may differ in the last bits (BLAS blocking).
+    for col in [*SCORE_COLUMNS, *(c for c in ref.columns if c.startswith(("err__", "latent_")))]:
+        assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=1e-4, atol=1e-6)
+    assert (got["is_anomaly"].to_numpy() == ref["is_anomaly"].to_numpy()).all()
+    for col in LIST_COLUMNS:
+        assert [list(v) for v in got[col]] == [list(v) for v in ref[col]]
+    assert leftovers(out.parent) == []  # written under a temporary name, then renamed
+
+    # Counts, progress, and summaries that need no second pass over the output.
+    flagged = ref[ref["is_anomaly"]]
+    assert 0 < len(flagged) < len(ref)
+    assert (result["rows"], result["alerts"], result["chunks"]) == (2500, len(flagged), 3)
+    assert [(p["chunk"], p["rows"], p["n"], p["total_rows"]) for p in seen] == [
+        (1, 1000, 1000, 2500),
+        (2, 2000, 1000, 2500),
+        (3, 2500, 500, 2500),
+    ]
+    hist = result["score_hist"]
+    assert hist["edges"] == HIST_EDGES.tolist()
+    assert sum(hist["normal"]) + sum(hist["alert"]) == 2500
+    assert sum(hist["alert"]) == len(flagged)
+    expected = alerts_table(ref, "record_id", "b1", "m", "7")
+    from_stream = alerts_table(result["top_alerts"], "record_id", "b1", "m", "7")
+    assert from_stream["record_id"].tolist() == expected["record_id"].tolist()
+    assert_allclose(from_stream["raw_score"], expected["raw_score"], rtol=1e-4)
+    sample = result["sample"]
+    assert len(sample) == 400
+    assert sample.index.is_unique
+    assert sample.index.is_monotonic_increasing
+    assert sample["record_id"].tolist() == got["record_id"].iloc[sample.index].tolist()
+    assert_allclose(sample["raw_score"], got["raw_score"].iloc[sample.index], rtol=1e-12)
+
+
+def test_top_alerts_keep_the_highest_scores_only(
+    bundle: Bundle, batch: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    src, _ = batch
+    result = score_parquet_stream(
+        bundle, src, tmp_path / "s.parquet", chunk_rows=600, max_alerts=5, sample_rows=50
+    )
+    got = pd.read_parquet(tmp_path / "s.parquet")
+    best = got[got["is_anomaly"]].nlargest(5, "raw_score")
+    assert result["alerts"] > 5
+    assert result["top_alerts"]["record_id"].tolist() == best["record_id"].tolist()
+    assert result["top_alerts"].index.tolist() == best.index.tolist()  # rows of the output
+    assert len(result["sample"]) == 50
+
+
+def test_a_folder_is_one_batch(bundle: Bundle, tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    parts = [make_frame(700, seed=3), make_frame(900, seed=4)]
+    for i, part in enumerate(parts):
+        part.to_parquet(folder / f"part-{i}.parquet", index=False)
+    result = score_parquet_stream(bundle, folder, tmp_path / "s.parquet", chunk_rows=500)
+    got = pd.read_parquet(tmp_path / "s.parquet")
+    ref = score_frame(bundle, pd.concat(parts, ignore_index=True))
+    assert result["rows"] == 1600
+    assert got["record_id"].tolist() == ref["record_id"].tolist()
+    assert_allclose(got["raw_score"], ref["raw_score"], rtol=1e-4)
+
+
+def test_a_failure_midway_leaves_no_file_and_the_previous_output(
+    bundle: Bundle, batch: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    src, _ = batch
+    out = tmp_path / "out" / "scored.parquet"
+    out.parent.mkdir()
+    out.write_bytes(b"previous run's output")
+
+    def fail_on_second(chunk: pd.DataFrame, progress: dict[str, int]) -> None:
+        if progress["chunk"] == 2:
+            raise RuntimeError("killed mid-way")
+
+    with pytest.raises(RuntimeError, match="killed mid-way"):
+        score_parquet_stream(bundle, src, out, chunk_rows=1000, on_chunk=fail_on_second)
+    assert out.read_bytes() == b"previous run's output"
+    assert leftovers(out.parent) == []
+
+    # A second file whose feature column does not parse fails while reading, mid-way too.
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    make_frame(1200, seed=5).to_parquet(folder / "a.parquet", index=False)
+    broken = make_frame(300, seed=6)
+    broken["amount"] = "not a number"
+    broken.to_parquet(folder / "b.parquet", index=False)
+    with pytest.raises(pa.ArrowInvalid):
+        score_parquet_stream(bundle, folder, out, chunk_rows=500)
+    assert out.read_bytes() == b"previous run's output"
+    assert leftovers(out.parent) == []
+
+
+def test_a_missing_feature_column_is_refused_before_writing(bundle: Bundle, tmp_path: Path) -> None:
+    src = tmp_path / "in.parquet"
+    make_frame(100, seed=7).drop(columns=["age"]).to_parquet(src, index=False)
+    with pytest.raises(SchemaMismatchError, match="'age'"):
+        score_parquet_stream(bundle, src, tmp_path / "out.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_an_empty_input_gives_a_valid_empty_file_with_the_full_schema(
+    bundle: Bundle, batch: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    src, df = batch
+    empty = tmp_path / "empty.parquet"
+    df.iloc[:0].to_parquet(empty, index=False)
+    result = score_parquet_stream(bundle, empty, tmp_path / "e.parquet", extra_columns={"b": "x"})
+    score_parquet_stream(bundle, src, tmp_path / "full.parquet", extra_columns={"b": "x"})
+    assert (result["rows"], result["alerts"], result["chunks"]) == (0, 0, 0)
+    assert pq.read_schema(tmp_path / "e.parquet") == pq.read_schema(tmp_path / "full.parquet")
+    got = pd.read_parquet(tmp_path / "e.parquet")
+    assert len(got) == 0
+    assert "nearest_normal_ids" in got.columns
+    assert result["top_alerts"].empty
+    assert result["sample"].empty
+    assert {"record_id", "score", "top_features"} <= set(result["sample"].columns)
+    assert alerts_table(result["top_alerts"], "record_id", "b", "m", "1").empty
+
+
+@pytest.mark.slow
+def test_benchmark_command_writes_the_contract_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.json"
+    code = throughput.main(
+        ["--rows", "3000", "--features", "5", "--out", str(out), "--skip-pyod", "--profile"]
+        + ["--train-rows", "1000", "--chunk-rows", "1000"]
+    )
+    assert code == 0
+    records = json.loads(out.read_text())
+    assert [list(r) for r in records] == [list(throughput.JSON_FIELDS)]
+    (rec,) = records
+    assert (rec["system"], rec["rows"], rec["features"]) == ("sentinel", 3000, 5)
+    assert rec["fit_s"] > 0
+    assert rec["score_rows_per_s"] > 0
+    assert rec["peak_rss_mb"] > 50
+    printed = capsys.readouterr().out
+    assert "| sentinel" in printed
+    assert "sentinel scoring profile" in printed
+    assert "score_parquet_stream" in printed
+
+
+@pytest.mark.slow
+def test_benchmark_runs_the_pyod_baselines_under_their_contract_names(tmp_path: Path) -> None:
+    pytest.importorskip("pyod")
+    pytest.importorskip("torch")
+    out = tmp_path / "x.json"
+    code = throughput.main(
+        ["--rows", "2000", "--features", "4", "--out", str(out), "--systems", "pyod"]
+        + ["--pyod-fit-rows", "300", "--train-rows", "500"]
+    )
+    assert code == 0
+    records = json.loads(out.read_text())
+    assert [r["system"] for r in records] == ["pyod:AutoEncoder", "pyod:IForest"]
+    for rec in records:
+        assert list(rec) == list(throughput.JSON_FIELDS)
+        assert (rec["rows"], rec["features"]) == (2000, 4)
+        assert rec["fit_s"] > 0
+        assert rec["score_rows_per_s"] > 0
+        assert rec["peak_rss_mb"] > 50
+
+
+def test_benchmark_arguments() -> None:
+    args = throughput.parse_args(["--rows", "1_000", "--systems", "pyod,sentinel", "--skip-pyod"])
+    assert (args.rows, args.features, args.systems) == (1000, 30, ["sentinel"])
+    assert throughput.parse_args([]).systems == list(throughput.SYSTEMS)
+    with pytest.raises(SystemExit):
+        throughput.parse_args(["--systems", "pyod:KNN"])
+    with pytest.raises(SystemExit):
+        throughput.parse_args(["--systems", "pyod", "--skip-pyod"])
+
+
+def test_list_and_text_columns_convert_exactly() -> None:
+    from pipeline.score import _text_array, _to_arrow
+
+    ids = np.array([["r1", "r22", "é"], ["", "r333", "ab"]])
+    as_views = pd.Series(list(ids), dtype=object)  # how Bundle.score_frame builds them
+    as_copies = pd.Series([row.copy() for row in ids], dtype=object)
+    want = [["r1", "r22", "é"], ["", "r333", "ab"]]
+    for values in (as_views, as_copies):
+        assert _to_arrow(values, pa.list_(pa.string())).to_pylist() == want
+    ascii_ids = np.array(["x", "", "abc", "r0042"])
+    assert _text_array(ascii_ids).to_pylist() == ascii_ids.tolist()
+    shares = pd.Series(list(np.array([[0.5, 0.25], [1.0, 0.0]])), dtype=object)
+    assert _to_arrow(shares, pa.list_(pa.float64())).to_pylist() == [[0.5, 0.25], [1.0, 0.0]]
