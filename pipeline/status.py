@@ -6,8 +6,11 @@ record, and ``os.replace`` means a reader sees either the old record or the new 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,10 +25,24 @@ def read(settings: Settings, batch_id: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+@contextmanager
+def _locked(settings: Settings, batch_id: str) -> Iterator[None]:
+    """An exclusive lock on one batch's record across processes (read-merge-write is atomic)."""
+    folder = settings.status_dir / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{batch_id}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def update(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
-    record = {**read(settings, batch_id), **fields, "batch_id": batch_id}
-    record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    write_json(settings.status_path(batch_id), record)
+    with _locked(settings, batch_id):
+        record = {**read(settings, batch_id), **fields, "batch_id": batch_id}
+        record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        write_json(settings.status_path(batch_id), record)
     return record
 
 
@@ -33,7 +50,8 @@ def replace(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
     """Start a batch's record afresh (a re-run replaces what an earlier run recorded)."""
     record = {**fields, "batch_id": batch_id}
     record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    write_json(settings.status_path(batch_id), record)
+    with _locked(settings, batch_id):
+        write_json(settings.status_path(batch_id), record)
     return record
 
 

@@ -27,7 +27,7 @@ from pipeline.ingest import (
     discover_batches,
     read_batch,
 )
-from pipeline.storage import copy_file, write_csv, write_json, write_parquet, write_text
+from pipeline.storage import atomic_dir, copy_file, write_csv, write_json, write_parquet, write_text
 from pipeline.validate import BatchRejected, data_docs_page, load_suite_dict, validate_frame
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,9 @@ def quarantine_batch(
         copy_url(source, qdir / "original" / source.rstrip("/").rsplit("/", 1)[-1])
     elif Path(source).exists():
         src = Path(source)
-        if src.is_dir():
-            target = qdir / "original" / src.name
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(src, target)
+        if src.is_dir():  # copied whole into a temporary folder, then renamed into place
+            with atomic_dir(qdir / "original" / src.name) as tmp:
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
         else:
             copy_file(src, qdir / "original" / src.name)
     write_text(qdir / "reason.txt", reason + "\n")
@@ -364,7 +362,8 @@ def _run_url(s: Settings, run_id: str | None) -> str | None:
         exp = registry.client(s).get_run(run_id).info.experiment_id
     except Exception:  # noqa: BLE001 - a link is a convenience
         return None
-    base = s.tracking_uri.rstrip("/") if s.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    uri = registry._without_credentials(s.tracking_uri)
+    base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{exp}/runs/{run_id}"
 
 
@@ -387,7 +386,7 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
         **record,
         "mlflow_run_id": run_id,
         "mlflow_run_url": _run_url(s, run_id),
-        "mlflow_ui": f"mlflow ui --backend-store-uri {s.tracking_uri}",
+        "mlflow_ui": f"mlflow ui --backend-store-uri {registry._without_credentials(s.tracking_uri)}",
     }
     html_text = render_report(
         summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg)

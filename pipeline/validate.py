@@ -222,6 +222,24 @@ def _describe(exp_type: str, kwargs: dict[str, Any], observed: Any) -> str:
     return f"{_rule_name(exp_type, kwargs)} failed (observed {observed})"
 
 
+@contextlib.contextmanager
+def _gx_lock(gx_dir: Path | None) -> Any:
+    """One validation at a time per GX file store: each run re-saves the suite, validation
+    definition and checkpoint, and GX refuses a save when another run changed them meanwhile."""
+    if gx_dir is None:
+        yield
+        return
+    import fcntl
+
+    gx_dir.mkdir(parents=True, exist_ok=True)
+    with (gx_dir / ".sentinel.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _gx_validate(
     df: pd.DataFrame, suite_dict: dict[str, Any], gx_dir: Path | None, batch_id: str
 ) -> Any:
@@ -298,7 +316,7 @@ def validate_frame(
         )
     df, parse_flags = prepare_types(original, cfg, text_source=text_source)
     chatter = io.StringIO()
-    with contextlib.redirect_stdout(chatter):  # GX prints data-source listings to stdout
+    with contextlib.redirect_stdout(chatter), _gx_lock(gx_dir):  # GX prints listings to stdout
         result = _gx_validate(df, suite_dict, gx_dir, batch_id)
     if chatter.getvalue().strip():
         log.debug("great_expectations said: %s", chatter.getvalue().strip())
