@@ -331,8 +331,6 @@ def score(batch: Batch, model: dict[str, Any] | None = None, settings: Settings 
     out = s.scores_dir(batch["batch_id"])
     scored_path = write_parquet(out / "scored.parquet", scored)
     alerts = alerts_table(scored, cfg.id_column, batch["batch_id"], cfg.model_name, version)
-    alerts.insert(alerts.columns.get_loc("nearest_normal_ids"), "segment",
-                  scored.set_index(scored[cfg.id_column].astype(str))["segment"].reindex(alerts["record_id"]).to_numpy())
     alerts_path = write_parquet(out / "alerts.parquet", alerts)
     write_csv(out / "alerts.csv", alerts_for_csv(alerts))
     labels = _label_summary(scored, batch.get("labels"), cfg.id_column)

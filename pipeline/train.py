@@ -368,11 +368,8 @@ def train_or_update(
             suspect = None
     excluded = int(suspect.sum()) if suspect is not None else 0
     champ_hold = _holdout_figures(champ_bundle, holdout, y_hold) if champ_bundle is not None else None
-    parent = None
-    if mode == "fine-tune":
-        from pipeline.bundle import load_bundle
-
-        parent = (load_bundle(registry.fetch_bundle(settings, name)[0]), champion)
+    # The champion's holdout figures are taken above, so fine-tuning may change it in place.
+    parent = (champ_bundle, champion) if mode == "fine-tune" else None
     extra = {**{f"drift_{k}": float(v) for k, v in figures.items()}, "excluded_suspect_rows": float(excluded)}
     result = train_and_register(settings, cfg, train_df, window_ids, mode=mode, reason=reason, parent=parent,
                                 labels=y_train, extra_metrics=extra, artifacts=artifacts, exclude=suspect)
