@@ -13,9 +13,14 @@ param, and for each batch:
    training data (or `force_retrain`): retrain on recent batches; otherwise fine-tune the
    champion on the new batch. Each new version is a `challenger` until the gate (or a
    reviewer) promotes it;
-4. **score**: every valid row scored by `@champion`: scores, flag, top features, nearest
-   normal records;
-5. **report**: one self-contained HTML report per batch;
+4. **plan_parts / score_part / merge_parts**: every valid row scored by `@champion`
+   (scores, flag, top features, nearest normal records). Each batch is split into parts of
+   `SENTINEL_PART_ROWS` rows (default 1,000,000; one part for a smaller batch); the parts
+   are scored by mapped `score_part` tasks at once, streaming in bounded memory, and a part
+   that fails is retried alone. `merge_parts` joins each batch's parts into one
+   `scored.parquet` and its alerts;
+5. **report**: one self-contained HTML report per batch, of bounded size (a sample, the
+   top alerts, and counts over every row);
 6. **notify**: a short summary with the top alerts by e-mail and/or JSON webhook
    (`SENTINEL_SMTP_*`, `SENTINEL_WEBHOOK_*` or the connections `sentinel_smtp`,
    `sentinel_webhook`); a failed delivery is retried and logged, never fails the batch.
@@ -84,7 +89,10 @@ def latent_anomaly():
 
         return run_step(tasks.validate, batch)
 
-    @task(trigger_rule="none_failed")
+    # One training at a time across this DAG's runs (training is also serialized per dataset
+    # by a file lock, which holds only on one machine): concurrent fine-tunes would each start
+    # from the same champion, and the last promotion would drop what the others learned.
+    @task(trigger_rule="none_failed", max_active_tis_per_dag=1)
     def train_or_update(batches: list[dict]) -> list[dict]:
         from pipeline import tasks
         from pipeline.airflow_glue import run_step
@@ -101,11 +109,25 @@ def latent_anomaly():
         return [{**b, "model": model} for b in batches]
 
     @task
-    def score(batch: dict) -> dict:
+    def plan_parts(batches: list[dict]) -> list[dict]:
         from pipeline import tasks
         from pipeline.airflow_glue import run_step
 
-        return run_step(tasks.score, batch, batch.get("model"))
+        return run_step(tasks.plan_parts, list(batches))
+
+    @task
+    def score_part(part: dict) -> dict:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        return run_step(tasks.score_part, part)
+
+    @task
+    def merge_parts(parts: list[dict], done: list[dict]) -> list[dict]:
+        from pipeline import tasks
+        from pipeline.airflow_glue import run_step
+
+        return run_step(tasks.merge_parts, list(parts), list(done))
 
     @task
     def report(batch: dict) -> dict:
@@ -122,7 +144,8 @@ def latent_anomaly():
         return run_step(tasks.notify, batch)
 
     validated = validate.expand(batch=ingest.expand(source=discover()))
-    scored = score.expand(batch=train_or_update(validated))
+    parts = plan_parts(train_or_update(validated))
+    scored = merge_parts(parts, score_part.expand(part=parts))
     notify.expand(batch=report.expand(batch=scored))
 
 

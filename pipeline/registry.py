@@ -165,6 +165,7 @@ def log_bundle_model(
     model_name: str,
     *,
     signature: Any = None,
+    tags: dict[str, str] | None = None,
 ) -> Any:
     """Log the bundle as a pyfunc (models from code) in the active run, then register it.
 
@@ -173,6 +174,9 @@ def log_bundle_model(
     but no registered version. No ``input_example`` is logged: with models from code MLflow
     3.17 fails on it (``FileNotFoundError`` for ``input_example.json``). Without a
     ``signature``, one is built from the bundle (``pipeline.serving.model_signature``).
+
+    ``tags`` go on the version as it is created (one call, so a version never exists without
+    them): ``training_key`` is how a re-run finds the version its killed predecessor registered.
 
     Returns MLflow's ``ModelInfo`` with ``registered_model_version`` set.
     """
@@ -193,7 +197,7 @@ def log_bundle_model(
             signature=signature,
         )
     _check_logged_bundle(settings, info.model_id, Path(bundle_dir))
-    version = mlflow.register_model(info.model_uri, model_name)
+    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
     info.registered_model_version = version.version
     return info
 
@@ -297,9 +301,28 @@ def rollback(settings: Settings, name: str) -> str:
     return prev
 
 
-def fetch_bundle(settings: Settings, name: str, alias: str = CHAMPION) -> tuple[Path, str]:
-    """The local folder of the bundle behind ``name@alias`` (downloaded once per version)."""
-    version = alias_version(settings, name, alias)
+def version_with_tag(settings: Settings, name: str, key: str, value: str) -> Any | None:
+    """The newest version of ``name`` tagged ``key=value``, or None."""
+    if not all(ch.isalnum() or ch in "-_." for ch in value):
+        raise ValueError(f"tag value {value!r} is not safe in a filter")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client(settings).search_model_versions(f"name='{name}' and tags.{key}='{value}'")
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def fetch_bundle(
+    settings: Settings, name: str, alias: str = CHAMPION, *, version: str | None = None
+) -> tuple[Path, str]:
+    """The local folder of the bundle behind ``name@alias``, or of ``version`` when given
+    (downloaded once per version)."""
+    if version is None:
+        version = alias_version(settings, name, alias)
     if version is None:
         raise NoChampionError(
             f"model {name!r} has no {alias!r} version yet; run a batch through "
@@ -310,7 +333,10 @@ def fetch_bundle(settings: Settings, name: str, alias: str = CHAMPION) -> tuple[
         return bundle, version
     mlflow = configure(settings)
     bundle.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=bundle.parent))
+    from pipeline.storage import sweep_temporaries
+
+    sweep_temporaries(bundle.parent, older_than_s=3600)  # downloads a killed task left
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=bundle.parent))
     try:
         local = Path(
             mlflow.artifacts.download_artifacts(
@@ -346,3 +372,39 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def end_abandoned_runs(settings: Settings, experiment_id: str) -> list[str]:
+    """Mark ``KILLED`` the training runs still ``RUNNING`` whose process is gone.
+
+    A killed training cannot end its own run. Runs carry the host and pid that started them
+    (``sentinel.host``, ``sentinel.pid``); only runs of this host whose process no longer
+    exists are ended, so a live training elsewhere is never touched.
+    """
+    import socket
+
+    c = client(settings)
+    ended = []
+    host = socket.gethostname()
+    for run in c.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        pid = tags.get("sentinel.pid", "")
+        if tags.get("sentinel.host") != host or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        c.set_terminated(run.info.run_id, status="KILLED")
+        ended.append(run.info.run_id)
+        log.warning(
+            "MLflow run %s was left RUNNING by a killed training (pid %s); marked KILLED",
+            run.info.run_id, pid,
+        )
+    return ended

@@ -42,18 +42,26 @@ def _fig_to_data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def score_histogram(scored: pd.DataFrame) -> str:
+def score_histogram(scored: pd.DataFrame | None, counts: dict[str, list[Any]] | None = None) -> str:
+    """Scores of normal rows and alerts; from ``counts`` (``{"edges", "normal", "alert"}``,
+    counted over every row while scoring) when given, else from ``scored``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    s = scored["score"].to_numpy()
-    flag = scored["is_anomaly"].to_numpy()
-    bins = np.linspace(0, 1, 41)
-    ax.hist(s[~flag], bins=bins, color="#9aa5b1", label="normal")
-    ax.hist(s[flag], bins=bins, color="#c0392b", label="alert")
+    if counts is not None:
+        edges = np.asarray(counts["edges"], dtype=float)
+        mids = (edges[:-1] + edges[1:]) / 2
+        ax.hist(mids, bins=edges, weights=np.asarray(counts["normal"], dtype=float), color="#9aa5b1", label="normal")
+        ax.hist(mids, bins=edges, weights=np.asarray(counts["alert"], dtype=float), color="#c0392b", label="alert")
+    else:
+        s = scored["score"].to_numpy()
+        flag = scored["is_anomaly"].to_numpy()
+        bins = np.linspace(0, 1, 41)
+        ax.hist(s[~flag], bins=bins, color="#9aa5b1", label="normal")
+        ax.hist(s[flag], bins=bins, color="#c0392b", label="alert")
     ax.axvline(0.5, color="#1f2933", ls="--", lw=1, label="threshold")
     ax.set_yscale("log")
     ax.set_xlabel("anomaly score")
@@ -159,11 +167,13 @@ def _typical(col: pd.Series) -> Any:
     return float(col.median())
 
 
-def _alert_rows(scored: pd.DataFrame, id_column: str, n: int) -> str:
-    """The top alerts: each driving feature's value next to the typical value of the record's
-    segment (its normal records; the whole batch's when the segment has none)."""
+def _alert_rows(scored: pd.DataFrame, id_column: str, n: int, top_alerts: pd.DataFrame | None = None) -> str:
+    """The top alerts (``top_alerts``, else the flagged rows of ``scored``): each driving
+    feature's value next to the typical value of the record's segment (its normal records in
+    ``scored``; the whole batch's when the segment has none)."""
     normal = scored[~scored["is_anomaly"]]
-    top = scored[scored["is_anomaly"]].sort_values("raw_score", ascending=False).head(n)
+    flagged = scored[scored["is_anomaly"]] if top_alerts is None else top_alerts
+    top = flagged.sort_values("raw_score", ascending=False).head(n)
     has_seg = "segment" in scored.columns
     typical_of: dict[tuple[Any, str], Any] = {}  # computed once per (segment, feature)
     out = []
@@ -212,8 +222,18 @@ def render_report(
     id_column: str,
     history: list[dict[str, Any]] | None = None,
     schema: dict[str, list[str]] | None = None,
+    top_alerts: pd.DataFrame | None = None,
+    score_hist: dict[str, list[Any]] | None = None,
+    segment_counts: dict[str, dict[str, int]] | None = None,
 ) -> str:
     """The HTML text of one batch's report.
+
+    ``scored`` may be every scored row or, for a large batch, a uniform sample of them: the
+    latent map, the segments' descriptions and the typical values come from it. The exact
+    figures then come from what was counted over every row while scoring: ``top_alerts`` (the
+    highest-scored alerts), ``score_hist`` (``{"edges", "normal", "alert"}``) and
+    ``segment_counts`` (``{"rows": {segment: n}, "alerts": {segment: n}}``). The report's size
+    is bounded either way.
 
     ``schema`` (feature columns by kind) lets the report describe latent segments in the data's
     terms; without it segments are listed by size and alert rate only.
@@ -267,6 +287,14 @@ def render_report(
             f"<code>{html.escape(str(s.get('mlflow_ui', 'mlflow ui')))}</code>.</p>"
         )
     segments = describe_segments(scored, schema or {})
+    if segment_counts:  # exact sizes and alert rates, counted over every row
+        n_rows = {int(k): int(v) for k, v in segment_counts.get("rows", {}).items()}
+        n_alerts = {int(k): int(v) for k, v in segment_counts.get("alerts", {}).items()}
+        total = sum(n_rows.values()) or 1
+        for g in segments:
+            rows_g = n_rows.get(g["segment"], 0)
+            g.update(rows=rows_g, share=rows_g / total, alerts=n_alerts.get(g["segment"], 0),
+                     alert_rate=n_alerts.get(g["segment"], 0) / rows_g if rows_g else 0.0)
     segment_html = ""
     if segments:
         segment_html = f"""<h2>Latent segments</h2>
@@ -275,7 +303,11 @@ what sets each apart from this batch as a whole.</p>
 <table><thead><tr><th>segment</th><th>what sets it apart</th><th class=num>rows</th>
 <th class=num>alerts</th><th class=num>alert rate</th></tr></thead>
 <tbody>{_segment_rows(segments)}</tbody></table>"""
-    plots = [score_histogram(scored) if len(scored) else None, latent_map(scored), trend_plot(history or [])]
+    if score_hist is not None:
+        hist = score_histogram(None, score_hist) if rows_scored else None
+    else:
+        hist = score_histogram(scored) if len(scored) else None
+    plots = [hist, latent_map(scored), trend_plot(history or [])]
     plot_html = "".join(f"<img alt='plot' src='{p}'>" for p in plots if p)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
@@ -298,7 +330,7 @@ with the record's value and the typical value among the normal records of its se
 Resembles: the nearest normal training records in the latent space.</p>
 <table><thead><tr><th>#</th><th>record</th><th class=num>score</th>{'<th class=num>segment</th>' if 'segment' in scored.columns else ''}<th>why</th><th>resembles</th></tr></thead>
 <tbody>
-{_alert_rows(scored, id_column, TOP_ALERTS) or '<tr><td colspan=6>No alerts in this batch.</td></tr>'}
+{_alert_rows(scored, id_column, TOP_ALERTS, top_alerts) or '<tr><td colspan=6>No alerts in this batch.</td></tr>'}
 </tbody></table>
 </body></html>
 """

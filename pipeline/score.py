@@ -141,6 +141,7 @@ def score_parquet_stream(
     max_alerts: int = MAX_ALERTS,
     sample_rows: int = SAMPLE_ROWS,
     seed: int = 0,
+    rows: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Score a Parquet file or folder chunk by chunk into one Parquet file, in bounded memory.
 
@@ -178,6 +179,10 @@ def score_parquet_stream(
         Most rows kept in ``sample``, a uniform random sample of all scored rows.
     seed : int
         Seed of that sample.
+    rows : (start, stop), optional
+        Score only the input's rows ``start`` to ``stop - 1`` (in the dataset's order): one
+        part of a batch fanned out over several tasks. Only the row groups that hold them are
+        read.
 
     Returns
     -------
@@ -214,6 +219,11 @@ def score_parquet_stream(
     )
     schema = schema.with_metadata(_pandas_metadata(schema, in_schema, len(extra), score_cols))
     total = dataset.count_rows()
+    if rows is not None:
+        start, stop = int(rows[0]), int(rows[1])
+        if not 0 <= start <= stop:
+            raise ValueError(f"rows must be 0 <= start <= stop, got {rows}")
+        total = max(0, min(stop, total) - start)
     summary = _StreamSummary(
         _empty_summary_frame(in_schema.empty_table().select(needed).to_pandas(), score_cols, extra),
         extra,
@@ -227,7 +237,7 @@ def score_parquet_stream(
             pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema))
         )
         try:
-            for table in _chunks(dataset, chunk_rows):
+            for table in _chunks(dataset, chunk_rows, rows):
                 n = table.num_rows
                 frame = table.select(needed).to_pandas()
                 scored = bundle.score_frame(frame, keep_columns=False)
@@ -311,20 +321,46 @@ def _text_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if texty(f.type)]
 
 
-def _record_batches(dataset: ds.Dataset, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Every record batch of the dataset's files in order, cast to the dataset's schema.
+def _record_batches(
+    dataset: ds.Dataset, batch_rows: int, rows: tuple[int, int] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Every record batch of the dataset's files in order (only the rows in ``rows``, if
+    given), cast to the dataset's schema.
 
     Each file is read with ``ParquetFile.iter_batches`` over a buffered stream, which decodes
     a row group page by page: memory follows ``batch_rows``, not the (writer-chosen) row-group
-    size, so one huge row group is read as calmly as many small ones.
+    size, so one huge row group is read as calmly as many small ones. Files and row groups
+    outside ``rows`` are skipped from their metadata, without reading them.
     """
     schema = dataset.schema
+    start, stop = rows if rows is not None else (0, None)
+    offset = 0  # rows of the dataset before the current file
     for path in dataset.files:
+        if stop is not None and offset >= stop:
+            return
         with (
             dataset.filesystem.open_input_file(path) as source,
             pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER) as pf,
         ):
-            for batch in pf.iter_batches(batch_size=batch_rows):
+            meta = pf.metadata
+            groups, pos, at = [], None, offset
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                if at + n > start and (stop is None or at < stop):
+                    groups.append(g)
+                    pos = at if pos is None else pos
+                at += n
+            offset += meta.num_rows
+            if not groups:
+                continue
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups):
+                lo = max(start - pos, 0)
+                hi = batch.num_rows if stop is None else min(batch.num_rows, stop - pos)
+                pos += batch.num_rows
+                if hi <= lo:
+                    continue
+                if lo or hi < batch.num_rows:
+                    batch = batch.slice(lo, hi - lo)
                 if batch.schema.equals(schema):
                     yield batch
                     continue
@@ -340,11 +376,13 @@ def _record_batches(dataset: ds.Dataset, batch_rows: int) -> Iterator[pa.RecordB
                 yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _chunks(dataset: ds.Dataset, chunk_rows: int) -> Iterator[pa.Table]:
-    """The dataset as tables of exactly ``chunk_rows`` rows (the last one shorter)."""
+def _chunks(
+    dataset: ds.Dataset, chunk_rows: int, rows: tuple[int, int] | None = None
+) -> Iterator[pa.Table]:
+    """The dataset (its ``rows``) as tables of exactly ``chunk_rows`` rows (the last shorter)."""
     pending: list[pa.RecordBatch] = []
     size = 0
-    for batch in _record_batches(dataset, chunk_rows):
+    for batch in _record_batches(dataset, chunk_rows, rows):
         if batch.num_rows == 0:
             continue
         pending.append(batch)

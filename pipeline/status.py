@@ -6,16 +6,17 @@ record, and ``os.replace`` means a reader sees either the old record or the new 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.storage import write_json
+from pipeline.storage import FILE_MODE, file_lock, write_json
 
 
 def read(settings: Settings, batch_id: str) -> dict[str, Any]:
@@ -28,14 +29,17 @@ def read(settings: Settings, batch_id: str) -> dict[str, Any]:
 @contextmanager
 def _locked(settings: Settings, batch_id: str) -> Iterator[None]:
     """An exclusive lock on one batch's record across processes (read-merge-write is atomic)."""
-    folder = settings.status_dir / ".locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{batch_id}.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(settings.status_dir / ".locks" / f"{batch_id}.lock"):
+        yield
+
+
+@contextmanager
+def batch_run_lock(settings: Settings, batch_id: str) -> Iterator[None]:
+    """Held for a whole step (and, from the CLI, a whole run) of one batch: two runs of the
+    same batch at once take turns instead of interleaving their writes. Re-entrant, and freed
+    by the kernel if its holder is killed."""
+    with file_lock(settings.status_dir / ".locks" / f"{batch_id}.run", what=f"batch {batch_id}"):
+        yield
 
 
 def update(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
@@ -68,17 +72,23 @@ def all_batches(settings: Settings) -> list[dict[str, Any]]:
 def claim_content(settings: Settings, dataset: str, sha256: str, batch_id: str) -> str:
     """Claim a batch's content for ``batch_id``; return the batch id that owns it.
 
-    The first batch to claim a content hash owns it, atomically (``O_EXCL``), so two
-    deliveries of the same bytes processed at the same time cannot both be counted.
+    The first batch to claim a content hash owns it, atomically, so two deliveries of the same
+    bytes processed at the same time cannot both be counted. The claim is written to a
+    temporary file and hard-linked to its name (``link`` fails if the name exists), so a claim
+    is never seen without its owner, even if the claimant is killed.
     """
     folder = settings.status_dir / "_content" / dataset
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / sha256
+    fd, tmp = tempfile.mkstemp(prefix=f".{sha256}.", suffix=".tmp", dir=folder)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        owner = path.read_text(encoding="utf-8").strip()
-        return owner or batch_id  # an owner killed between create and write: let this one go on
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(batch_id)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(batch_id)
+        Path(tmp).chmod(FILE_MODE)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip() or batch_id
+    finally:
+        Path(tmp).unlink()
     return batch_id

@@ -8,8 +8,10 @@ this file is the edge where data is read and written.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,16 @@ from pipeline.ingest import (
     discover_batches,
     read_batch,
 )
-from pipeline.storage import atomic_dir, copy_file, write_csv, write_json, write_parquet, write_text
+from pipeline.storage import (
+    atomic_dir,
+    atomic_path,
+    copy_file,
+    sweep_temporaries,
+    write_csv,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from pipeline.validate import BatchRejected, data_docs_page, load_suite_dict, validate_frame
 
 log = logging.getLogger(__name__)
@@ -37,6 +48,28 @@ Batch = dict[str, Any]
 
 def _settings(settings: Settings | None) -> Settings:
     return settings or Settings.from_env()
+
+
+def one_run_per_batch(step: Callable[..., Batch]) -> Callable[..., Batch]:
+    """Run ``step(batch, ...)`` holding the batch's run lock (``status.batch_run_lock``), so two
+    runs of one batch (two DAG runs, a DAG run and the CLI) take turns step by step."""
+
+    @functools.wraps(step)
+    def wrapper(batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        s = _settings(kwargs.get("settings"))
+        with status.batch_run_lock(s, batch["batch_id"]):
+            return step(batch, *args, **kwargs)
+
+    return wrapper
+
+
+def _sweep_batch(s: Settings, bid: str) -> None:
+    """Remove temporary files a killed run of this batch left (the run lock is held)."""
+    for folder in (s.staging_dir(bid), s.scores_dir(bid), s.report_path(bid).parent,
+                   s.quarantine_dir(bid), s.quarantine_dir(bid) / "original"):
+        sweep_temporaries(folder)
+    # Other batches' records are written beside this one's: only old leftovers go.
+    sweep_temporaries(s.status_dir, older_than_s=3600)
 
 
 # ---------------------------------------------------------------------------- discover
@@ -144,6 +177,12 @@ def ingest(
     cfg = load_dataset(s, dataset)
     check_exists(source)
     bid = check_name(batch_id, "batch id") if batch_id else batch_id_for(source)
+    with status.batch_run_lock(s, bid):
+        _sweep_batch(s, bid)
+        return _ingest(s, cfg, source, dataset, bid)
+
+
+def _ingest(s: Settings, cfg: DatasetConfig, source: str, dataset: str, bid: str) -> Batch:
     labels = labels_path_for(source)
     batch: Batch = {
         "batch_id": bid,
@@ -176,6 +215,7 @@ def ingest(
 
 
 # ---------------------------------------------------------------------------- validate
+@one_run_per_batch
 def validate(batch: Batch, settings: Settings | None = None) -> Batch:
     """GX validation; bad rows to quarantine, a bad batch rejected (``BatchRejected``)."""
     s = _settings(settings)
@@ -202,7 +242,8 @@ def validate(batch: Batch, settings: Settings | None = None) -> Batch:
         write_json(qdir / "validation.json", outcome.result)
     elif rows_path.exists():  # a re-run of a batch that no longer has bad rows
         rows_path.unlink()
-    valid_path = write_parquet(s.staging_dir(batch["batch_id"]) / "valid.parquet", outcome.valid)
+    valid_path = write_parquet(s.staging_dir(batch["batch_id"]) / "valid.parquet", outcome.valid,
+                               row_group_size=ROW_GROUP_ROWS)
     write_json(s.staging_dir(batch["batch_id"]) / "validation.json", outcome.result)
     docs = data_docs_page(s.gx_dir, _suite_name(cfg), batch["batch_id"])
     dq = (
@@ -278,6 +319,7 @@ def train_or_update(
         labels_loader=lambda: _labels_for(batches, frames(), cfg.id_column),
         window_loader=lambda exclude, limit: _recent_valid(s, dataset, exclude, limit),
         artifacts=[s.staging_dir(b["batch_id"]) / "validation.json" for b in batches],
+        fingerprints=[str(b.get("content_sha256") or "") for b in batches],
     )
     for b in batches:
         status.update(s, b["batch_id"], model_action=result["action"], model_reason=result["reason"],
@@ -286,69 +328,237 @@ def train_or_update(
 
 
 # ------------------------------------------------------------------------------- score
-def segment_of(bundle: Any, scored: pd.DataFrame) -> Any:
-    """Each row's latent segment: the model's segments, or (older bundles) this batch's own."""
-    from pipeline.segments import assign_segments, fit_segments, latent_matrix
-
-    Z = latent_matrix(scored)
-    if Z is None:
-        return 0
-    state = bundle.metadata.get("segments") or fit_segments(Z)
-    return assign_segments(Z, state)
-
-
-def _label_summary(scored: pd.DataFrame, labels_path: str | None, id_column: str) -> dict[str, Any] | None:
+def _labels_map(labels_path: str | None, id_column: str) -> dict[str, bool] | None:
     if not labels_path:
         return None
     lab = pd.read_csv(labels_path, dtype={id_column: str})
-    truth = scored[id_column].astype(str).map(dict(zip(lab[id_column], lab["is_anomaly"], strict=True)))
-    y = truth.fillna(False).astype(bool).to_numpy()
-    flag = scored["is_anomaly"].to_numpy()
-    caught = int((y & flag).sum())
-    return {
-        "true_anomalies": int(y.sum()),
-        "caught": caught,
-        "precision": float(caught / flag.sum()) if flag.sum() else 0.0,
-        "recall": float(caught / y.sum()) if y.sum() else 0.0,
-    }
+    return dict(zip(lab[id_column].astype(str), lab["is_anomaly"].astype(bool), strict=True))
+
+
+def part_rows() -> int:
+    """Rows per scoring part (``SENTINEL_PART_ROWS``, default 1,000,000): a batch with more
+    valid rows is scored by several tasks at once (Airflow dynamic task mapping)."""
+    import os
+
+    value = os.environ.get("SENTINEL_PART_ROWS", "1000000")
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SentinelError(f"SENTINEL_PART_ROWS must be a whole number of rows >= 1, got {value!r}")
+    return n
+
+
+#: The highest-scored alerts kept with their full rows for the report (it shows the top 20).
+TOP_ALERT_ROWS = 50
+#: Rows per Parquet row group of ``valid.parquet``: a part reads only the row groups it needs.
+ROW_GROUP_ROWS = 100_000
+
+
+def plan_parts(batches: list[Batch], settings: Settings | None = None, rows_per_part: int | None = None) -> list[Batch]:
+    """Split each batch's valid rows into parts of ``rows_per_part`` rows (at least one part
+    per batch, so an empty batch still gets its empty outputs).
+
+    The champion is read once, here, and every part scores with that version, so the parts of
+    a batch agree even if another run promotes a new champion meanwhile.
+    """
+    import pyarrow.parquet as pq
+
+    s = _settings(settings)
+    size = rows_per_part or part_rows()
+    parts: list[Batch] = []
+    versions: dict[str, str] = {}
+    for b in (b for b in batches if b):
+        cfg = load_dataset(s, b["dataset"])
+        if cfg.model_name not in versions:
+            version = registry.alias_version(s, cfg.model_name, registry.CHAMPION)
+            if version is None:
+                raise registry.NoChampionError(f"model {cfg.model_name!r} has no champion to score with")
+            versions[cfg.model_name] = version
+        n = pq.ParquetFile(b["valid"]).metadata.num_rows
+        count = max(1, -(-n // size))
+        for i in range(count):
+            parts.append({
+                **{k: v for k, v in b.items() if k != "model"},
+                "model_version": versions[cfg.model_name],
+                "part": i, "parts": count, "start": i * size, "stop": min(n, (i + 1) * size),
+            })
+    return parts
+
+
+def _part_stem(part: Batch) -> str:
+    return f"part-{part['part']:05d}-of-{part['parts']:05d}"
+
+
+def score_part(part: Batch, settings: Settings | None = None) -> dict[str, Any]:
+    """Score one part of a batch (rows ``start`` to ``stop - 1`` of its valid rows), streaming,
+    into ``scores/<batch>/parts/``: the scored rows, its alerts, a sample for the report, and
+    its counts (``.json``). Each file is written whole; a re-run (a retried task) replaces
+    them, and the other parts are not touched."""
+    from pipeline.bundle import load_bundle
+    from pipeline.score import SAMPLE_ROWS, alerts_table, score_parquet_stream
+
+    s = _settings(settings)
+    bid = part["batch_id"]
+    with status.batch_run_lock(s, f"{bid}.{_part_stem(part)}"):
+        cfg = load_dataset(s, part["dataset"])
+        version = str(part["model_version"])
+        bundle = load_bundle(registry.fetch_bundle(s, cfg.model_name, version=version)[0])
+        folder = s.scores_dir(bid) / "parts"
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = _part_stem(part)
+        truth = _labels_map(part.get("labels"), cfg.id_column)
+        alerts: list[pd.DataFrame] = []
+        counts = {"rows": {}, "alerts": {}, "true_anomalies": 0, "caught": 0}
+
+        def on_chunk(chunk: pd.DataFrame, progress: dict[str, Any]) -> None:
+            flag = chunk["is_anomaly"].to_numpy(dtype=bool)
+            if flag.any():
+                alerts.append(alerts_table(chunk[flag], cfg.id_column, bid, cfg.model_name, version))
+            seg = chunk["segment"] if "segment" in chunk.columns else pd.Series(0, index=chunk.index)
+            for key, values in (("rows", seg), ("alerts", seg[flag])):
+                for k, v in values.value_counts().items():
+                    counts[key][str(int(k))] = counts[key].get(str(int(k)), 0) + int(v)
+            if truth is not None and cfg.id_column in chunk.columns:
+                y = chunk[cfg.id_column].astype(str).map(truth).fillna(False).astype(bool).to_numpy()
+                counts["true_anomalies"] += int(y.sum())
+                counts["caught"] += int((y & flag).sum())
+            log.info("%s %s: %d/%d rows scored, %d alert(s)", bid, stem, progress["rows"],
+                     progress["total_rows"], progress["alerts"])
+
+        n = max(1, part["stop"] - part["start"])
+        total = max(1, int(part.get("rows_valid") or n))
+        result = score_parquet_stream(
+            bundle, part["valid"], folder / f"{stem}.parquet",
+            extra_columns={"batch_id": bid, "model_version": version},
+            on_chunk=on_chunk, max_alerts=TOP_ALERT_ROWS, rows=(part["start"], part["stop"]),
+            sample_rows=max(1, round(SAMPLE_ROWS * n / total)), seed=int(part["part"]),
+        )
+        frame = pd.concat(alerts, ignore_index=True) if alerts else alerts_table(
+            result["sample"].iloc[:0], cfg.id_column, bid, cfg.model_name, version)
+        write_parquet(folder / f"{stem}.alerts.parquet", frame)
+        write_parquet(folder / f"{stem}.sample.parquet", result["sample"].reset_index(drop=True))
+        write_parquet(folder / f"{stem}.top.parquet", result["top_alerts"].reset_index(drop=True))
+        summary = {"rows": result["rows"], "alerts": result["alerts"], "score_hist": result["score_hist"],
+                   "segments": {"rows": counts["rows"], "alerts": counts["alerts"]},
+                   "labels": {"true_anomalies": counts["true_anomalies"], "caught": counts["caught"]}
+                   if truth is not None else None,
+                   "model_version": version, "start": part["start"], "stop": part["stop"]}
+        write_json(folder / f"{stem}.json", summary)
+    return {"batch_id": bid, "part": part["part"], "parts": part["parts"], "rows": result["rows"],
+            "alerts": result["alerts"]}
+
+
+def _merge_scored(paths: list[Path], out: Path) -> None:
+    """Concatenate the parts' scored Parquet files into one, streaming (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(out) as tmp:
+        schema = pq.read_schema(paths[0])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for path in paths:
+                with pq.ParquetFile(path) as pf:
+                    for group in range(pf.metadata.num_row_groups):
+                        writer.write_table(pf.read_row_group(group).cast(schema))
+
+
+def merge_parts(parts: list[Batch], done: list[dict[str, Any]] | None = None, settings: Settings | None = None) -> list[Batch]:
+    """The reduce step: per batch, join its parts into ``scored.parquet``, ``alerts.parquet`` /
+    ``.csv`` (every alert, highest score first), ``sample.parquet`` and ``summary.json`` (the
+    report's inputs), record the batch as scored and remove the parts. Returns one batch per
+    batch, for the report. A part missing raises (its task failed): nothing is merged for that
+    batch. ``done`` (the parts' results) is only checked against the files."""
+    from pipeline.score import alerts_for_csv
+
+    s = _settings(settings)
+    by_batch: dict[str, list[Batch]] = {}
+    for p in parts:
+        by_batch.setdefault(p["batch_id"], []).append(p)
+    out = []
+    for bid, group in by_batch.items():
+        group = sorted(group, key=lambda p: p["part"])
+        with status.batch_run_lock(s, bid):
+            out.append(_merge_batch(s, bid, group, alerts_for_csv))
+    if done is not None:
+        expected = {(p["batch_id"], p["part"]) for p in parts}
+        got = {(d["batch_id"], d["part"]) for d in done if d}
+        if got != expected:
+            log.warning("merge: part results %s differ from the plan", sorted(expected ^ got))
+    return out
+
+
+def _merge_batch(s: Settings, bid: str, group: list[Batch], alerts_for_csv: Callable[..., pd.DataFrame]) -> Batch:
+    first = group[0]
+    cfg = load_dataset(s, first["dataset"])
+    version = str(first["model_version"])
+    out = s.scores_dir(bid)
+    folder = out / "parts"
+    summaries = []
+    for p in group:
+        path = folder / f"{_part_stem(p)}.json"
+        if not path.is_file():
+            raise RuntimeError(f"part {p['part'] + 1} of {p['parts']} of batch {bid} has no result; "
+                               "re-run its score task")
+        summary = json_load(path)
+        if str(summary["model_version"]) != version or summary["start"] != p["start"]:
+            raise RuntimeError(f"part {p['part'] + 1} of batch {bid} is from another plan; re-run its score task")
+        summaries.append(summary)
+    stems = [_part_stem(p) for p in group]
+    _merge_scored([folder / f"{st}.parquet" for st in stems], out / "scored.parquet")
+    alerts = pd.concat([pd.read_parquet(folder / f"{st}.alerts.parquet") for st in stems], ignore_index=True)
+    alerts = alerts.sort_values("raw_score", ascending=False, kind="stable").reset_index(drop=True)
+    alerts["rank"] = range(1, len(alerts) + 1)
+    alerts_path = write_parquet(out / "alerts.parquet", alerts)
+    write_csv(out / "alerts.csv", alerts_for_csv(alerts))
+    sample = pd.concat([pd.read_parquet(folder / f"{st}.sample.parquet") for st in stems], ignore_index=True)
+    write_parquet(out / "sample.parquet", sample)
+    top = pd.concat([pd.read_parquet(folder / f"{st}.top.parquet") for st in stems], ignore_index=True)
+    top = top.sort_values("raw_score", ascending=False, kind="stable").head(TOP_ALERT_ROWS)
+    write_parquet(out / "top_alerts.parquet", top.reset_index(drop=True))
+    rows = sum(x["rows"] for x in summaries)
+    hist = {"edges": summaries[0]["score_hist"]["edges"],
+            **{k: [sum(v) for v in zip(*(x["score_hist"][k] for x in summaries), strict=True)] for k in ("normal", "alert")}}
+    segments: dict[str, dict[str, int]] = {"rows": {}, "alerts": {}}
+    for x in summaries:
+        for key in ("rows", "alerts"):
+            for k, v in x["segments"][key].items():
+                segments[key][k] = segments[key].get(k, 0) + v
+    labels = None
+    if all(x["labels"] is not None for x in summaries):
+        true = sum(x["labels"]["true_anomalies"] for x in summaries)
+        caught = sum(x["labels"]["caught"] for x in summaries)
+        labels = {"true_anomalies": true, "caught": caught,
+                  "precision": caught / len(alerts) if len(alerts) else 0.0,
+                  "recall": caught / true if true else 0.0}
+    write_json(out / "summary.json", {"rows": rows, "alerts": len(alerts), "score_hist": hist,
+                                      "segments": segments, "parts": len(group), "model_version": version})
+    scored_path = out / "scored.parquet"
+    status.update(s, bid, state="scored", rows_scored=rows, alerts=len(alerts), model_name=cfg.model_name,
+                  model_version=version, scores=str(scored_path), alerts_path=str(alerts_path),
+                  labels=labels, scoring_parts=len(group))
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info("scored %s: %d rows in %d part(s), %d alerts (model %s v%s)", bid, rows, len(group), len(alerts),
+             cfg.model_name, version)
+    return {**{k: v for k, v in first.items() if k not in ("part", "parts", "start", "stop")},
+            "scored": str(scored_path), "alerts_path": str(alerts_path), "rows_scored": rows,
+            "alerts": len(alerts), "model_version": version}
+
+
+def json_load(path: Path) -> Any:
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def score(batch: Batch, model: dict[str, Any] | None = None, settings: Settings | None = None) -> Batch:
-    """Score the batch's valid rows with the champion; write scored rows and alerts."""
-    from pipeline.bundle import load_bundle
-    from pipeline.score import alerts_for_csv, alerts_table, score_frame
-
+    """Score the batch's valid rows with the champion, part by part as the DAG does (one
+    part unless the batch has more than ``SENTINEL_PART_ROWS`` rows), then merge."""
     s = _settings(settings)
-    cfg = load_dataset(s, batch["dataset"])
-    bundle_dir, version = registry.fetch_bundle(s, cfg.model_name)
-    bundle = load_bundle(bundle_dir)
-    df = pd.read_parquet(batch["valid"])
-    scored = score_frame(bundle, df)
-    if "segment" not in scored.columns:  # a bundle trained before segments existed
-        scored["segment"] = segment_of(bundle, scored)
-    scored.insert(0, "batch_id", batch["batch_id"])
-    scored["model_version"] = str(version)
-    out = s.scores_dir(batch["batch_id"])
-    scored_path = write_parquet(out / "scored.parquet", scored)
-    alerts = alerts_table(scored, cfg.id_column, batch["batch_id"], cfg.model_name, version)
-    alerts_path = write_parquet(out / "alerts.parquet", alerts)
-    write_csv(out / "alerts.csv", alerts_for_csv(alerts))
-    labels = _label_summary(scored, batch.get("labels"), cfg.id_column)
-    status.update(
-        s,
-        batch["batch_id"],
-        state="scored",
-        rows_scored=len(scored),
-        alerts=len(alerts),
-        model_name=cfg.model_name,
-        model_version=str(version),
-        scores=str(scored_path),
-        alerts_path=str(alerts_path),
-        labels=labels,
-    )
-    log.info("scored %s: %d rows, %d alerts (model %s v%s)", batch["batch_id"], len(scored), len(alerts), cfg.model_name, version)
-    return {**batch, "scored": str(scored_path), "alerts_path": str(alerts_path),
-            "rows_scored": len(scored), "alerts": len(alerts), "model_version": str(version)}
+    with status.batch_run_lock(s, batch["batch_id"]):
+        parts = plan_parts([batch], settings=s)
+        done = [score_part(p, settings=s) for p in parts]
+        return merge_parts(parts, done, settings=s)[0]
 
 
 # ------------------------------------------------------------------------------ report
@@ -365,6 +575,7 @@ def _run_url(s: Settings, run_id: str | None) -> str | None:
     return f"{base}/#/experiments/{exp}/runs/{run_id}"
 
 
+@one_run_per_batch
 def report(batch: Batch, settings: Settings | None = None) -> Batch:
     """Write the batch's HTML report and attach it to the model's MLflow run."""
     from pipeline.report import render_report
@@ -372,7 +583,16 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
 
     s = _settings(settings)
     cfg = load_dataset(s, batch["dataset"])
-    scored = pd.read_parquet(batch["scored"])
+    out = s.scores_dir(batch["batch_id"])
+    extra: dict[str, Any] = {}
+    if all((out / f).is_file() for f in ("summary.json", "sample.parquet", "top_alerts.parquet")):
+        # Bounded whatever the batch size: a sample, the top alerts, counts over every row.
+        scored = pd.read_parquet(out / "sample.parquet")
+        summary_json = json_load(out / "summary.json")
+        extra = {"top_alerts": pd.read_parquet(out / "top_alerts.parquet"),
+                 "score_hist": summary_json["score_hist"], "segment_counts": summary_json["segments"]}
+    else:  # outputs of an older version: every scored row
+        scored = pd.read_parquet(batch["scored"])
     record = status.read(s, batch["batch_id"])
     run_id = None
     try:
@@ -387,7 +607,7 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
         "mlflow_ui": f"mlflow ui --backend-store-uri {registry._without_credentials(s.tracking_uri)}",
     }
     html_text = render_report(
-        summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg)
+        summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg), **extra
     )
     path = write_text(s.report_path(batch["batch_id"]), html_text)
     if run_id:
@@ -400,6 +620,7 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
 
 
 # ------------------------------------------------------------------------------ notify
+@one_run_per_batch
 def notify(batch: Batch, settings: Settings | None = None) -> Batch:
     """Send the batch's summary to the configured channels (e-mail, webhook), once.
 
@@ -435,16 +656,18 @@ def run_batch(
     """One batch end to end, outside Airflow: the same steps the DAG runs."""
     s = _settings(settings)
     discover(dataset, input_path, settings=s)
-    batch = ingest(input_path, dataset, batch_id, settings=s)
-    try:
-        batch = validate(batch, settings=s)
-    except DuplicateBatch as dup:
-        return {**status.read(s, dup.batch_id), "model_action": "none"}
-    model = train_or_update(dataset, [batch], force_retrain, settings=s, update=update)
-    batch = score(batch, model, settings=s)
-    batch = report(batch, settings=s)
-    notify(batch, settings=s)
-    return {**status.read(s, batch["batch_id"]), "model_action": model["action"]}
+    bid = check_name(batch_id, "batch id") if batch_id else batch_id_for(input_path)
+    with status.batch_run_lock(s, bid):  # a second run of this batch waits for this one
+        batch = ingest(input_path, dataset, bid, settings=s)
+        try:
+            batch = validate(batch, settings=s)
+        except DuplicateBatch as dup:
+            return {**status.read(s, dup.batch_id), "model_action": "none"}
+        model = train_or_update(dataset, [batch], force_retrain, settings=s, update=update)
+        batch = score(batch, model, settings=s)
+        batch = report(batch, settings=s)
+        notify(batch, settings=s)
+        return {**status.read(s, batch["batch_id"]), "model_action": model["action"]}
 
 
 def score_file(input_path: str, dataset: str, out: str, settings: Settings | None = None) -> dict[str, Any]:

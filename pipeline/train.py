@@ -16,8 +16,11 @@ holds, otherwise it waits for a person (``python -m pipeline promote``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +34,7 @@ from pipeline import registry
 from pipeline.bundle import Bundle
 from pipeline.config import REPO_ROOT, DatasetConfig, Settings
 from pipeline.segments import fit_segments, latent_matrix
+from pipeline.storage import file_lock, sweep_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +184,11 @@ def train_and_register(
     artifacts: list[Path] | None = None,
     exclude: np.ndarray | None = None,
     seed: int = 0,
+    training_key: str | None = None,
 ) -> dict[str, Any]:
     """Train (``mode`` "train"/"retrain") or fine-tune (``parent``'s bundle) on ``df``; log one
-    MLflow run with its figures and artifacts; register a new version. Returns the bundle too."""
+    MLflow run with its figures and artifacts; register a new version (tagged with
+    ``training_key`` when given). Returns the bundle too."""
     mlflow = registry.configure(settings)
     experiment_id = registry.ensure_experiment(settings, cfg.name)
     if exclude is not None and len(df) > MAX_TRAIN_ROWS:  # keep the flags with their rows
@@ -225,7 +231,8 @@ def train_and_register(
         **_label_metrics(scored, labels),
         **(extra_metrics or {}),
     }
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(
+    scratch = _scratch_dir(settings)
+    with tempfile.TemporaryDirectory(prefix=f".train-{cfg.name}-", suffix=".tmp", dir=scratch) as tmp, mlflow.start_run(
         experiment_id=experiment_id, run_name=f"{mode}-{batch_ids[-1] if batch_ids else 'manual'}"
     ) as run:
         bundle_dir = bundle.save(Path(tmp) / "bundle")
@@ -237,6 +244,9 @@ def train_and_register(
                 "train_mode": mode,
                 "train_reason": reason[:5000],
                 **({"parent_version": parent[1]} if parent else {}),
+                **({"training_key": training_key} if training_key else {}),
+                "sentinel.host": socket.gethostname(),  # for end_abandoned_runs
+                "sentinel.pid": str(os.getpid()),
             }
         )
         mlflow.log_params(
@@ -263,7 +273,10 @@ def train_and_register(
         for path in artifacts or []:
             if Path(path).is_file():
                 mlflow.log_artifact(str(path), artifact_path=f"validation/{Path(path).parent.name}")
-        info = registry.log_bundle_model(settings, bundle_dir, cfg.model_name)
+        info = registry.log_bundle_model(
+            settings, bundle_dir, cfg.model_name,
+            tags={"training_key": training_key} if training_key else None,
+        )
         run_id = run.info.run_id
     version = str(info.registered_model_version)
     log.info("registered %s version %s (run %s, %s): %s", cfg.model_name, version, run_id, mode, reason)
@@ -287,6 +300,20 @@ def _describe(det_kind: str, mode: str, rows: int, batch_ids: list[str], reason:
     return "\n".join(lines)
 
 
+def _scratch_dir(settings: Settings) -> Path:
+    folder = settings.home / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def training_key(dataset: str, champion: str | None, mode: str, window_ids: list[str],
+                 fingerprints: list[str] | None) -> str:
+    """What identifies one training: a re-run of it (after a kill) has the same key."""
+    what = {"dataset": dataset, "champion": champion, "mode": mode, "window": window_ids,
+            "content": fingerprints or []}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
 def train_or_update(
     settings: Settings,
     cfg: DatasetConfig,
@@ -298,13 +325,46 @@ def train_or_update(
     labels_loader: Any = None,
     window_loader: Any = None,
     artifacts: list[Path] | None = None,
+    fingerprints: list[str] | None = None,
 ) -> dict[str, Any]:
     """Decide what to do for this run and do it; returns the model scoring should use.
 
     ``load_frames`` / ``labels_loader`` / ``window_loader`` are called only when training is
     needed (reading data costs time); ``window_loader(exclude)`` gives recent validated
-    batches' frames and ids for a retrain.
+    batches' frames and ids for a retrain. ``fingerprints`` (the new batches' content hashes)
+    go into the training key.
+
+    One training per dataset at a time (a file lock under ``<home>/locks``, freed by the
+    kernel if the holder dies): the champion is read once the lock is held, so concurrent
+    runs fine-tune one after the other and the last champion has learned every batch. What
+    a killed training left (its scratch folder, its MLflow run still ``RUNNING``) is cleared
+    first, and a version it registered is finished (gate, aliases) rather than trained again.
     """
+    lock = settings.home / "locks" / f"train-{cfg.name}.lock"
+    with file_lock(lock, what=f"the training lock of {cfg.name}"):
+        for left in sweep_temporaries(_scratch_dir(settings)):
+            log.info("removed %s, left by a killed training", left.name)
+        registry.end_abandoned_runs(settings, registry.ensure_experiment(settings, cfg.name))
+        return _train_or_update_locked(
+            settings, cfg, load_frames, batch_ids, force_retrain=force_retrain, update=update,
+            labels_loader=labels_loader, window_loader=window_loader, artifacts=artifacts,
+            fingerprints=fingerprints,
+        )
+
+
+def _train_or_update_locked(
+    settings: Settings,
+    cfg: DatasetConfig,
+    load_frames: Any,
+    batch_ids: list[str],
+    *,
+    force_retrain: bool,
+    update: bool,
+    labels_loader: Any,
+    window_loader: Any,
+    artifacts: list[Path] | None,
+    fingerprints: list[str] | None,
+) -> dict[str, Any]:
     life = lifecycle_of(cfg)
     name = cfg.model_name
     champion = registry.alias_version(settings, name, registry.CHAMPION)
@@ -356,6 +416,31 @@ def train_or_update(
             window_ids = [*past_ids, *batch_ids]
             y_train = None  # past batches' labels are not loaded: training metrics without them
 
+    key = training_key(cfg.name, champion, mode, window_ids, fingerprints)
+    adopted = registry.version_with_tag(settings, name, "training_key", key)
+    champ_hold = _holdout_figures(champ_bundle, holdout, y_hold) if champ_bundle is not None else None
+    if adopted is not None:
+        # A killed run registered this version for this very training, but did not finish
+        # (gate, aliases). Finish it instead of training and registering a second one.
+        from pipeline.bundle import load_bundle
+
+        version = str(adopted.version)
+        log.warning("version %s of %s was registered for this training by a run that did not "
+                    "finish; finishing it instead of training again", version, name)
+        folder, _ = registry.fetch_bundle(settings, name, version=version)
+        result = {"run_id": adopted.run_id, "version": version, "bundle": load_bundle(folder)}
+        registry.client(settings).set_terminated(adopted.run_id, status="FINISHED")
+    else:
+        result = _train_new(settings, cfg, life, champ_bundle, champion, train_df, window_ids, mode,
+                            reason, y_train, figures, artifacts, key)
+    return _gate_and_alias(settings, cfg, life, champion, champ_hold, result, holdout, y_hold,
+                           mode, reason, len(train_df), window_ids, figures)
+
+
+def _train_new(settings: Settings, cfg: DatasetConfig, life: dict[str, Any], champ_bundle: Bundle | None,
+               champion: str | None, train_df: pd.DataFrame, window_ids: list[str], mode: str, reason: str,
+               y_train: pd.Series | None, figures: dict[str, float], artifacts: list[Path] | None,
+               key: str) -> dict[str, Any]:
     suspect = None
     if champ_bundle is not None:
         # Learn from what the champion finds normal: rows it scores as suspect (its anomalies
@@ -367,12 +452,19 @@ def train_or_update(
         if suspect.mean() >= 0.5:  # a drifted batch looks suspect as a whole: then learn it all
             suspect = None
     excluded = int(suspect.sum()) if suspect is not None else 0
-    champ_hold = _holdout_figures(champ_bundle, holdout, y_hold) if champ_bundle is not None else None
-    # The champion's holdout figures are taken above, so fine-tuning may change it in place.
+    # The champion's holdout figures are taken already, so fine-tuning may change it in place.
     parent = (champ_bundle, champion) if mode == "fine-tune" else None
     extra = {**{f"drift_{k}": float(v) for k, v in figures.items()}, "excluded_suspect_rows": float(excluded)}
-    result = train_and_register(settings, cfg, train_df, window_ids, mode=mode, reason=reason, parent=parent,
-                                labels=y_train, extra_metrics=extra, artifacts=artifacts, exclude=suspect)
+    return train_and_register(settings, cfg, train_df, window_ids, mode=mode, reason=reason, parent=parent,
+                              labels=y_train, extra_metrics=extra, artifacts=artifacts, exclude=suspect,
+                              training_key=key)
+
+
+def _gate_and_alias(settings: Settings, cfg: DatasetConfig, life: dict[str, Any], champion: str | None,
+                    champ_hold: dict[str, float] | None, result: dict[str, Any], holdout: pd.DataFrame,
+                    y_hold: pd.Series | None, mode: str, reason: str, train_rows: int,
+                    window_ids: list[str], figures: dict[str, float]) -> dict[str, Any]:
+    name = cfg.model_name
     chal_hold = _holdout_figures(result["bundle"], holdout, y_hold)
     passed, checks = gate(cfg, champ_hold, chal_hold)
     version = result["version"]
@@ -393,11 +485,11 @@ def train_or_update(
         verb = "fine-tuned" if mode == "fine-tune" else "retrained"
         action = f"{verb}-{'promoted' if promoted else 'awaiting-review'}"
     c.update_model_version(name, version, description=_describe(
-        result["bundle"].detector.kind, mode, len(train_df), window_ids, reason, champion, checks, promoted))
+        result["bundle"].detector.kind, mode, train_rows, window_ids, reason, champion, checks, promoted))
     c.set_tag(result["run_id"], "gate", "passed" if passed else "failed")
     now_champion = registry.alias_version(settings, name, registry.CHAMPION)
     return {
-        **base,
+        "model_name": name,
         "action": action,
         "reason": reason,
         "version": now_champion,

@@ -229,15 +229,10 @@ def _gx_lock(gx_dir: Path | None) -> Any:
     if gx_dir is None:
         yield
         return
-    import fcntl
+    from pipeline.storage import file_lock
 
-    gx_dir.mkdir(parents=True, exist_ok=True)
-    with (gx_dir / ".sentinel.lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(gx_dir / ".sentinel.lock", what="the Great Expectations store"):
+        yield
 
 
 def _gx_validate(

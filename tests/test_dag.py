@@ -47,7 +47,8 @@ def test_dag_parses_without_errors_and_stays_thin(settings: Settings) -> None:
     assert "anomaly-detection" in res["tags"]
     assert all(r >= 1 for r in res["retries"])
     assert res["params"] == ["dataset", "force_retrain", "input_path", "update_model"]
-    assert res["tasks"] == ["discover", "ingest", "notify", "report", "score", "train_or_update", "validate"]
+    assert res["tasks"] == ["discover", "ingest", "merge_parts", "notify", "plan_parts", "report", "score_part",
+                            "train_or_update", "validate"]
     assert res["heavy_imports"] == [], "the DAG file must not import heavy modules at parse time"
 
 
@@ -77,7 +78,11 @@ def webhook(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.slow
-def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(settings: Settings, webhook: list) -> None:
+def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(
+    settings: Settings, webhook: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parts of 300 rows: the good batch's 792 valid rows are scored by 3 mapped tasks.
+    monkeypatch.setenv("SENTINEL_PART_ROWS", "300")
     day = pd.Timestamp("2026-11-05").date()
     folder = landing_partition(settings.landing_dir, "retail_purchases", day)
     write_batch(folder / "good.parquet", rows=800, seed=21, anomaly_rate=0.03, bad_row_rate=0.01, day="2026-11-05")
@@ -91,7 +96,13 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(setting
     assert [r["state"] for r in runs] == ["success"]
     assert runs[0]["interval"] == "2026-11-05 .. 2026-11-06"
 
-    good = json.loads(settings.status_path("good").read_text())
+    # The same bytes twice in one interval: the delivery ingested first owns them (the mapped
+    # ingest tasks run in any order), the other is recorded as its duplicate.
+    states = {b: json.loads(settings.status_path(b).read_text())["state"] for b in ("good", "good_resent")}
+    assert sorted(states.values()) == ["duplicate", "reported"], states
+    first = "good" if states["good"] == "reported" else "good_resent"
+    second = "good_resent" if first == "good" else "good"
+    good = json.loads(settings.status_path(first).read_text())
     assert good["state"] == "reported"
     assert good["rows_in"] == 800
     assert good["rows_in"] == good["rows_scored"] + good["rows_quarantined"]
@@ -99,12 +110,17 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(setting
     assert good["alerts"] > 0
     assert good["model_version"] == "1"
     assert Path(good["report"]).is_file()
+    assert good["scoring_parts"] == 3
     scored = pd.read_parquet(good["scores"])
     assert len(scored) == good["rows_scored"]
+    valid = pd.read_parquet(settings.staging_dir(first) / "valid.parquet")
+    assert list(scored["purchase_id"]) == list(valid["purchase_id"])  # every row once, in order
+    assert set(scored["model_version"]) == {"1"}
+    assert not (settings.scores_dir(first) / "parts").exists()  # merged, then removed
     assert {"score", "is_anomaly", "top_features", "nearest_normal_ids", "recon_error", "latent_distance"} <= set(scored.columns)
     alerts = pd.read_parquet(good["alerts_path"])
     assert len(alerts) == good["alerts"]
-    assert (settings.quarantine_dir("good") / "rows.parquet").is_file()
+    assert (settings.quarantine_dir(first) / "rows.parquet").is_file()
 
     broken = json.loads(settings.status_path("partner").read_text())
     assert broken["state"] == "quarantined"
@@ -117,19 +133,19 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(setting
     garbled = json.loads(settings.status_path("garbled").read_text())
     assert garbled["state"] == "quarantined"
     assert "cannot read" in garbled["reason"]
-    resent = json.loads(settings.status_path("good_resent").read_text())
+    resent = json.loads(settings.status_path(second).read_text())
     assert resent["state"] == "duplicate"
-    assert resent["duplicate_of"] == "good"
+    assert resent["duplicate_of"] == first
     assert resent["rows_in"] == 0
-    assert not settings.scores_dir("good_resent").exists()
+    assert not settings.scores_dir(second).exists()
     assert "basket_value" in Path(broken["report"]).read_text()
 
     # the notify task posted the good batch's summary with its top alerts, once
-    (note,) = [n for n in webhook if n["batch_id"] == "good"]
+    (note,) = [n for n in webhook if n["batch_id"] == first]
     assert note["alerts"] == good["alerts"]
     assert note["report"] == good["report"]
     assert note["top_alerts"]
-    assert json.loads(settings.status_path("good").read_text())["notified"]["webhook"] == "sent"
+    assert json.loads(settings.status_path(first).read_text())["notified"]["webhook"] == "sent"
 
     from pipeline import registry
 

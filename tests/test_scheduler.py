@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +32,7 @@ import pytest
 from pipeline.airflow_local import DAG_ID, airflow_env, ensure_db
 from pipeline.config import Settings
 from pipeline.ingest import landing_partition
-from tests.conftest import write_batch
+from tests.conftest import REPO, write_batch
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 START_TIMEOUT_S = 180
@@ -156,6 +157,28 @@ def _wait_for(
     pytest.fail(
         f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})\n{stack.diagnostics()}"
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """An isolated home, and a copy of the dataset config whose promotion gate always passes
+    and whose drift limits are never crossed: the concurrent runs below then fine-tune and
+    move the aliases whatever their small holdouts say, so what is checked is the
+    serialization of training, not the gate."""
+    expectations = tmp_path / "expectations"
+    shutil.copytree(REPO / "expectations" / "retail_purchases", expectations / "retail_purchases")
+    config_path = expectations / "retail_purchases" / "dataset.json"
+    config = json.loads(config_path.read_text())
+    config["lifecycle"] = {
+        "gate": {"recon_tolerance": 1e6, "alert_rate_factor": 1e6, "auc_tolerance": 1.0},
+        "drift": {"energy_ratio_limit": 1e9, "recon_shift_limit": 1e9},  # always fine-tune
+    }
+    config_path.write_text(json.dumps(config))
+    monkeypatch.setenv("SENTINEL_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("SENTINEL_EXPECTATIONS_DIR", str(expectations))
+    monkeypatch.delenv("SENTINEL_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SENTINEL_LANDING_DIR", raising=False)
+    return Settings.from_env()
 
 
 @pytest.fixture
@@ -285,15 +308,15 @@ def test_scheduler_runs_the_dag_triggered_through_the_rest_api(
         "task_instances"
     ]
     states = {(t["task_id"], t["map_index"]): t["state"] for t in tis}
-    for task_id in ("discover", "train_or_update"):
+    for task_id in ("discover", "train_or_update", "plan_parts", "merge_parts"):
         assert states[(task_id, -1)] == "success", states
-    for task_id in ("ingest", "validate", "score", "report", "notify"):
+    for task_id in ("ingest", "validate", "score_part", "report", "notify"):
         assert states[(task_id, 0)] == "success", states  # one batch: one mapped instance
 
     # the API server reads the task's log back (as the UI would)
     log = stack.api(
         "GET",
-        f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/score/logs/1",
+        f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/score_part/logs/1",
         params={"map_index": 0},
         headers={"Accept": "application/json"},
     )
@@ -312,3 +335,59 @@ def test_scheduler_runs_the_dag_triggered_through_the_rest_api(
     from pipeline import registry
 
     assert registry.alias_version(settings, "retail_purchases") == "1"
+
+    # Three DAG runs at once: two on different batches, and a third on the first batch again.
+    # The scheduler runs their tasks side by side (LocalExecutor, parallelism 4).
+    inputs = {
+        "east": write_batch(settings.home / "in" / "east.parquet", rows=500, seed=41),
+        "west": write_batch(settings.home / "in" / "west.parquet", rows=500, seed=42),
+    }
+    runs = {"east": "east", "west": "west", "east-again": "east"}
+    for name, batch in runs.items():
+        r = stack.api(
+            "POST",
+            f"/dags/{DAG_ID}/dagRuns",
+            json={
+                "dag_run_id": f"concurrent__{name}",
+                "logical_date": None,
+                "conf": {"dataset": "retail_purchases", "input_path": str(inputs[batch])},
+            },
+        )
+        assert r.status_code == 200, r.text
+
+    def all_finished() -> list[dict] | None:
+        got = [
+            stack.api("GET", f"/dags/{DAG_ID}/dagRuns/concurrent__{name}").json() for name in runs
+        ]
+        return got if all(g["state"] in ("success", "failed") for g in got) else None
+
+    finished_runs = _wait_for("three concurrent DAG runs", stack, all_finished, RUN_TIMEOUT_S, every_s=3)
+    for r in finished_runs:
+        assert r["state"] == "success", stack.diagnostics(r["dag_run_id"])
+
+    # Consistent state: each batch once in the status store, with outputs from one run that
+    # agree with its record, and every row scored once.
+    for batch in ("east", "west"):
+        rec = json.loads(settings.status_path(batch).read_text())
+        assert rec["state"] == "reported", rec
+        assert rec["rows_in"] == 500 == rec["rows_scored"] + rec["rows_quarantined"]
+        scored = pd.read_parquet(rec["scores"])
+        assert scored["purchase_id"].is_unique
+        assert len(scored) == rec["rows_scored"]
+        assert set(scored["model_version"]) == {rec["model_version"]}
+        alerts = pd.read_parquet(rec["alerts_path"])
+        assert len(alerts) == rec["alerts"] == int(scored["is_anomaly"].sum())
+    assert len(list(settings.status_dir.glob("east*.json"))) == 1
+    # Trainings took turns (max_active_tis_per_dag=1 and the dataset's training lock): the two
+    # new batches were learned one after the other, and east's second run found it learned.
+    models = registry.list_models(settings)
+    assert models[0]["versions"] == [1, 2, 3], models
+    aliases = models[0]["aliases"]
+    assert aliases["champion"] == "3"
+    assert aliases["previous_champion"] == "2"
+    c = registry.client(settings)
+    parents = {v: c.get_model_version("retail_purchases", v).run_id for v in ("2", "3")}
+    tags = {v: c.get_run(run).data.tags for v, run in parents.items()}
+    assert tags["2"]["parent_version"] == "1"
+    assert tags["3"]["parent_version"] == "2"  # not "1": the second read the first's champion
+    assert {tags["2"]["batch_ids"], tags["3"]["batch_ids"]} == {"east", "west"}
