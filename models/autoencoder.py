@@ -59,3 +59,7 @@ class AutoencoderModel(KerasLatentModel):
 
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
         return self._chunked(self.model_, X)
+
+    def encode_reconstruct(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Z = self.encode(X)  # the model's call is decoder(encoder(x)): the same numbers
+        return Z, self._chunked(self.model_.decoder, Z)

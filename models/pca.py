@@ -41,8 +41,11 @@ class PCAModel:
         )
 
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
-        z = self.encode(X).astype("float64")
-        return (z @ self.components_ + self.mean_).astype("float32")
+        return self.encode_reconstruct(X)[1]
+
+    def encode_reconstruct(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = self.encode(X)
+        return z, (z.astype("float64") @ self.components_ + self.mean_).astype("float32")
 
     def save(self, folder: Path) -> list[Path]:
         self._check()

@@ -110,3 +110,7 @@ class VAEModel(KerasLatentModel):
 
     def decode(self, Z: np.ndarray) -> np.ndarray:
         return self._chunked(self.model_.decoder, Z)
+
+    def encode_reconstruct(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Z = self.encode(X)  # at inference the sampling layer passes the mean through
+        return Z, self.decode(Z)

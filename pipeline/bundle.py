@@ -94,7 +94,11 @@ class Bundle:
         total = per_feature.sum(axis=1, keepdims=True)
         shares = np.divide(per_feature, total, out=np.zeros_like(per_feature), where=total > 0)
         k = min(TOP_FEATURES, shares.shape[1])
-        top = np.argsort(-shares, axis=1)[:, :k]
+        if k < shares.shape[1]:  # the k largest shares, then those k in order
+            top = np.argpartition(-shares, k - 1, axis=1)[:, :k]
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(shares, top, 1), axis=1, kind="stable"), 1)
+        else:
+            top = np.argsort(-shares, axis=1, kind="stable")
         out = (
             df.reset_index(drop=True).copy() if keep_columns else pd.DataFrame(index=range(len(df)))
         )
@@ -112,10 +116,13 @@ class Bundle:
             from pipeline.segments import assign_segments
 
             out["segment"] = assign_segments(s["latent"].astype("float64"), self.metadata["segments"])
+        # Per-feature errors and latents in float32: the precision of the model itself.
         extra = pd.DataFrame(
-            np.hstack([per_feature, s["latent"]]),
-            columns=[f"err__{n}" for n in names]
-            + [f"latent_{j}" for j in range(s["latent"].shape[1])],
+            {
+                **{f"err__{n}": per_feature[:, i].astype("float32") for i, n in enumerate(names)},
+                **{f"latent_{j}": s["latent"][:, j] for j in range(s["latent"].shape[1])},
+            },
+            index=out.index,
         )
         return pd.concat([out, extra], axis=1)
 

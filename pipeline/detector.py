@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
+from scipy.spatial import cKDTree
 
 from models import load_latent_model, make_latent_model
 
@@ -231,32 +231,42 @@ class LatentDetector:
         return int(min(16, max(2, min(k, X.shape[1]))))
 
     def _fit_index(self) -> None:
-        k = min(self.n_neighbors + 1, len(self.reference_latents_))
-        self.index_ = NearestNeighbors(n_neighbors=k).fit(self.reference_latents_)
+        # SciPy's k-d tree: the same exact neighbours as scikit-learn's KDTree, about twice as
+        # fast per query here, and its queries run on every core (``workers=-1``).
+        self.k_avail_ = min(self.n_neighbors + 1, len(self.reference_latents_))
+        self.index_ = cKDTree(np.asarray(self.reference_latents_, dtype="float64"))
 
     # -------------------------------------------------------------- scoring
     def _check(self) -> None:
         if not hasattr(self, "model_"):
             raise RuntimeError("LatentDetector is not fitted; call fit() first")
 
-    def _recon(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-row error and per-row-and-group error (each group scaled by its training mean)."""
-        sq = ((self.model_.reconstruct(X) - X) ** 2).astype("float64")
-        membership = np.zeros((sq.shape[1], int(self.groups_.max()) + 1))
-        membership[np.arange(sq.shape[1]), self.groups_] = 1.0
-        by_group = sq @ membership
+    def _recon(self, X: np.ndarray, X_hat: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row error and per-row-and-group error (each group scaled by its training mean);
+        ``X_hat``: the reconstruction of ``X`` when already computed."""
+        if X_hat is None:
+            X_hat = self.model_.reconstruct(X)
+        sq = np.square(X_hat - X, dtype="float32")  # float32: ample for errors, half the memory
+        n_groups = int(self.groups_.max()) + 1
+        if n_groups == sq.shape[1] and (self.groups_ == np.arange(n_groups)).all():
+            by_group = sq  # every group one column (no one-hot categoricals): nothing to sum
+        else:
+            membership = np.zeros((sq.shape[1], n_groups), dtype="float32")
+            membership[np.arange(sq.shape[1]), self.groups_] = 1.0
+            by_group = sq @ membership
+        by_group = by_group.astype("float64")
         if hasattr(self, "error_scale_"):
-            by_group = by_group / self.error_scale_
+            by_group /= self.error_scale_
         return by_group.mean(axis=1), by_group
 
     def _latent_distance(
         self, Zs: np.ndarray, exclude_self: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        k_avail = self.index_.n_neighbors
+        k_avail = self.k_avail_
         k = max(1, min(self.n_neighbors, k_avail - 1 if k_avail > 1 else 1))
         if not len(Zs):  # the neighbour search refuses an empty query
             return np.zeros(0), np.zeros((0, k), dtype=int)
-        dist, idx = self.index_.kneighbors(Zs, n_neighbors=k_avail)
+        dist, idx = self.index_.query(np.asarray(Zs, dtype="float64"), k=[*range(1, k_avail + 1)], workers=-1)
         if exclude_self is not None and k_avail > 1:
             # Rows of the reference set find themselves first at distance 0: skip that column.
             start = exclude_self.astype(int)
@@ -282,8 +292,12 @@ class LatentDetector:
             )
         if not np.isfinite(X).all():  # would come out as NaN scores, neither alert nor normal
             raise ValueError("score_samples got NaN or infinite values; encode the frame first")
-        recon, sq = self._recon(X)
-        Z = self.model_.encode(X).astype("float64")
+        if hasattr(self.model_, "encode_reconstruct"):
+            Z, X_hat = self.model_.encode_reconstruct(X)
+        else:  # a latent model from outside this package: two passes
+            Z, X_hat = self.model_.encode(X), self.model_.reconstruct(X)
+        recon, sq = self._recon(X, X_hat)
+        Z = Z.astype("float64")
         Zs = ((Z - self.latent_mean_) / self.latent_scale_).astype("float32")
         dist, nn = self._latent_distance(Zs)
         raw = self._combine(np.log(recon + EPS), np.log(dist + EPS))

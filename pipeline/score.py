@@ -285,8 +285,8 @@ def _score_column_types(bundle: Bundle) -> dict[str, pa.DataType]:
     return {
         **SCORE_TYPES,
         **({"segment": pa.int64()} if bundle.metadata.get("segments") else {}),
-        **{f"err__{n}": pa.float64() for n in names},
-        **{f"latent_{j}": pa.float64() for j in range(latent_dim)},
+        **{f"err__{n}": pa.float32() for n in names},
+        **{f"latent_{j}": pa.float32() for j in range(latent_dim)},
     }
 
 
@@ -490,8 +490,11 @@ def _summary_frame(
     inputs = inputs.drop(columns=[c for c in inputs.columns if c in extra or c in scores.columns])
     out = pd.concat([inputs.reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
     for name, type_ in SCORE_TYPES.items():
-        if copy and pa.types.is_list(type_) and name in out.columns:
-            out[name] = pd.Series([np.array(v) for v in out[name]], dtype=object)
+        if copy and pa.types.is_list(type_) and name in out.columns and len(out):
+            # One compact copy of the picked rows' matrix, then row views of it (not one
+            # array per row): the summaries no longer keep the chunk's matrix alive.
+            matrix = _row_matrix(scored[name].to_numpy())[rows].copy()
+            out[name] = pd.Series(list(matrix), dtype=object)
     for i, (name, value) in enumerate(extra.items()):
         out.insert(i, name, pa.repeat(pa.scalar(value, pa.string()), len(out)).to_pandas())
     out.index = pd.RangeIndex(0, 0) if not len(rows) else pd.Index(start + rows)
