@@ -917,6 +917,13 @@ def write_markdown(
         markdown_table(["package", "version"], [[k, v] for k, v in versions.items()]),
         "",
     ]
+    # The throughput benchmark's section (benchmarks/throughput.py --markdown) is kept.
+    from benchmarks.throughput import SECTION_END, SECTION_START
+
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if SECTION_START in old and SECTION_END in old:
+        kept = old[old.index(SECTION_START) : old.index(SECTION_END) + len(SECTION_END)]
+        lines += [kept, ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text("\n".join(lines))

@@ -150,6 +150,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, help="write the results as a JSON list to this file")
     p.add_argument(
+        "--markdown",
+        type=Path,
+        help="also put the results, with the machine, into this report's throughput section "
+        "(e.g. docs/benchmarks.md; other sections are kept)",
+    )
+    p.add_argument(
         "--systems",
         type=resolve_systems,
         default=list(SYSTEMS),
@@ -818,6 +824,89 @@ def comparison_lines(results: Sequence[Result]) -> list[str]:
     return lines
 
 
+SECTION_START = "<!-- throughput:start -->"
+SECTION_END = "<!-- throughput:end -->"
+TARGETS = {"pyod:AutoEncoder": 10.0, "pyod:IForest": 1.0}  # sentinel's scoring rows/s, x theirs
+
+
+def markdown_section(runs: Sequence[tuple[str, str, Sequence[dict[str, Any]]]]) -> str:
+    """The throughput section of ``docs/benchmarks.md``: per run (its command, the machine it
+    ran on, its JSON records) a table, and the scoring targets against PyOD."""
+    from benchmarks.adbench import markdown_table
+
+    lines = [
+        SECTION_START,
+        "## Throughput (`python -m benchmarks.throughput`)",
+        "",
+        "Training time, end-to-end scoring (Parquet in, scored Parquet out) and the scoring "
+        "process's peak RSS, every system on the same generated data and cores, in one run. "
+        "What is measured and where the time goes: [throughput.md](throughput.md).",
+        "",
+    ]
+    for command, where, records in runs:
+        lines += [
+            "```",
+            command,
+            "```",
+            "",
+            f"Machine: {where}.",
+            "",
+            markdown_table(
+                ["system", "rows", "features", "fit s", "scoring rows/s", "scoring peak RSS MiB"],
+                [
+                    [
+                        r["system"],
+                        f"{r['rows']:,}",
+                        str(r["features"]),
+                        "—" if r.get("fit_s") is None else f"{r['fit_s']:.1f}",
+                        "—" if r.get("score_rows_per_s") is None else f"{r['score_rows_per_s']:,.0f}",
+                        "—" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:,.0f}",
+                    ]
+                    for r in records
+                ],
+            ),
+            "",
+        ]
+        by = {r["system"]: r for r in records}
+        ours = by.get("sentinel")
+        for system, target in TARGETS.items():
+            theirs = by.get(system)
+            if ours and theirs and ours.get("score_rows_per_s") and theirs.get("score_rows_per_s"):
+                ratio = ours["score_rows_per_s"] / theirs["score_rows_per_s"]
+                verdict = "met" if ratio >= target else "**not met**"
+                lines.append(
+                    f"- scoring: sentinel {ratio:.2f}x the rows/s of {system} (target {target:g}x): {verdict}"
+                )
+        if ours and by.get("pyod:AutoEncoder") and ours.get("fit_s") and by["pyod:AutoEncoder"].get("fit_s"):
+            ae = by["pyod:AutoEncoder"]["fit_s"]
+            lines.append(
+                f"- training: sentinel {ours['fit_s']:.1f} s vs pyod:AutoEncoder {ae:.1f} s: "
+                + ("met" if ours["fit_s"] < ae else "**not met**")
+            )
+        if ours and ours["rows"] >= 10_000_000 and ours.get("peak_rss_mb"):
+            lines.append(
+                f"- {ours['rows']:,} rows scored at peak RSS {ours['peak_rss_mb']:,.0f} MiB (target < 2,048): "
+                + ("met" if ours["peak_rss_mb"] < 2048 else "**not met**")
+            )
+        lines.append("")
+    lines.append(SECTION_END)
+    return "\n".join(lines)
+
+
+def update_markdown(path: Path, section: str) -> None:
+    """Put ``section`` into the report at ``path``, replacing an earlier one (atomically)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if SECTION_START in text and SECTION_END in text:
+        head, rest = text.split(SECTION_START, 1)
+        text = head + section + rest.split(SECTION_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def write_json(path: Path, results: Sequence[Result]) -> None:
     """Write the JSON list of records atomically (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -893,6 +982,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         write_json(args.out, results)
         log.info("wrote %s", args.out)
+    if args.markdown:
+        command = f"python -m benchmarks.throughput {shlex.join(argv)}"
+        update_markdown(args.markdown, markdown_section([(command, machine(), [r.record() for r in results])]))
+        log.info("wrote the throughput section of %s", args.markdown)
     return 1 if any(r.note.startswith(("fit failed", "scoring failed")) for r in results) else 0
 
 

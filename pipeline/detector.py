@@ -8,8 +8,14 @@ Scoring a row gives
 - ``recon_error``: mean squared reconstruction error, and the error per matrix column;
 - ``latent_distance``: mean distance to the ``n_neighbors`` nearest training latents (in a
   bounded reference set of at most ``reference_size`` rows, standardised per latent dimension);
-- ``raw_score``: the two, each turned into a robust z-score of its logarithm against the
-  training distribution, averaged with ``latent_weight``;
+- ``raw_score``: four components, the two above and two Mahalanobis distances from the
+  reference rows, of the reconstruction residual ``X̂ - X`` (rows that break the columns' joint
+  structure) and of the latent position (a one-Gaussian latent density: rows far out in latent
+  space). Each is turned into a robust z-score of its logarithm against the training rows, then
+  into an empirical tail p-value against them, and they are combined as in Fisher's method
+  (sum of ``-log p``, growing linearly with the z-score beyond the largest training value):
+  the reconstruction side (error, residual) and the latent side (kNN distance, twice the
+  density) weighted with ``latent_weight``;
 - ``score`` in [0, 1]: a logistic of the raw score centred on the threshold, so ``score >= 0.5``
   is exactly ``is_anomaly``. The threshold is the ``1 - alert_rate`` quantile of the training
   raw scores unless ``threshold`` is given.
@@ -31,6 +37,12 @@ from scipy.spatial import cKDTree
 from models import load_latent_model, make_latent_model
 
 EPS = 1e-12
+TAIL_KNOTS = 256  # points of each component's training tail curve (calibration.json)
+# Above this many encoded columns the residual's Mahalanobis distance uses per-column scales
+# only: a full d x d whitening matrix would grow with d squared (8 MB at d = 1,000).
+MAX_FULL_WHITENING = 256
+# Weight of each component on its side of ``latent_weight`` (reconstruction / latent position).
+SIDE_WEIGHTS = {"recon": 1.0, "residual": 1.0, "latent": 1.0, "density": 2.0}
 
 
 def _robust_center_scale(x: np.ndarray) -> tuple[float, float]:
@@ -40,6 +52,35 @@ def _robust_center_scale(x: np.ndarray) -> tuple[float, float]:
     if scale <= 0:
         scale = float(np.std(x)) or 1.0
     return med, scale
+
+
+def _whitening(F: np.ndarray, floor: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and whitening matrix of the rows ``F`` (eigenvalues floored at ``floor`` times the
+    largest), so that ``((x - mean) @ W) ** 2`` summed is the squared Mahalanobis distance."""
+    F = np.asarray(F, dtype="float64")
+    mean = F.mean(axis=0)
+    if len(F) < 2:
+        return mean, np.eye(F.shape[1])
+    if F.shape[1] > MAX_FULL_WHITENING:  # wide encodings: per-column scales only (bounded size)
+        var = F.var(axis=0)
+        var = np.maximum(var, floor * max(float(var.max()), EPS))
+        return mean, 1.0 / np.sqrt(var)  # a vector: the diagonal of the whitening matrix
+    w, V = np.linalg.eigh(np.atleast_2d(np.cov(F - mean, rowvar=False)))
+    w = np.maximum(w, floor * max(float(w.max()), EPS))
+    return mean, V / np.sqrt(w)
+
+
+def _tail_curve(z: np.ndarray) -> list[list[float]]:
+    """Knots ``[values, -log(tail p-value)]`` of the empirical upper tail of training ``z``."""
+    u = np.linspace(0.0, np.log(len(z) + 1.0), TAIL_KNOTS)
+    q = np.maximum.accumulate(np.quantile(z, -np.expm1(-u)))
+    return [q.tolist(), u.tolist()]
+
+
+def _mahalanobis(F: np.ndarray, mean: np.ndarray, whiten: np.ndarray) -> np.ndarray:
+    centred = np.asarray(F, dtype="float64") - mean
+    white = centred * whiten if whiten.ndim == 1 else centred @ whiten
+    return np.sqrt((white**2).sum(axis=1))
 
 
 class LatentDetector:
@@ -195,15 +236,21 @@ class LatentDetector:
         self.reference_latents_ = Zs[ref].astype("float32")
         self.reference_ids_ = ids[ref]
         self._fit_index()
+        recon, _, residual = self._recon(X)
+        self.residual_mean_, self.residual_whiten_ = _whitening(residual[ref])
+        self.density_mean_, self.density_whiten_ = _whitening(Zs[ref])
 
         # Calibration on the training rows (a row in the reference set is not its own neighbour).
-        recon = self._recon(X)[0]
         in_ref = np.zeros(n, dtype=bool)
         in_ref[ref] = True
         dist = self._latent_distance(Zs.astype("float32"), exclude_self=in_ref)[0]
-        logs = {"recon": np.log(recon + EPS), "latent": np.log(dist + EPS)}
+        logs = self._component_logs(recon, residual, Zs, dist)
         self.calibration_ = {name: _robust_center_scale(v) for name, v in logs.items()}
-        raw = self._combine(logs["recon"], logs["latent"])
+        self.tails_ = {
+            name: _tail_curve((v - self.calibration_[name][0]) / self.calibration_[name][1])
+            for name, v in logs.items()
+        }
+        raw = self._combine(logs)
         self.raw_center_, self.raw_scale_ = _robust_center_scale(raw)
         self.threshold_ = (
             float(self.threshold)
@@ -241,12 +288,15 @@ class LatentDetector:
         if not hasattr(self, "model_"):
             raise RuntimeError("LatentDetector is not fitted; call fit() first")
 
-    def _recon(self, X: np.ndarray, X_hat: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-row error and per-row-and-group error (each group scaled by its training mean);
-        ``X_hat``: the reconstruction of ``X`` when already computed."""
+    def _recon(
+        self, X: np.ndarray, X_hat: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-row error, per-row-and-group error (each group scaled by its training mean) and
+        the residual ``X̂ - X``; ``X_hat``: the reconstruction of ``X`` when already computed."""
         if X_hat is None:
             X_hat = self.model_.reconstruct(X)
-        sq = np.square(X_hat - X, dtype="float32")  # float32: ample for errors, half the memory
+        residual = np.subtract(X_hat, X, dtype="float32")
+        sq = np.square(residual)  # float32: ample for errors, half the memory
         n_groups = int(self.groups_.max()) + 1
         if n_groups == sq.shape[1] and (self.groups_ == np.arange(n_groups)).all():
             by_group = sq  # every group one column (no one-hot categoricals): nothing to sum
@@ -257,7 +307,7 @@ class LatentDetector:
         by_group = by_group.astype("float64")
         if hasattr(self, "error_scale_"):
             by_group /= self.error_scale_
-        return by_group.mean(axis=1), by_group
+        return by_group.mean(axis=1), by_group, residual
 
     def _latent_distance(
         self, Zs: np.ndarray, exclude_self: np.ndarray | None = None
@@ -277,10 +327,27 @@ class LatentDetector:
             dist, idx = dist[:, :k], idx[:, :k]
         return dist.mean(axis=1), idx
 
-    def _combine(self, log_recon: np.ndarray, log_latent: np.ndarray) -> np.ndarray:
-        zr = (log_recon - self.calibration_["recon"][0]) / self.calibration_["recon"][1]
-        zl = (log_latent - self.calibration_["latent"][0]) / self.calibration_["latent"][1]
-        return (1 - self.latent_weight) * zr + self.latent_weight * zl
+    def _component_logs(
+        self, recon: np.ndarray, residual: np.ndarray, Zs: np.ndarray, dist: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        logs = {"recon": np.log(recon + EPS), "latent": np.log(dist + EPS)}
+        if hasattr(self, "residual_whiten_"):  # absent from bundles saved before them
+            d = _mahalanobis(residual, self.residual_mean_, self.residual_whiten_)
+            logs["residual"] = np.log(d + EPS)
+            logs["density"] = np.log(_mahalanobis(Zs, self.density_mean_, self.density_whiten_) + EPS)
+        return logs
+
+    def _combine(self, logs: dict[str, np.ndarray]) -> np.ndarray:
+        z = {k: (logs[k] - c) / s for k, (c, s) in self.calibration_.items()}
+        w = self.latent_weight
+        if not hasattr(self, "tails_"):  # a bundle saved before the tail calibration
+            return (1 - w) * z["recon"] + w * z["latent"]
+        t = {}
+        for k, v in z.items():
+            knots, logp = self.tails_[k]
+            # beyond the last training value, the tail goes on growing with the z-score
+            t[k] = SIDE_WEIGHTS[k] * (np.interp(v, knots, logp) + np.maximum(v - knots[-1], 0))
+        return (1 - w) * (t["recon"] + t["residual"]) + w * (t["latent"] + t["density"])
 
     def score_samples(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Every score for every row of ``X``; see the module docstring."""
@@ -296,11 +363,12 @@ class LatentDetector:
             Z, X_hat = self.model_.encode_reconstruct(X)
         else:  # a latent model from outside this package: two passes
             Z, X_hat = self.model_.encode(X), self.model_.reconstruct(X)
-        recon, sq = self._recon(X, X_hat)
+        recon, sq, residual = self._recon(X, X_hat)
         Z = Z.astype("float64")
         Zs = ((Z - self.latent_mean_) / self.latent_scale_).astype("float32")
         dist, nn = self._latent_distance(Zs)
-        raw = self._combine(np.log(recon + EPS), np.log(dist + EPS))
+        logs = self._component_logs(recon, residual, Zs, dist)
+        raw = self._combine(logs)
         z = np.clip((raw - self.threshold_) / max(self.raw_scale_, EPS), -50, 50)
         score = 1.0 / (1.0 + np.exp(-z))
         return {
@@ -331,12 +399,17 @@ class LatentDetector:
             latent_scale=self.latent_scale_,
             error_scale=self.error_scale_,
             groups=self.groups_,
+            residual_mean=self.residual_mean_,
+            residual_whiten=self.residual_whiten_,
+            density_mean=self.density_mean_,
+            density_whiten=self.density_whiten_,
         )
         calib = {
             "params": self.get_params(),
             "n_features_in": self.n_features_in_,
             "n_trimmed": self.n_trimmed_,
             "components": {k: list(v) for k, v in self.calibration_.items()},
+            "tails": self.tails_,
             "raw_center": self.raw_center_,
             "raw_scale": self.raw_scale_,
             "threshold": self.threshold_,
@@ -358,9 +431,14 @@ class LatentDetector:
             det.latent_scale_ = z["latent_scale"]
             det.error_scale_ = z["error_scale"]
             det.groups_ = z["groups"]
+            if "residual_whiten" in z.files:
+                det.residual_mean_, det.residual_whiten_ = z["residual_mean"], z["residual_whiten"]
+                det.density_mean_, det.density_whiten_ = z["density_mean"], z["density_whiten"]
         det.n_features_in_ = int(calib["n_features_in"])
         det.n_trimmed_ = int(calib["n_trimmed"])
         det.calibration_ = {k: (float(v[0]), float(v[1])) for k, v in calib["components"].items()}
+        if "tails" in calib:
+            det.tails_ = calib["tails"]
         det.raw_center_ = float(calib["raw_center"])
         det.raw_scale_ = float(calib["raw_scale"])
         det.threshold_ = float(calib["threshold"])

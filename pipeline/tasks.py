@@ -278,6 +278,40 @@ def _labels_for(batches: list[Batch], frames: list[pd.DataFrame], id_column: str
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
+def read_bounded(path: str | Path, max_rows: int, seed: int = 0) -> pd.DataFrame:
+    """A Parquet file whole, or, when it has more than ``max_rows`` rows, a uniform random
+    sample of ``max_rows`` of them (in file order), read record batch by record batch: memory
+    holds one batch and the sample, whatever the file's size.
+
+    Training learns from a bounded sample (``train.MAX_TRAIN_ROWS``) anyway, so a batch larger
+    than memory is trained on without being loaded: the sample is drawn here, while reading.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as pf:
+        n = pf.metadata.num_rows
+        if n <= max_rows:
+            return pf.read().to_pandas()
+        keep = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+        parts, start = [], 0
+        for batch in pf.iter_batches(batch_size=65_536):
+            lo, hi = np.searchsorted(keep, [start, start + batch.num_rows])
+            if hi > lo:
+                parts.append(pa.Table.from_batches([batch]).take(pa.array(keep[lo:hi] - start)))
+            start += batch.num_rows
+        log.info("read a uniform sample of %d of the %d rows of %s", max_rows, n, path)
+        return pa.concat_tables(parts).to_pandas()
+
+
+def _training_rows_per_batch(n_batches: int) -> int:
+    """Rows read per batch for training: enough for ``MAX_TRAIN_ROWS`` after the holdout."""
+    from pipeline.train import HOLDOUT_SHARE, MAX_TRAIN_ROWS
+
+    return max(1, int(MAX_TRAIN_ROWS / (1 - HOLDOUT_SHARE)) // max(1, n_batches))
+
+
 def _recent_valid(s: Settings, dataset: str, exclude: list[str], limit: int) -> tuple[list[pd.DataFrame], list[str]]:
     """The newest ``limit`` earlier batches of ``dataset`` whose validated rows are still staged."""
     records = [
@@ -286,7 +320,9 @@ def _recent_valid(s: Settings, dataset: str, exclude: list[str], limit: int) -> 
         and r.get("state") in ("scored", "reported") and (s.staging_dir(r["batch_id"]) / "valid.parquet").is_file()
     ]
     records = sorted(records, key=lambda r: r.get("updated_at", ""))[-limit:] if limit > 0 else []
-    return [pd.read_parquet(s.staging_dir(r["batch_id"]) / "valid.parquet") for r in records], [r["batch_id"] for r in records]
+    per_batch = _training_rows_per_batch(len(records) + 1)
+    return ([read_bounded(s.staging_dir(r["batch_id"]) / "valid.parquet", per_batch) for r in records],
+            [r["batch_id"] for r in records])
 
 
 def train_or_update(
@@ -306,7 +342,8 @@ def train_or_update(
 
     def frames() -> list[pd.DataFrame]:
         if "f" not in cache:
-            cache["f"] = [pd.read_parquet(b["valid"]) for b in batches]
+            per_batch = _training_rows_per_batch(len(batches))
+            cache["f"] = [read_bounded(b["valid"], per_batch) for b in batches]
         return cache["f"]
 
     result = decide(

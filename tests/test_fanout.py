@@ -154,3 +154,22 @@ def test_row_ranges_cover_files_and_row_groups_exactly(batch: dict[str, Any], tm
     with pytest.raises(ValueError, match="rows must be"):
         score_parquet_stream(bundle, folder, tmp_path / "bad.parquet", rows=(5, 2))
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_training_reads_a_bounded_uniform_sample_of_a_large_batch(tmp_path: Path) -> None:
+    """``read_bounded``: whole when small; otherwise exactly ``max_rows`` distinct rows of the
+    file, in file order, spread over all of it, the same for the same seed."""
+    n = 50_000
+    df = pd.DataFrame({"row": np.arange(n), "x": np.random.default_rng(0).normal(size=n)})
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=7_000)
+    assert tasks.read_bounded(path, n).equals(df)
+    got = tasks.read_bounded(path, 2_000, seed=3)
+    assert len(got) == 2_000
+    assert got["row"].is_unique
+    assert got["row"].is_monotonic_increasing
+    assert (df.set_index("row").loc[got["row"], "x"].to_numpy() == got["x"].to_numpy()).all()
+    assert got["row"].min() < n / 10
+    assert got["row"].max() > n * 9 / 10
+    assert 0.4 < (got["row"] < n / 2).mean() < 0.6
+    assert tasks.read_bounded(path, 2_000, seed=3).equals(got)

@@ -4,6 +4,7 @@ summaries bounded; the throughput benchmark's command writes the contract JSON."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -211,9 +212,11 @@ def test_benchmark_command_writes_the_contract_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "x.json"
+    report = tmp_path / "benchmarks.md"
+    report.write_text("# Detection quality\n\nthe ADBench tables\n")
     code = throughput.main(
         ["--rows", "3000", "--features", "5", "--out", str(out), "--skip-pyod", "--profile"]
-        + ["--train-rows", "1000", "--chunk-rows", "1000"]
+        + ["--train-rows", "1000", "--chunk-rows", "1000", "--markdown", str(report)]
     )
     assert code == 0
     records = json.loads(out.read_text())
@@ -227,6 +230,14 @@ def test_benchmark_command_writes_the_contract_json(
     assert "| sentinel" in printed
     assert "sentinel scoring profile" in printed
     assert "score_parquet_stream" in printed
+    text = report.read_text()
+    assert text.startswith("# Detection quality\n\nthe ADBench tables\n")  # kept
+    assert "## Throughput" in text
+    assert re.search(r"\| sentinel +\| 3,000 +\| 5 +\|", text)
+    assert "Machine: " in text
+    # Run again: the section is replaced, not added twice.
+    throughput.update_markdown(report, throughput.markdown_section([("cmd", "here", records)]))
+    assert report.read_text().count("## Throughput") == 1
 
 
 @pytest.mark.slow
