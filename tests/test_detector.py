@@ -109,3 +109,39 @@ def test_one_feature_and_tiny_inputs() -> None:
     assert int(np.argmax(s["raw_score"])) == 300
     single = pd.DataFrame({"x": [1.0], "c": ["a"]})
     assert len(Bundle.train(single, None, detector_params={"kind": "pca"}).score_frame(single)) == 1
+
+
+def test_four_scores_each_catch_their_kind_of_anomaly_and_reload(tmp_path: Path) -> None:
+    """Correlated normal data with two planted outliers: one breaks the columns' joint structure
+    (each value ordinary, the combination not; the residual's Mahalanobis distance sees it), one
+    sits far out along the structure (the latent density sees it). Both rank at the top; the
+    fitted whitening and tail curves survive a save and load."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(3000, 2))
+    X = np.c_[z, z @ np.array([[1.0, 0.5], [0.5, 1.0]]), z[:, :1] - z[:, 1:]] + 0.05 * rng.normal(size=(3000, 5))
+    broken = X[0].copy()
+    broken[2] = -broken[2] + 1.5  # the third column contradicts the first two
+    far = np.r_[z[1] * 0 + 6, np.array([6, 6]) @ np.array([[1.0, 0.5], [0.5, 1.0]]), 0.0]
+    test = np.vstack([X[100:400], broken, far]).astype("float32")
+    det = LatentDetector(kind="pca", alert_rate=0.01).fit(X.astype("float32"))
+    assert set(det.calibration_) == {"recon", "latent", "residual", "density"}
+    raw = det.score_samples(test)["raw_score"]
+    assert raw[-2] > np.quantile(raw[:-2], 0.99)
+    assert raw[-1] > np.quantile(raw[:-2], 0.99)
+    det.save(tmp_path)
+    again = LatentDetector.load(tmp_path)
+    np.testing.assert_allclose(again.score_samples(test)["raw_score"], raw)
+
+
+def test_wide_encodings_keep_the_residual_whitening_bounded() -> None:
+    from pipeline.detector import MAX_FULL_WHITENING, _mahalanobis, _whitening
+
+    rng = np.random.default_rng(1)
+    F = rng.normal(size=(500, MAX_FULL_WHITENING + 1)) * np.arange(1, MAX_FULL_WHITENING + 2)
+    mean, whiten = _whitening(F)
+    assert whiten.shape == (MAX_FULL_WHITENING + 1,)  # a diagonal, not a d x d matrix
+    d = _mahalanobis(F, mean, whiten)
+    assert d.shape == (500,)
+    assert abs(np.median(d) / np.sqrt(F.shape[1]) - 1) < 0.1  # standardised per column
+    mean, whiten = _whitening(F[:, :10])
+    assert whiten.shape == (10, 10)
