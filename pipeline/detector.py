@@ -38,6 +38,7 @@ from models import load_latent_model, make_latent_model
 
 EPS = 1e-12
 TAIL_KNOTS = 256  # points of each component's training tail curve (calibration.json)
+TIE_TOLERANCE = 1e-6  # knots of a tail curve closer than this (in z units) are one value
 # Above this many encoded columns the residual's Mahalanobis distance uses per-column scales
 # only: a full d x d whitening matrix would grow with d squared (8 MB at d = 1,000).
 MAX_FULL_WHITENING = 256
@@ -74,7 +75,13 @@ def _tail_curve(z: np.ndarray) -> list[list[float]]:
     """Knots ``[values, -log(tail p-value)]`` of the empirical upper tail of training ``z``."""
     u = np.linspace(0.0, np.log(len(z) + 1.0), TAIL_KNOTS)
     q = np.maximum.accumulate(np.quantile(z, -np.expm1(-u)))
-    return [q.tolist(), u.tolist()]
+    # Tied training values (repeated records) give several knots at one value (equal up to
+    # float noise): a vertical step, where a difference in the last bits of a row's score (the
+    # model's float32 kernels differ with the chunk's shape) would move it by the whole step.
+    # One knot per value, at the mean height of its tied knots, keeps the curve continuous.
+    first = np.flatnonzero(np.r_[True, np.diff(q) > TIE_TOLERANCE])
+    counts = np.diff(np.r_[first, len(q)])
+    return [q[first].tolist(), (np.add.reduceat(u, first) / counts).tolist()]
 
 
 def _mahalanobis(F: np.ndarray, mean: np.ndarray, whiten: np.ndarray) -> np.ndarray:

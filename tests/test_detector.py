@@ -145,3 +145,17 @@ def test_wide_encodings_keep_the_residual_whitening_bounded() -> None:
     assert abs(np.median(d) / np.sqrt(F.shape[1]) - 1) < 0.1  # standardised per column
     mean, whiten = _whitening(F[:, :10])
     assert whiten.shape == (10, 10)
+
+
+def test_tail_curves_are_continuous_at_repeated_training_values() -> None:
+    """Repeated records tie in the training scores; a row equal to them up to float noise must
+    not jump by a whole step of the tail curve (scores would depend on the chunking)."""
+    from pipeline.detector import _tail_curve
+
+    rng = np.random.default_rng(0)
+    z = np.r_[rng.normal(size=2000), np.full(200, 1.5) + rng.normal(scale=1e-9, size=200)]
+    knots, heights = map(np.asarray, _tail_curve(z))
+    assert (np.diff(knots) > 0).all()
+    assert (np.diff(heights) >= 0).all()
+    near = np.interp([1.5 - 1e-8, 1.5 + 1e-8], knots, heights)
+    assert abs(near[1] - near[0]) < 1e-3
