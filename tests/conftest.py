@@ -1,11 +1,15 @@
-"""Shared fixtures: an isolated SENTINEL_HOME per test, generated batches, a CLI runner."""
+"""Shared fixtures: an isolated SENTINEL_HOME per test, generated batches, a CLI runner, and a
+webhook receiver on the loopback interface."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +62,39 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+class Hook:
+    """A webhook receiver on 127.0.0.1: records each POST, answers with the planned statuses."""
+
+    def __init__(self, plan: list[int] | None = None) -> None:
+        self.plan = list(plan or [])
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server hook
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.requests.append((self.path, dict(self.headers), body))
+                status = hook.plan.pop(0) if hook.plan else 200
+                self.send_response(status)
+                if 300 <= status < 400:  # a redirect must not be followed with the token
+                    self.send_header("Location", hook.url("/elsewhere"))
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep stderr quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

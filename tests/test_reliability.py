@@ -35,7 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ import pytest
 
 from pipeline import status
 from pipeline.config import Settings
-from tests.conftest import REPO, cli_env, run_cli, write_batch
+from tests.conftest import REPO, Hook, cli_env, run_cli, write_batch
 
 DATASET = "retail_purchases"
 MODEL = "retail_purchases"
@@ -159,10 +158,23 @@ for v in c.search_model_versions(f"name='{name}'"):
 print("VERSIONS " + json.dumps(out))
 """
 
-# One status writer that has read a record and waits, before replacing it, for a release marker.
-HELD_WRITER = r"""
+# The start of a child process's script: write a marker, then wait for a release file.
+HOLD = r"""
 import sys, time
 from pathlib import Path
+
+
+def hold(marker, release):
+    marker.write_text("held")
+    deadline = time.monotonic() + 120
+    while not release.exists():
+        if time.monotonic() > deadline:
+            sys.exit("never released")
+        time.sleep(0.01)
+"""
+
+# One status writer that has read a record and waits, before replacing it, for a release marker.
+HELD_WRITER = HOLD + r"""
 import pipeline.status as status
 from pipeline.config import Settings
 
@@ -171,12 +183,7 @@ real_write_json = status.write_json
 
 
 def held(path, obj):
-    read_marker.write_text("read")
-    deadline = time.monotonic() + 120
-    while not release.exists():
-        if time.monotonic() > deadline:
-            sys.exit("never released")
-        time.sleep(0.01)
+    hold(read_marker, release)
     return real_write_json(path, obj)
 
 
@@ -186,9 +193,7 @@ status.update(s, "shared", first_writer="done")
 """
 
 # One validation in the GX file store, held just before its checkpoint runs until released.
-HELD_VALIDATION = r"""
-import sys, time
-from pathlib import Path
+HELD_VALIDATION = HOLD + r"""
 import great_expectations as gx
 from pipeline.config import Settings, load_dataset
 from pipeline.ingest import read_batch
@@ -199,12 +204,7 @@ real_run = gx.Checkpoint.run
 
 
 def run(self, *args, **kwargs):
-    held.write_text("held")
-    deadline = time.monotonic() + 120
-    while not release.exists():
-        if time.monotonic() > deadline:
-            sys.exit("never released")
-        time.sleep(0.01)
+    hold(held, release)
     return real_run(self, *args, **kwargs)
 
 
@@ -406,38 +406,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Webhook:
-    """A webhook receiver on 127.0.0.1 that records each POST (path, headers, body)."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server hook
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hook.requests.append((self.path, dict(self.headers), body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 class Mailbox:
     """aiosmtpd handler and authenticator: keeps messages and logins."""
 
@@ -499,7 +467,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         auth_required=True,
         auth_require_tls=False,
     )
-    hook = Webhook()
+    hook = Hook()
     env = {
         **cli_env(home),
         **loopback_env(),
