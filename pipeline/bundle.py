@@ -83,44 +83,74 @@ class Bundle:
         return cls(encoder, detector, id_column, dict(metadata or {}))
 
     # ---------------------------------------------------------------- score
-    def score_frame(self, df: pd.DataFrame, keep_columns: bool = True) -> pd.DataFrame:
-        """Score raw rows; return them with scores, flag and explanations."""
+    def score_arrays(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Score raw rows; return the scores as arrays, one row per input row.
+
+        Keys: ``score``, ``is_anomaly``, ``raw_score``, ``recon_error``, ``latent_distance``
+        (1-D); ``top_index`` (n, k) positions in ``encoder.feature_names`` of each row's
+        ``TOP_FEATURES`` largest error shares, largest first, and ``top_shares`` those shares;
+        ``neighbor_index`` (n, neighbours) rows of the detector's reference set (ids in
+        ``detector.reference_ids_``); ``group_error`` (n, features) and ``latent`` (n, latent
+        dimension), float32; ``segment`` when the bundle has latent segments.
+        No per-row Python objects: ``score_frame`` and the streaming scorer build their
+        columns from these."""
         if self.id_column and (df.columns == self.id_column).sum() > 1:
             raise SchemaMismatchError(f"input has duplicate column name(s) {self.id_column!r}")
         X = self.encoder.transform(df)
-        s = self.detector.score_samples(X)
+        s = self.detector.score_samples(X, neighbor_ids=False)
         per_feature = s["group_error"]
-        names = np.array(self.encoder.feature_names)
         total = per_feature.sum(axis=1, keepdims=True)
-        shares = np.divide(per_feature, total, out=np.zeros_like(per_feature), where=total > 0)
-        k = min(TOP_FEATURES, shares.shape[1])
-        if k < shares.shape[1]:  # the k largest shares, then those k in order
-            top = np.argpartition(-shares, k - 1, axis=1)[:, :k]
-            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(shares, top, 1), axis=1, kind="stable"), 1)
+        # A row's largest shares are its largest errors: rank the errors, divide only the top k.
+        k = min(TOP_FEATURES, per_feature.shape[1])
+        if k < per_feature.shape[1]:  # the k largest, then those k in order
+            top = np.argpartition(-per_feature, k - 1, axis=1)[:, :k]
+            top_err = np.take_along_axis(per_feature, top, 1)
+            order = np.argsort(-top_err, axis=1, kind="stable")
+            top, top_err = np.take_along_axis(top, order, 1), np.take_along_axis(top_err, order, 1)
         else:
-            top = np.argsort(-shares, axis=1, kind="stable")
+            top = np.argsort(-per_feature, axis=1, kind="stable")
+            top_err = np.take_along_axis(per_feature, top, 1)
+        shares = np.divide(top_err, total, out=np.zeros_like(top_err), where=total > 0)
+        out = {
+            "score": s["score"],
+            "is_anomaly": s["is_anomaly"],
+            "raw_score": s["raw_score"],
+            "recon_error": s["recon_error"],
+            "latent_distance": s["latent_distance"],
+            "top_index": top,
+            "top_shares": np.round(shares, 4),
+            "neighbor_index": s["neighbor_index"],
+            # Per-feature errors and latents in float32: the precision of the model itself.
+            "group_error": per_feature.astype("float32", copy=False),
+            "latent": s["latent"],
+        }
+        if self.metadata.get("segments"):  # latent segments fitted at training (pipeline.segments)
+            from pipeline.segments import assign_segments
+
+            out["segment"] = assign_segments(s["latent"].astype("float64"), self.metadata["segments"])
+        return out
+
+    def score_frame(self, df: pd.DataFrame, keep_columns: bool = True) -> pd.DataFrame:
+        """Score raw rows; return them with scores, flag and explanations."""
+        a = self.score_arrays(df)
+        names = np.array(self.encoder.feature_names)
         out = (
             df.reset_index(drop=True).copy() if keep_columns else pd.DataFrame(index=range(len(df)))
         )
         if self.id_column and self.id_column in df.columns and not keep_columns:
             out[self.id_column] = df[self.id_column].to_numpy()
-        out["score"] = s["score"]
-        out["is_anomaly"] = s["is_anomaly"]
-        out["raw_score"] = s["raw_score"]
-        out["recon_error"] = s["recon_error"]
-        out["latent_distance"] = s["latent_distance"]
-        out["top_features"] = _list_column(names[top])
-        out["top_feature_shares"] = _list_column(np.round(np.take_along_axis(shares, top, 1), 4))
-        out["nearest_normal_ids"] = _list_column(s["neighbor_ids"])
-        if self.metadata.get("segments"):  # latent segments fitted at training (pipeline.segments)
-            from pipeline.segments import assign_segments
-
-            out["segment"] = assign_segments(s["latent"].astype("float64"), self.metadata["segments"])
-        # Per-feature errors and latents in float32: the precision of the model itself.
+        for name in ("score", "is_anomaly", "raw_score", "recon_error", "latent_distance"):
+            out[name] = a[name]
+        out["top_features"] = _list_column(names[a["top_index"]])
+        out["top_feature_shares"] = _list_column(a["top_shares"])
+        out["nearest_normal_ids"] = _list_column(self.detector.reference_ids_[a["neighbor_index"]])
+        if "segment" in a:
+            out["segment"] = a["segment"]
+        per_feature, latent = a["group_error"], a["latent"]
         extra = pd.DataFrame(
             {
-                **{f"err__{n}": per_feature[:, i].astype("float32") for i, n in enumerate(names)},
-                **{f"latent_{j}": s["latent"][:, j] for j in range(s["latent"].shape[1])},
+                **{f"err__{n}": per_feature[:, i] for i, n in enumerate(names)},
+                **{f"latent_{j}": latent[:, j] for j in range(latent.shape[1])},
             },
             index=out.index,
         )

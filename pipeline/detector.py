@@ -87,7 +87,7 @@ def _tail_curve(z: np.ndarray) -> list[list[float]]:
 def _mahalanobis(F: np.ndarray, mean: np.ndarray, whiten: np.ndarray) -> np.ndarray:
     centred = np.asarray(F, dtype="float64") - mean
     white = centred * whiten if whiten.ndim == 1 else centred @ whiten
-    return np.sqrt((white**2).sum(axis=1))
+    return np.sqrt(np.einsum("ij,ij->i", white, white))
 
 
 class LatentDetector:
@@ -356,8 +356,12 @@ class LatentDetector:
             t[k] = SIDE_WEIGHTS[k] * (np.interp(v, knots, logp) + np.maximum(v - knots[-1], 0))
         return (1 - w) * (t["recon"] + t["residual"]) + w * (t["latent"] + t["density"])
 
-    def score_samples(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Every score for every row of ``X``; see the module docstring."""
+    def score_samples(self, X: np.ndarray, *, neighbor_ids: bool = True) -> dict[str, np.ndarray]:
+        """Every score for every row of ``X``; see the module docstring.
+
+        ``neighbor_index`` holds the rows of the reference set nearest each row's latent
+        position; ``neighbor_ids`` their record ids (skipped with ``neighbor_ids=False``: the
+        streaming scorer looks the ids up in Arrow instead)."""
         self._check()
         X = np.asarray(X, dtype="float32")
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
@@ -386,7 +390,8 @@ class LatentDetector:
             "raw_score": raw,
             "score": score,
             "is_anomaly": raw >= self.threshold_,
-            "neighbor_ids": self.reference_ids_[nn],
+            "neighbor_index": nn,
+            **({"neighbor_ids": self.reference_ids_[nn]} if neighbor_ids else {}),
         }
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:

@@ -11,11 +11,13 @@ import hashlib
 import logging
 import re
 import shutil
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -42,15 +44,20 @@ def normalise_column(name: object) -> str:
     return s or "unnamed"
 
 
-def normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
-    names = [normalise_column(c) for c in df.columns]
+def normalised_names(columns: list[object]) -> list[str]:
+    """``normalise_column`` on each name; a name that repeats gets ``_2``, ``_3``, ..."""
+    names = [normalise_column(c) for c in columns]
     seen: dict[str, int] = {}
     unique = []
     for n in names:
         seen[n] = seen.get(n, 0) + 1
         unique.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return unique
+
+
+def normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
-    out.columns = unique
+    out.columns = normalised_names(list(df.columns))
     return out
 
 
@@ -157,6 +164,184 @@ def _check_delimiter(path: str, fs: object | None, delimiter: str, encoding: str
             f"{path} looks {best!r}-delimited but the dataset config says {delimiter!r}; "
             "set csv.delimiter in the dataset config"
         )
+
+
+# ------------------------------------------------------------ batches larger than memory
+#: CSV files larger than this are staged as a stream (``stage_streaming``), every column read
+#: as text; smaller ones are read whole, with type inference (``read_batch``).
+CSV_STREAM_BYTES = 256 * 1024 * 1024
+#: Rows per record batch (and so per Parquet row group at most) when a batch is streamed.
+STREAM_BATCH_ROWS = 100_000
+#: Bytes of CSV parsed at a time when streaming (a row must fit in one block).
+CSV_BLOCK_BYTES = 1 << 20
+_READ_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowNotImplementedError,
+    OSError,
+    UnicodeDecodeError,
+)
+
+
+def _unreadable(path: str, exc: BaseException) -> UnreadableBatchError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UnreadableBatchError(f"cannot read {path} as a table: {first}")
+
+
+def _parquet_dataset(p: str, fs: object | None) -> pads.Dataset:
+    """A Parquet file or folder (Hive partition keys as columns), as ``read_batch`` reads it."""
+    return pads.dataset(p, filesystem=fs, format="parquet", partitioning="hive")
+
+
+def is_large_batch(path: str, max_rows: int, *, csv_stream_bytes: int | None = None) -> bool:
+    """Whether to stage ``path`` as a stream rather than read it whole: Parquet with more than
+    ``max_rows`` rows (counted from the files' footers), CSV of more than ``csv_stream_bytes``
+    (default ``CSV_STREAM_BYTES``, read at call time)."""
+    if csv_stream_bytes is None:
+        csv_stream_bytes = CSV_STREAM_BYTES
+    check_exists(path)
+    fs, p = _filesystem(path)
+    try:
+        if p.endswith(".csv"):
+            if fs is None:
+                return Path(p).stat().st_size > csv_stream_bytes
+            return int(fs.get_file_info(p).size) > csv_stream_bytes  # type: ignore[attr-defined]
+        return int(_parquet_dataset(p, fs).count_rows()) > max_rows
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def stage_streaming(
+    path: str,
+    cfg: DatasetConfig | None,
+    target: Path,
+    *,
+    batch_rows: int = STREAM_BATCH_ROWS,
+) -> int:
+    """Copy one batch to the Parquet file ``target`` record batch by record batch, with
+    normalised column names, and return its row count; memory follows one record batch.
+
+    ``target`` is meant to be a temporary path (``storage.atomic_path``): after an error it is
+    partial. Parquet keeps its types (a folder's files must agree with the first file's schema,
+    as for ``read_batch``). CSV is read with *every column as text*: block-wise type inference
+    fails when a later block disagrees with the first, and validation parses declared numbers
+    and timestamps from text anyway (``prepare_types(text_source=True)``). In those declared
+    columns pyarrow's null markers (``NA``, ``null``, empty, ...) become nulls, as inference
+    would have made them; other columns stay text (``"True"``, ``"00123"``).
+    """
+    check_exists(path)
+    fs, p = _filesystem(path)
+    try:
+        if p.endswith(".csv"):
+            schema, batches = _csv_batches(path, p, fs, (cfg.csv if cfg else {}) or {}, cfg)
+        else:
+            schema, batches = _parquet_batches(p, fs, batch_rows)
+        names = normalised_names(schema.names)
+        out_schema = pa.schema([f.with_name(n) for n, f in zip(names, schema, strict=True)])
+        rows = 0
+        with pq.ParquetWriter(target, out_schema) as writer:
+            # Small record batches (a CSV block) are gathered into row groups of ``batch_rows``.
+            pending: list[pa.RecordBatch] = []
+            for batch in batches:
+                pending.append(batch.rename_columns(names))
+                rows += batch.num_rows
+                if sum(b.num_rows for b in pending) >= batch_rows:
+                    writer.write_table(pa.Table.from_batches(pending), row_group_size=batch_rows)
+                    pending = []
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending), row_group_size=batch_rows)
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+    log.info("staged %s as a stream: %d rows", path, rows)
+    return rows
+
+
+def _parquet_batches(
+    p: str, fs: object | None, batch_rows: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """A Parquet file's or folder's schema and record batches, read as a stream.
+
+    A file is read with buffered 1 MiB reads, pages decoded as needed (``pre_buffer`` would
+    hold whole row groups); a folder through ``pyarrow.dataset`` (Hive partition keys become
+    columns), one thread, reading ahead one batch of one file (the defaults hold 16 batches of
+    4 files at once). pandas' unnamed index (``__index_level_0__``) is no column, as in
+    ``read_batch``.
+    """
+    is_dir = Path(p).is_dir() if fs is None else (
+        fs.get_file_info(p).type == pa.fs.FileType.Directory  # type: ignore[attr-defined]
+    )
+    if is_dir:
+        dataset = _parquet_dataset(p, fs)
+        schema = dataset.schema
+    else:
+        source = p if fs is None else fs.open_input_file(p)  # type: ignore[attr-defined]
+        pf = pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
+        schema = pf.schema_arrow
+    keep = [n for n in schema.names if not re.fullmatch(r"__index_level_\d+__", n)]
+    schema = pa.schema([schema.field(n) for n in keep])
+    if is_dir:
+        batches = dataset.to_batches(
+            columns=keep,
+            batch_size=batch_rows,
+            batch_readahead=1,
+            fragment_readahead=1,
+            use_threads=False,
+            fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False),
+        )
+    else:
+        batches = pf.iter_batches(batch_size=batch_rows, columns=keep)
+    return pa.schema(schema), iter(batches)
+
+
+def _csv_batches(
+    path: str, p: str, fs: object | None, opts: dict, cfg: DatasetConfig | None
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The CSV file's schema (all text) and its record batches, read block by block."""
+    delimiter = opts.get("delimiter", ",")
+    encoding = opts.get("encoding", "utf8")
+    # 1 MiB blocks, one thread: pyarrow's streaming reader holds more blocks ahead the larger
+    # they are (16 MiB blocks: memory grew with the file; 1 MiB: flat at ~150 MiB for 500 MB).
+    read = pacsv.ReadOptions(encoding=encoding, block_size=CSV_BLOCK_BYTES, use_threads=False)
+    parse = pacsv.ParseOptions(delimiter=delimiter)
+
+    def open_csv(convert: pacsv.ConvertOptions | None = None) -> pacsv.CSVStreamingReader:
+        source = p if fs is None else fs.open_input_stream(p)  # type: ignore[attr-defined]
+        return pacsv.open_csv(
+            source, read_options=read, parse_options=parse, convert_options=convert
+        )
+
+    try:
+        header = open_csv().schema.names  # the first block only
+    except pa.ArrowInvalid:
+        _check_delimiter(p, fs, delimiter, encoding)
+        raise
+    if len(header) == 1:
+        _check_delimiter(p, fs, delimiter, encoding)
+    reader = open_csv(pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string())))
+    declared: set[str] = set()
+    if cfg is not None:
+        declared = {*cfg.numeric, *cfg.datetime, cfg.timestamp_column or ""}
+    nullable = [i for i, n in enumerate(normalised_names(list(header))) if n in declared]
+    markers = pa.array(pacsv.ConvertOptions().null_values, pa.string())
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in reader:
+                for i in nullable:
+                    col = batch.column(i)
+                    col = pc.if_else(pc.is_in(col, markers), pa.nulls(len(col), pa.string()), col)
+                    batch = batch.set_column(i, batch.schema.field(i), col)
+                yield batch
+        except pa.ArrowInvalid as exc:
+            if "UTF8" in str(exc) or "utf8" in str(exc).lower():
+                raise UnreadableBatchError(
+                    f"{path} is not valid {encoding} text ({str(exc).splitlines()[0]}); "
+                    "set csv.encoding in the dataset config (e.g. 'latin-1')"
+                ) from exc
+            _check_delimiter(p, fs, delimiter, encoding)
+            raise
+
+    return reader.schema, batches()
 
 
 def copy_url(url: str, target: Path) -> Path:

@@ -12,13 +12,14 @@ report.
 from __future__ import annotations
 
 import logging
-import operator
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,8 @@ ALERT_COLUMNS = [
 ]
 
 SCORE_CHUNK = 200_000
+#: Chunks scored at once when streaming (each on its own thread; memory holds that many).
+SCORE_THREADS = max(1, min(2, os.cpu_count() or 1))
 #: Rows per chunk when streaming a Parquet input: as fast as 200,000 here (1 M rows x 30
 #: features, 2 cores) with ~0.4 GiB less peak memory.
 STREAM_CHUNK = 100_000
@@ -127,7 +130,7 @@ SAMPLE_ROWS = 20_000
 #: Bytes read from a Parquet file at a time (a buffered stream: pages, not whole row groups).
 READ_BUFFER = 1 << 20
 
-ChunkCallback = Callable[[pd.DataFrame, dict[str, int]], None]
+ChunkCallback = Callable[[pa.Table, dict[str, int]], None]
 
 
 def score_parquet_stream(
@@ -170,9 +173,9 @@ def score_parquet_stream(
         Constant columns to add, e.g. ``{"batch_id": ..., "model_version": ...}``. They come
         first and replace an input column of the same name.
     on_chunk : callable, optional
-        Called after each chunk is scored and queued for writing, with the scored chunk (a DataFrame of the extra,
-        id and feature columns and the scores, indexed by the rows' positions in the output)
-        and the progress so far: ``{"chunk", "rows", "alerts", "total_rows"}``.
+        Called after each chunk is scored and queued for writing, with the scored chunk (a
+        ``pyarrow.Table`` of the extra, id and feature columns and the score columns) and the
+        progress so far: ``{"chunk", "rows", "alerts", "total_rows"}``.
     max_alerts : int
         Most flagged rows kept in ``top_alerts``: those with the highest ``raw_score``.
     sample_rows : int
@@ -189,7 +192,7 @@ def score_parquet_stream(
     dict
         ``path``; ``rows``, ``alerts`` (every flagged row), ``chunks``; ``top_alerts``: at most
         ``max_alerts`` flagged rows, highest ``raw_score`` first (ready for ``alerts_table``);
-        ``sample``: the sample, in input order; both DataFrames have the columns ``on_chunk``
+        ``sample``: the sample, in input order; both are DataFrames of the columns ``on_chunk``
         gets, indexed by position in the output; ``score_hist``: ``{"edges", "normal",
         "alert"}``, counts of ``score`` in the bins ``HIST_EDGES`` over every row.
 
@@ -224,36 +227,40 @@ def score_parquet_stream(
         if not 0 <= start <= stop:
             raise ValueError(f"rows must be 0 <= start <= stop, got {rows}")
         total = max(0, min(stop, total) - start)
+    kept_names = {f.name for f in kept}
+    summary_names = [*extra, *(c for c in needed if c in kept_names), *score_cols]
     summary = _StreamSummary(
-        _empty_summary_frame(in_schema.empty_table().select(needed).to_pandas(), score_cols, extra),
-        extra,
-        id_col,
+        schema.empty_table().select(summary_names),
         max_alerts=max_alerts,
         sample_rows=sample_rows,
         seed=seed,
     )
+    lookups = _Lookups(bundle)
     with atomic_path(Path(out_path)) as tmp:
         sink = _BackgroundWriter(
             pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema))
         )
         try:
-            for table in _chunks(dataset, chunk_rows, rows):
+            chunks = ((t, t.select(needed).to_pandas()) for t in _chunks(dataset, chunk_rows, rows))
+
+            def score(item: tuple[pa.Table, pd.DataFrame]) -> tuple[pa.Table, dict, list]:
+                scores = bundle.score_arrays(item[1])
+                return item[0], scores, _score_columns(scores, score_cols, lookups)
+
+            for table, scores, columns in _in_order(score, _prefetched(chunks), SCORE_THREADS):
                 n = table.num_rows
-                frame = table.select(needed).to_pandas()
-                scored = bundle.score_frame(frame, keep_columns=False)
                 arrays = [
                     *(pa.repeat(pa.scalar(v, pa.string()), n) for v in extra.values()),
                     *(table.column(f.name) for f in kept),
-                    *(_to_arrow(scored[name], t) for name, t in score_cols.items()),
+                    *columns,
                 ]
-                sink.write(pa.Table.from_arrays(arrays, schema=schema))
-                start = summary.rows
-                summary.add(frame, scored)
+                scored = pa.Table.from_arrays(arrays, schema=schema)
+                sink.write(scored)
+                view = scored.select(summary_names)
+                summary.add(view, scores)
                 if on_chunk is not None:
                     on_chunk(
-                        _summary_frame(
-                            frame, scored, extra, id_col, np.arange(n), start, copy=False
-                        ),
+                        view,
                         {
                             "chunk": summary.chunks,
                             "rows": summary.rows,
@@ -396,122 +403,128 @@ def _chunks(
         yield pa.Table.from_batches(pending)
 
 
-def _to_arrow(values: pd.Series, type_: pa.DataType) -> pa.Array:
-    """One score column as Arrow; a list column as offsets over its rows' values, flattened."""
-    if not pa.types.is_list(type_):
-        return pa.array(values.to_numpy(), type=type_)
-    if len(values) == 0:
-        return pa.array([], type=type_)
-    matrix = _row_matrix(values.to_numpy())
-    offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype="int32"))
-    flat = matrix.ravel()
-    items = _text_array(flat) if pa.types.is_string(type_.value_type) else pa.array(flat)
-    return pa.ListArray.from_arrays(offsets, items.cast(type_.value_type))
+class _Lookups:
+    """The bundle's feature names and reference record ids as Arrow arrays, built once: list
+    columns are then one ``take`` of them by the score arrays' indices."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.feature_names = pa.array(list(bundle.encoder.feature_names), pa.string())
+        ids = np.asarray(bundle.detector.reference_ids_)
+        self.reference_ids = pa.array(ids.astype(str).tolist(), pa.string())
 
 
-def _text_array(values: np.ndarray) -> pa.Array:
-    """A 1-D NumPy text array as an Arrow string array.
-
-    ASCII text in a fixed-width ``<U`` array (feature names, record ids) is copied into Arrow's
-    buffers with whole-array operations: its code points are its UTF-8 bytes, and each string
-    ends after its last non-NUL code point (NumPy pads with NUL). Anything else goes through
-    ``pyarrow.array``, which converts string by string (about ten times slower).
-    """
-    width = values.dtype.itemsize // 4
-    if values.dtype.kind == "U" and width > 0 and len(values) > 0:
-        codes = values.astype(f"<U{width}", copy=False).view("<u4").reshape(len(values), width)
-        if int(codes.max()) < 128:
-            filled = codes != 0
-            ends = np.where(filled.any(axis=1), width - np.argmax(filled[:, ::-1], axis=1), 0)
-            offsets = np.zeros(len(values) + 1, dtype=np.int32)
-            np.cumsum(ends, out=offsets[1:])
-            data = codes[np.arange(width)[None, :] < ends[:, None]].astype(np.uint8)
-            return pa.StringArray.from_buffers(
-                len(values), pa.py_buffer(offsets), pa.py_buffer(data)
-            )
-    return pa.array(values, type=pa.string())
+def _list_of(values: pa.Array, width: int, type_: pa.DataType) -> pa.Array:
+    """A list column of ``len(values) / width`` rows of ``width`` values each."""
+    offsets = pa.array(np.arange(0, len(values) + 1, width, dtype="int32"))
+    return pa.ListArray.from_arrays(offsets, values.cast(type_.value_type), type=type_)
 
 
-def _row_matrix(rows: np.ndarray) -> np.ndarray:
-    """The ``(n, k)`` matrix of a list column whose values are NumPy rows.
-
-    ``Bundle.score_frame`` builds each list column as the row views of one matrix; when every
-    value is a view of one 2-D array with ``n`` rows, in row order (checked: the shared base,
-    and the position of a spread of rows), that array is the answer, without a copy. Anything
-    else is stacked row by row (about 30 times slower).
-    """
-    n = len(rows)
-    base = getattr(rows[0], "base", None)
-    if (
-        isinstance(base, np.ndarray)
-        and base.ndim == 2
-        and base.shape[0] == n
-        and _bases(rows) == {id(base)}
-    ):
-        origin = base.__array_interface__["data"][0]
-        probe = np.unique(np.linspace(0, n - 1, num=min(n, 17)).astype(int))
-        if all(
-            rows[i].shape == base.shape[1:]
-            and rows[i].__array_interface__["data"][0] == origin + i * base.strides[0]
-            for i in probe
-        ):
-            return base
-    return np.stack(rows)
-
-
-def _bases(values: np.ndarray) -> set[int]:
-    """The ids of the arrays the values are views of (``{id(None)}`` for any that is not)."""
-    get_base = operator.attrgetter("base")
-    try:
-        return set(map(id, map(get_base, values)))  # C loops: no Python call per value
-    except AttributeError:
-        return {id(None)}
-
-
-def _summary_frame(
-    frame: pd.DataFrame,
-    scored: pd.DataFrame,
-    extra: dict[str, str],
-    id_col: str | None,
-    rows: np.ndarray,
-    start: int,
-    *,
-    copy: bool = True,
-) -> pd.DataFrame:
-    """Rows ``rows`` of a scored chunk as the summaries and ``on_chunk`` see them: the extra,
-    id and feature columns and the scores, indexed by their positions in the output.
-
-    With ``copy``, list values are copied: a row view would keep its whole chunk's matrix
-    alive in the summaries."""
-    inputs = frame.iloc[rows]
-    scores = scored.iloc[rows]
-    if id_col is not None and id_col in scores.columns:  # score_frame repeats the id: keep one
-        scores = scores.drop(columns=[id_col])
-    inputs = inputs.drop(columns=[c for c in inputs.columns if c in extra or c in scores.columns])
-    out = pd.concat([inputs.reset_index(drop=True), scores.reset_index(drop=True)], axis=1)
-    for name, type_ in SCORE_TYPES.items():
-        if copy and pa.types.is_list(type_) and name in out.columns and len(out):
-            # One compact copy of the picked rows' matrix, then row views of it (not one
-            # array per row): the summaries no longer keep the chunk's matrix alive.
-            matrix = _row_matrix(scored[name].to_numpy())[rows].copy()
-            out[name] = pd.Series(list(matrix), dtype=object)
-    for i, (name, value) in enumerate(extra.items()):
-        out.insert(i, name, pa.repeat(pa.scalar(value, pa.string()), len(out)).to_pandas())
-    out.index = pd.RangeIndex(0, 0) if not len(rows) else pd.Index(start + rows)
+def _score_columns(
+    scores: dict[str, np.ndarray], score_cols: dict[str, pa.DataType], lookups: _Lookups
+) -> list[pa.Array]:
+    """The score columns of one chunk as Arrow, in ``score_cols``' order, straight from
+    ``Bundle.score_arrays``: whole-array copies and ``take``, no object per row."""
+    top, near = scores["top_index"], scores["neighbor_index"]
+    cols: dict[str, pa.Array] = {
+        "top_features": _list_of(
+            lookups.feature_names.take(pa.array(top.ravel())), top.shape[1], score_cols["top_features"]
+        ),
+        "top_feature_shares": _list_of(
+            pa.array(scores["top_shares"].ravel()), top.shape[1], score_cols["top_feature_shares"]
+        ),
+        "nearest_normal_ids": _list_of(
+            lookups.reference_ids.take(pa.array(near.ravel())), near.shape[1],
+            score_cols["nearest_normal_ids"],
+        ),
+    }
+    # Column-major copies, so each per-feature / latent column is one contiguous buffer.
+    errors = np.ascontiguousarray(scores["group_error"].T)
+    latent = np.ascontiguousarray(scores["latent"].T)
+    err_names = [c for c in score_cols if c.startswith("err__")]
+    cols.update({name: pa.array(errors[i]) for i, name in enumerate(err_names)})
+    cols.update({f"latent_{j}": pa.array(latent[j]) for j in range(latent.shape[0])})
+    out = []
+    for name, type_ in score_cols.items():
+        col = cols[name] if name in cols else pa.array(scores[name])
+        out.append(col if col.type == type_ else col.cast(type_))
     return out
 
 
-def _empty_summary_frame(
-    inputs: pd.DataFrame, score_cols: dict[str, pa.DataType], extra: dict[str, str]
-) -> pd.DataFrame:
-    """The summaries' columns and dtypes, with no rows (what an empty input gives)."""
-    scored = pd.DataFrame(
-        {
-            name: pd.Series(dtype=object if pa.types.is_list(t) else t.to_pandas_dtype())
-            for name, t in score_cols.items()
-        }
-    )
-    return _summary_frame(inputs, scored, extra, None, np.arange(0), 0)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _in_order(fn: Callable[[T], R], items: Iterator[T], threads: int) -> Iterator[R]:
+    """``fn`` of each item, computed on ``threads`` threads, yielded in the items' order.
+
+    At most ``threads`` items are in flight, so memory holds that many chunks. NumPy,
+    TensorFlow, SciPy's tree and Arrow release the GIL in their kernels, so two chunks scored
+    at once use two cores where one chunk's single-threaded steps would leave one idle.
+    """
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="score") as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _prefetched(items: Iterator[T]) -> Iterator[T]:
+    """``items``, produced on a thread of their own one ahead of the consumer.
+
+    Reading and decoding the next chunk (Arrow releases the GIL) then overlaps scoring this
+    one. An error while producing is raised here, at the item it stopped at; when the
+    consumer stops early (an error, a ``break``), the producer stops after its current item
+    and ``items`` is closed (its files too).
+    """
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((False, item)):
+                    break
+            else:
+                put((True, None))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the consumer's thread
+            put((True, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="parquet-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            last, value = handoff.get()
+            if last:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _BackgroundWriter:
@@ -551,39 +564,32 @@ class _BackgroundWriter:
 
 
 class _StreamSummary:
-    """Counts, the top alerts, a uniform sample and a score histogram: all bounded in size."""
+    """Counts, the top alerts, a uniform sample and a score histogram: all bounded in size.
 
-    def __init__(
-        self,
-        empty: pd.DataFrame,
-        extra: dict[str, str],
-        id_col: str | None,
-        *,
-        max_alerts: int,
-        sample_rows: int,
-        seed: int,
-    ) -> None:
+    The top alerts and the sample are kept as Arrow tables of the rows they hold (``take``
+    copies them, so they never keep a whole chunk alive), with each row's position in the
+    output."""
+
+    def __init__(self, empty: pa.Table, *, max_alerts: int, sample_rows: int, seed: int) -> None:
         self.empty = empty
-        self.extra = extra
-        self.id_col = id_col
         self.max_alerts = max_alerts
         self.sample_rows = sample_rows
         self.rng = np.random.default_rng(seed)
         self.rows = self.alerts = self.chunks = 0
-        self.top: pd.DataFrame | None = None
-        self.sample: pd.DataFrame | None = None
-        self.sample_keys = np.zeros(0)
+        self.top = self.sample = empty
+        self.top_pos = self.sample_pos = np.zeros(0, dtype="int64")
+        self.top_raw = self.sample_keys = np.zeros(0)
         self.hist = {
             "normal": np.zeros(len(HIST_EDGES) - 1, dtype="int64"),
             "alert": np.zeros(len(HIST_EDGES) - 1, dtype="int64"),
         }
 
-    def add(self, frame: pd.DataFrame, scored: pd.DataFrame) -> None:
-        """Fold one scored chunk (``frame``: its input columns) into the summaries."""
-        start, n = self.rows, len(scored)
-        flag = scored["is_anomaly"].to_numpy(dtype=bool)
-        score = scored["score"].to_numpy(dtype="float64")
-        raw = scored["raw_score"].to_numpy(dtype="float64")
+    def add(self, view: pa.Table, scores: dict[str, np.ndarray]) -> None:
+        """Fold one scored chunk (``view``: its summary columns; ``scores``: its arrays)."""
+        start, n = self.rows, view.num_rows
+        flag = np.asarray(scores["is_anomaly"], dtype=bool)
+        score = np.asarray(scores["score"], dtype="float64")
+        raw = np.asarray(scores["raw_score"], dtype="float64")
         self.rows += n
         self.chunks += 1
         self.alerts += int(flag.sum())
@@ -592,16 +598,17 @@ class _StreamSummary:
 
         if self.max_alerts > 0:
             candidates = np.flatnonzero(flag)
-            if self.top is not None and len(self.top) >= self.max_alerts:
+            if len(self.top_raw) >= self.max_alerts:
                 # Full: only a strictly higher raw score gets in (among equals, earlier rows win).
-                candidates = candidates[raw[candidates] > self.top["raw_score"].min()]
+                candidates = candidates[raw[candidates] > self.top_raw.min()]
             if len(candidates):
-                new = _summary_frame(frame, scored, self.extra, self.id_col, candidates, start)
-                top = new if self.top is None else pd.concat([self.top, new])
-                if len(top) > self.max_alerts:
-                    order = np.argsort(-top["raw_score"].to_numpy(), kind="stable")
-                    top = top.iloc[np.sort(order[: self.max_alerts])]
-                self.top = top
+                top = pa.concat_tables([self.top, view.take(pa.array(candidates))])
+                pos = np.concatenate([self.top_pos, start + candidates])
+                top_raw = np.concatenate([self.top_raw, raw[candidates]])
+                if len(top_raw) > self.max_alerts:
+                    keep = np.sort(np.argsort(-top_raw, kind="stable")[: self.max_alerts])
+                    top, pos, top_raw = top.take(pa.array(keep)), pos[keep], top_raw[keep]
+                self.top, self.top_pos, self.top_raw = top, pos, top_raw
 
         if self.sample_rows > 0:
             # Bottom-k sampling: every row draws a uniform key and the sample is the rows with
@@ -616,31 +623,37 @@ class _StreamSummary:
                     picked[np.argpartition(keys[picked], self.sample_rows)][: self.sample_rows]
                 )
             if len(picked):
-                new = _summary_frame(frame, scored, self.extra, self.id_col, picked, start)
-                sample = new if self.sample is None else pd.concat([self.sample, new])
+                sample = pa.concat_tables([self.sample, view.take(pa.array(picked))])
+                pos = np.concatenate([self.sample_pos, start + picked])
                 sample_keys = np.concatenate([self.sample_keys, keys[picked]])
-                if len(sample) > self.sample_rows:
+                if len(sample_keys) > self.sample_rows:
                     keep = np.sort(
                         np.argpartition(sample_keys, self.sample_rows)[: self.sample_rows]
                     )
-                    sample, sample_keys = sample.iloc[keep], sample_keys[keep]
-                self.sample, self.sample_keys = sample, sample_keys
+                    sample, pos, sample_keys = sample.take(pa.array(keep)), pos[keep], sample_keys[keep]
+                self.sample, self.sample_pos, self.sample_keys = sample, pos, sample_keys
 
     def result(self) -> dict[str, Any]:
-        top = self.empty if self.top is None else self.top
-        top = top.iloc[np.argsort(-top["raw_score"].to_numpy(), kind="stable")]
+        order = np.argsort(-self.top_raw, kind="stable")
         return {
             "rows": self.rows,
             "alerts": self.alerts,
             "chunks": self.chunks,
-            "top_alerts": top,
-            "sample": self.empty if self.sample is None else self.sample,
+            "top_alerts": _frame(self.top.take(pa.array(order, pa.int64())), self.top_pos[order]),
+            "sample": _frame(self.sample, self.sample_pos),
             "score_hist": {
                 "edges": HIST_EDGES.tolist(),
                 "normal": self.hist["normal"].tolist(),
                 "alert": self.hist["alert"].tolist(),
             },
         }
+
+
+def _frame(table: pa.Table, positions: np.ndarray) -> pd.DataFrame:
+    """A summary table as pandas, indexed by its rows' positions in the output."""
+    out = table.to_pandas()
+    out.index = pd.Index(positions) if len(positions) else pd.RangeIndex(0, 0)
+    return out
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -9,14 +9,20 @@ this file is the edge where data is read and written.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import registry, status
 from pipeline.config import DatasetConfig, SentinelError, Settings, check_name, load_dataset
@@ -27,7 +33,9 @@ from pipeline.ingest import (
     check_exists,
     content_hash,
     discover_batches,
+    is_large_batch,
     read_batch,
+    stage_streaming,
 )
 from pipeline.storage import (
     atomic_dir,
@@ -39,7 +47,13 @@ from pipeline.storage import (
     write_parquet,
     write_text,
 )
-from pipeline.validate import BatchRejected, data_docs_page, load_suite_dict, validate_frame
+from pipeline.validate import (
+    BatchRejected,
+    data_docs_page,
+    load_suite_dict,
+    validate_frame,
+    validate_parquet_chunks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,25 +207,55 @@ def _ingest(s: Settings, cfg: DatasetConfig, source: str, dataset: str, bid: str
     }
     status.replace(s, bid, dataset=dataset, source=source, state="ingesting",
                    content_sha256=batch["content_sha256"], rows_in=None)
+    staged = s.staging_dir(bid) / "input.parquet"
+    df = None
     try:
-        df = read_batch(source, cfg)
+        if is_large_batch(source, validate_chunk_rows()):  # never loaded whole
+            rows = _stage_stream(s, cfg, batch, staged)
+        else:
+            df = read_batch(source, cfg)
+            rows = len(df)
     except UnreadableBatchError as exc:
         batch["rows_in"] = None
         quarantine_batch(s, cfg, batch, str(exc), None)
         return {**batch, "rejected": str(exc)}
-    # Empty content is not "a batch seen before": only batches with rows claim their bytes.
-    owner = status.claim_content(s, dataset, batch["content_sha256"], bid) if len(df) else bid
-    if owner != bid:
-        dup = DuplicateBatch(bid, owner)
-        status.replace(s, bid, dataset=dataset, source=source, state="duplicate",
-                       content_sha256=batch["content_sha256"], duplicate_of=owner,
-                       rows_in=0, rows_scored=0, rows_quarantined=0, alerts=0, reason=str(dup))
-        log.warning("%s", dup)
-        return {**batch, "duplicate_of": owner}
-    staged = write_parquet(s.staging_dir(bid) / "input.parquet", df)
-    batch.update(rows_in=len(df), staged=str(staged))
-    status.update(s, bid, state="ingested", rows_in=len(df))
+    except DuplicateBatch as dup:
+        return _record_duplicate(s, batch, dup)
+    if df is not None:
+        owner = _claim_content(s, batch, rows)
+        if owner != bid:
+            return _record_duplicate(s, batch, DuplicateBatch(bid, owner))
+        write_parquet(staged, df)
+    batch.update(rows_in=rows, staged=str(staged))
+    status.update(s, bid, state="ingested", rows_in=rows)
     return batch
+
+
+def _claim_content(s: Settings, batch: Batch, rows: int) -> str:
+    """The batch id that owns this content: ``batch``'s own, unless another batch had it first.
+    Empty content is not "a batch seen before": only batches with rows claim their bytes."""
+    if not rows:
+        return str(batch["batch_id"])
+    return status.claim_content(s, batch["dataset"], batch["content_sha256"], batch["batch_id"])
+
+
+def _stage_stream(s: Settings, cfg: DatasetConfig, batch: Batch, staged: Path) -> int:
+    """Stage a large batch record batch by record batch (``ingest.stage_streaming``), whole or
+    not at all; raises ``DuplicateBatch`` (nothing staged) when another batch owns its bytes."""
+    with atomic_path(staged) as tmp:
+        rows = stage_streaming(batch["source"], cfg, tmp)
+        owner = _claim_content(s, batch, rows)
+        if owner != batch["batch_id"]:
+            raise DuplicateBatch(batch["batch_id"], owner)
+    return rows
+
+
+def _record_duplicate(s: Settings, batch: Batch, dup: DuplicateBatch) -> Batch:
+    status.replace(s, dup.batch_id, dataset=batch["dataset"], source=batch["source"], state="duplicate",
+                   content_sha256=batch["content_sha256"], duplicate_of=dup.original,
+                   rows_in=0, rows_scored=0, rows_quarantined=0, alerts=0, reason=str(dup))
+    log.warning("%s", dup)
+    return {**batch, "duplicate_of": dup.original}
 
 
 # ---------------------------------------------------------------------------- validate
@@ -226,6 +270,9 @@ def validate(batch: Batch, settings: Settings | None = None) -> Batch:
         rejected.quarantine = str(s.quarantine_dir(batch["batch_id"]))
         raise rejected
     cfg = load_dataset(s, batch["dataset"])
+    chunk_rows = validate_chunk_rows()
+    if _staged_rows(batch["staged"]) > chunk_rows:
+        return _validate_chunked(s, cfg, batch, chunk_rows)
     df = pd.read_parquet(batch["staged"])
     try:
         outcome = validate_frame(
@@ -266,6 +313,77 @@ def validate(batch: Batch, settings: Settings | None = None) -> Batch:
             "rows_quarantined": len(outcome.quarantined)}
 
 
+#: Rows validated at a time (``SENTINEL_VALIDATE_CHUNK_ROWS``): a larger batch is never loaded whole.
+VALIDATE_CHUNK_ROWS = 1_000_000
+
+
+def validate_chunk_rows() -> int:
+    """Rows per validation chunk (``SENTINEL_VALIDATE_CHUNK_ROWS``, default 1,000,000): a staged
+    batch with more rows is validated chunk by chunk (``validate_parquet_chunks``), so memory
+    follows a chunk, not the batch; a smaller one takes the whole-frame path."""
+    return _env_rows("SENTINEL_VALIDATE_CHUNK_ROWS", VALIDATE_CHUNK_ROWS)
+
+
+def _env_rows(name: str, default: int) -> int:
+    """A row count from the environment variable ``name`` (``default`` when unset)."""
+    value = os.environ.get(name, str(default))
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SentinelError(f"{name} must be a whole number of rows >= 1, got {value!r}")
+    return n
+
+
+def _staged_rows(staged: str | Path) -> int:
+    """Rows of a staged batch, from its Parquet footer (nothing else is read)."""
+    return int(pq.ParquetFile(staged).metadata.num_rows)
+
+
+def _validate_chunked(s: Settings, cfg: DatasetConfig, batch: Batch, chunk_rows: int) -> Batch:
+    """``validate`` for a batch of more than ``chunk_rows`` rows: the same outputs, status
+    fields and returned keys, written chunk by chunk (``validate_parquet_chunks``)."""
+    bid = batch["batch_id"]
+    qdir = s.quarantine_dir(bid)
+    rows_path = qdir / "rows.parquet"
+    valid_path = s.staging_dir(bid) / "valid.parquet"
+    try:
+        outcome = validate_parquet_chunks(
+            Path(batch["staged"]), cfg, valid_out=valid_path, quarantine_out=rows_path,
+            chunk_rows=chunk_rows, gx_dir=s.gx_dir, batch_id=bid,
+            text_source=batch["source"].endswith(".csv"), row_group_rows=ROW_GROUP_ROWS,
+        )
+    except BatchRejected as exc:
+        quarantine_batch(s, cfg, batch, exc.reason, exc.result)
+        exc.quarantine = str(qdir)
+        raise
+    if outcome.rows_quarantined:
+        write_json(qdir / "validation.json", outcome.result)
+    elif rows_path.exists():  # a re-run of a batch that no longer has bad rows
+        rows_path.unlink()
+    write_json(s.staging_dir(bid) / "validation.json", outcome.result)
+    docs = data_docs_page(s.gx_dir, _suite_name(cfg), bid)
+    dq = (
+        "all rows passed the suite"
+        if not outcome.rows_quarantined
+        else f"{outcome.rows_quarantined} row(s) quarantined by: {', '.join(outcome.failed_rules)}"
+    )
+    status.update(
+        s,
+        bid,
+        state="validated",
+        rows_valid=outcome.rows_valid,
+        rows_quarantined=outcome.rows_quarantined,
+        data_quality=dq,
+        data_docs=docs.resolve().as_uri() if docs else None,
+        quarantine=str(qdir) if outcome.rows_quarantined else None,
+        extra_columns=outcome.extra_columns,
+    )
+    return {**batch, "valid": str(valid_path), "rows_valid": outcome.rows_valid,
+            "rows_quarantined": outcome.rows_quarantined}
+
+
 # ---------------------------------------------------------------------- train or update
 def _labels_for(batches: list[Batch], frames: list[pd.DataFrame], id_column: str) -> pd.Series | None:
     parts = []
@@ -286,10 +404,6 @@ def read_bounded(path: str | Path, max_rows: int, seed: int = 0) -> pd.DataFrame
     Training learns from a bounded sample (``train.MAX_TRAIN_ROWS``) anyway, so a batch larger
     than memory is trained on without being loaded: the sample is drawn here, while reading.
     """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     with pq.ParquetFile(path) as pf:
         n = pf.metadata.num_rows
         if n <= max_rows:
@@ -375,16 +489,7 @@ def _labels_map(labels_path: str | None, id_column: str) -> dict[str, bool] | No
 def part_rows() -> int:
     """Rows per scoring part (``SENTINEL_PART_ROWS``, default 1,000,000): a batch with more
     valid rows is scored by several tasks at once (Airflow dynamic task mapping)."""
-    import os
-
-    value = os.environ.get("SENTINEL_PART_ROWS", "1000000")
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise SentinelError(f"SENTINEL_PART_ROWS must be a whole number of rows >= 1, got {value!r}")
-    return n
+    return _env_rows("SENTINEL_PART_ROWS", 1_000_000)
 
 
 #: The highest-scored alerts kept with their full rows for the report (it shows the top 20).
@@ -400,8 +505,6 @@ def plan_parts(batches: list[Batch], settings: Settings | None = None, rows_per_
     The champion is read once, here, and every part scores with that version, so the parts of
     a batch agree even if another run promotes a new champion meanwhile.
     """
-    import pyarrow.parquet as pq
-
     s = _settings(settings)
     size = rows_per_part or part_rows()
     parts: list[Batch] = []
@@ -449,16 +552,19 @@ def score_part(part: Batch, settings: Settings | None = None) -> dict[str, Any]:
         alerts: list[pd.DataFrame] = []
         counts = {"rows": {}, "alerts": {}, "true_anomalies": 0, "caught": 0}
 
-        def on_chunk(chunk: pd.DataFrame, progress: dict[str, Any]) -> None:
-            flag = chunk["is_anomaly"].to_numpy(dtype=bool)
-            if flag.any():
-                alerts.append(alerts_table(chunk[flag], cfg.id_column, bid, cfg.model_name, version))
-            seg = chunk["segment"] if "segment" in chunk.columns else pd.Series(0, index=chunk.index)
+        def on_chunk(chunk: pa.Table, progress: dict[str, Any]) -> None:
+            flag = chunk.column("is_anomaly").to_numpy(zero_copy_only=False).astype(bool)
+            if flag.any():  # only the flagged rows go through pandas
+                flagged = chunk.filter(pa.array(flag)).to_pandas()
+                alerts.append(alerts_table(flagged, cfg.id_column, bid, cfg.model_name, version))
+            names = chunk.column_names
+            seg = chunk.column("segment").to_numpy() if "segment" in names else np.zeros(len(flag), "int64")
             for key, values in (("rows", seg), ("alerts", seg[flag])):
-                for k, v in values.value_counts().items():
+                for k, v in zip(*np.unique(values, return_counts=True), strict=True):
                     counts[key][str(int(k))] = counts[key].get(str(int(k)), 0) + int(v)
-            if truth is not None and cfg.id_column in chunk.columns:
-                y = chunk[cfg.id_column].astype(str).map(truth).fillna(False).astype(bool).to_numpy()
+            if truth is not None and cfg.id_column in names:
+                ids = pd.Series(chunk.column(cfg.id_column).to_pandas()).astype(str)
+                y = ids.map(truth).fillna(False).astype(bool).to_numpy()
                 counts["true_anomalies"] += int(y.sum())
                 counts["caught"] += int((y & flag).sum())
             log.info("%s %s: %d/%d rows scored, %d alert(s)", bid, stem, progress["rows"],
@@ -489,8 +595,6 @@ def score_part(part: Batch, settings: Settings | None = None) -> dict[str, Any]:
 
 def _merge_scored(paths: list[Path], out: Path) -> None:
     """Concatenate the parts' scored Parquet files into one, streaming (bounded memory)."""
-    import pyarrow.parquet as pq
-
     with atomic_path(out) as tmp:
         schema = pq.read_schema(paths[0])
         with pq.ParquetWriter(tmp, schema) as writer:
@@ -506,8 +610,6 @@ def merge_parts(parts: list[Batch], done: list[dict[str, Any]] | None = None, se
     report's inputs), record the batch as scored and remove the parts. Returns one batch per
     batch, for the report. A part missing raises (its task failed): nothing is merged for that
     batch. ``done`` (the parts' results) is only checked against the files."""
-    from pipeline.score import alerts_for_csv
-
     s = _settings(settings)
     by_batch: dict[str, list[Batch]] = {}
     for p in parts:
@@ -516,7 +618,7 @@ def merge_parts(parts: list[Batch], done: list[dict[str, Any]] | None = None, se
     for bid, group in by_batch.items():
         group = sorted(group, key=lambda p: p["part"])
         with status.batch_run_lock(s, bid):
-            out.append(_merge_batch(s, bid, group, alerts_for_csv))
+            out.append(_merge_batch(s, bid, group))
     if done is not None:
         expected = {(p["batch_id"], p["part"]) for p in parts}
         got = {(d["batch_id"], d["part"]) for d in done if d}
@@ -525,7 +627,9 @@ def merge_parts(parts: list[Batch], done: list[dict[str, Any]] | None = None, se
     return out
 
 
-def _merge_batch(s: Settings, bid: str, group: list[Batch], alerts_for_csv: Callable[..., pd.DataFrame]) -> Batch:
+def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
+    from pipeline.score import alerts_for_csv  # not at the top: it loads the model libraries
+
     first = group[0]
     cfg = load_dataset(s, first["dataset"])
     version = str(first["model_version"])
@@ -583,8 +687,6 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch], alerts_for_csv: Call
 
 
 def json_load(path: Path) -> Any:
-    import json
-
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
@@ -708,25 +810,57 @@ def run_batch(
 
 
 def score_file(input_path: str, dataset: str, out: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Score a file with the current champion, no validation gate and no training."""
+    """Score a file with the current champion, no validation gate and no training.
+
+    ``out`` ends in ``.parquet`` (every row, scores and explanations) or ``.csv`` (the same,
+    list columns ``|``-joined). An input larger than the validation chunk size
+    (``SENTINEL_VALIDATE_CHUNK_ROWS`` rows, or a CSV over ``ingest.CSV_STREAM_BYTES``) is never
+    loaded whole: it is staged as a stream and scored chunk by chunk (``_score_file_stream``),
+    with ``model_version`` as the first column instead of the last.
+    """
     from pipeline.bundle import load_bundle
-    from pipeline.score import score_frame
+    from pipeline.score import alerts_for_csv, score_frame
 
     s = _settings(settings)
     cfg = load_dataset(s, dataset)
     check_exists(input_path)
-    bundle_dir, version = registry.fetch_bundle(s, cfg.model_name)
-    df = read_batch(input_path, cfg)
-    scored = score_frame(load_bundle(bundle_dir), df)
-    scored["model_version"] = str(version)
     out_path = Path(out)
-    if out_path.suffix == ".csv":
-        from pipeline.score import alerts_for_csv
-
-        write_csv(out_path, alerts_for_csv(scored))
-    elif out_path.suffix == ".parquet":
-        write_parquet(out_path, scored)
-    else:
+    if out_path.suffix not in (".parquet", ".csv"):
         raise SentinelError(f"--out must end in .parquet or .csv, got {out}")
-    return {"rows_scored": len(scored), "alerts": int(scored["is_anomaly"].sum()),
+    bundle_dir, version = registry.fetch_bundle(s, cfg.model_name)
+    if is_large_batch(input_path, validate_chunk_rows()):
+        rows, alerts = _score_file_stream(s, cfg, input_path, load_bundle(bundle_dir), str(version), out_path)
+    else:
+        df = read_batch(input_path, cfg)
+        scored = score_frame(load_bundle(bundle_dir), df)
+        scored["model_version"] = str(version)
+        if out_path.suffix == ".csv":
+            write_csv(out_path, alerts_for_csv(scored))
+        else:
+            write_parquet(out_path, scored)
+        rows, alerts = len(scored), int(scored["is_anomaly"].sum())
+    return {"rows_scored": rows, "alerts": alerts,
             "model_name": cfg.model_name, "model_version": version, "out": str(out_path.resolve())}
+
+
+def _score_file_stream(
+    s: Settings, cfg: DatasetConfig, source: str, bundle: Any, version: str, out_path: Path
+) -> tuple[int, int]:
+    """``score_file`` for an input larger than memory: staged record batch by record batch
+    (normalised names) into a scratch folder, scored with ``score_parquet_stream``; a CSV
+    ``out`` is written from the scored Parquet one row group at a time. Returns rows, alerts."""
+    from pipeline.score import alerts_for_csv, score_parquet_stream
+
+    scratch_root = s.home / "tmp"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".score-", dir=scratch_root) as scratch:
+        staged = Path(scratch) / "input.parquet"
+        stage_streaming(source, cfg, staged)
+        target = out_path if out_path.suffix == ".parquet" else Path(scratch) / "scored.parquet"
+        result = score_parquet_stream(bundle, staged, target, extra_columns={"model_version": version})
+        if out_path.suffix == ".csv":
+            with pq.ParquetFile(target) as pf, atomic_path(out_path) as tmp, tmp.open("w", newline="") as fh:
+                alerts_for_csv(pf.schema_arrow.empty_table().to_pandas()).to_csv(fh, index=False)
+                for batch in pf.iter_batches(batch_size=100_000):
+                    alerts_for_csv(batch.to_pandas()).to_csv(fh, index=False, header=False)
+    return int(result["rows"]), int(result["alerts"])

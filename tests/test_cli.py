@@ -70,6 +70,31 @@ def test_score_uses_the_champion_without_training(trained: dict) -> None:
 
 
 @pytest.mark.slow
+def test_score_streams_an_input_larger_than_the_chunk_size(trained: dict) -> None:
+    """Above ``SENTINEL_VALIDATE_CHUNK_ROWS`` rows the input is staged and scored as a stream
+    (never loaded whole); the scores are those of the in-memory path, in both output formats."""
+    src = trained["root"] / "in" / "large.parquet"
+    assert run_cli("generate", "--rows", "700", "--out", str(src), "--seed", "11", home=trained["home"]).returncode == 0
+    args = ("--input", str(src), "--dataset", "retail_purchases")
+    whole = trained["root"] / "whole.parquet"
+    assert run_cli("score", *args, "--out", str(whole), home=trained["home"]).returncode == 0
+    want = pd.read_parquet(whole)
+    small = {"SENTINEL_VALIDATE_CHUNK_ROWS": "200"}
+    for name in ("streamed.parquet", "streamed.csv"):
+        out = trained["root"] / name
+        res = run_cli("score", *args, "--out", str(out), home=trained["home"], extra_env=small)
+        assert res.returncode == 0, res.stderr
+        assert "scored 700 rows" in res.stdout
+        got = pd.read_parquet(out) if name.endswith(".parquet") else pd.read_csv(out)
+        assert got.columns[0] == "model_version"
+        assert set(want.columns) == set(got.columns)
+        assert list(got["purchase_id"]) == list(want["purchase_id"])
+        assert (got["is_anomaly"].to_numpy() == want["is_anomaly"].to_numpy()).all()
+        assert abs(got["raw_score"].to_numpy() - want["raw_score"].to_numpy()).max() < 1e-5
+    assert not list((trained["home"] / "tmp").glob(".score-*"))  # the scratch folder is gone
+
+
+@pytest.mark.slow
 def test_second_run_keeps_the_champion_and_rerun_replaces_outputs(trained: dict) -> None:
     again = run_cli("run", "--input", str(trained["batch"]), "--dataset", "retail_purchases", "--json", home=trained["home"])
     assert again.returncode == 0, again.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -270,16 +272,48 @@ def test_benchmark_arguments() -> None:
         throughput.parse_args(["--systems", "pyod", "--skip-pyod"])
 
 
-def test_list_and_text_columns_convert_exactly() -> None:
-    from pipeline.score import _text_array, _to_arrow
+def test_list_columns_are_built_from_indices_exactly() -> None:
+    from pipeline.score import _list_of
 
-    ids = np.array([["r1", "r22", "é"], ["", "r333", "ab"]])
-    as_views = pd.Series(list(ids), dtype=object)  # how Bundle.score_frame builds them
-    as_copies = pd.Series([row.copy() for row in ids], dtype=object)
-    want = [["r1", "r22", "é"], ["", "r333", "ab"]]
-    for values in (as_views, as_copies):
-        assert _to_arrow(values, pa.list_(pa.string())).to_pylist() == want
-    ascii_ids = np.array(["x", "", "abc", "r0042"])
-    assert _text_array(ascii_ids).to_pylist() == ascii_ids.tolist()
-    shares = pd.Series(list(np.array([[0.5, 0.25], [1.0, 0.0]])), dtype=object)
-    assert _to_arrow(shares, pa.list_(pa.float64())).to_pylist() == [[0.5, 0.25], [1.0, 0.0]]
+    ids = pa.array(["r1", "r22", "é", "", "r333"])
+    index = np.array([[0, 1, 2], [3, 4, 0]])
+    got = _list_of(ids.take(pa.array(index.ravel())), 3, pa.list_(pa.string()))
+    assert got.to_pylist() == [["r1", "r22", "é"], ["", "r333", "r1"]]
+    shares = _list_of(pa.array(np.array([[0.5, 0.25], [1.0, 0.0]]).ravel()), 2, pa.list_(pa.float64()))
+    assert shares.to_pylist() == [[0.5, 0.25], [1.0, 0.0]]
+    assert _list_of(pa.array([], pa.string()), 3, pa.list_(pa.string())).to_pylist() == []
+
+
+def test_threads_keep_the_order_and_raise_where_it_failed() -> None:
+    from pipeline.score import _in_order, _prefetched
+
+    def slow_square(x: int) -> int:
+        if x == 7:
+            raise ValueError("seven")
+        time.sleep(0.02 * (x % 3))  # later items often finish first
+        return x * x
+
+    assert list(_in_order(slow_square, _prefetched(iter(range(7))), 2)) == [x * x for x in range(7)]
+    got: list[int] = []
+    with pytest.raises(ValueError, match="seven"):
+        got.extend(_in_order(slow_square, _prefetched(iter(range(10))), 2))
+    assert got == [x * x for x in range(7)]
+
+    closed: list[bool] = []
+
+    def source() -> Iterator[int]:
+        try:
+            yield from range(1000)
+        finally:
+            closed.append(True)
+
+    def broken() -> Iterator[int]:
+        yield 1
+        raise OSError("disk went away")
+
+    for value in _prefetched(source()):
+        if value == 3:
+            break
+    assert closed == [True]  # the consumer stopped: the producer closed its source
+    with pytest.raises(OSError, match="disk went away"):
+        list(_prefetched(broken()))
