@@ -511,6 +511,7 @@ def _progress(system: str, start: float) -> Any:
 
 
 def _score_sentinel(job: Job) -> Outcome:
+    import pipeline.score as score_module
     from pipeline.bundle import load_bundle
     from pipeline.score import score_parquet_stream
 
@@ -520,6 +521,9 @@ def _score_sentinel(job: Job) -> Outcome:
     report = _progress(job.system, start)
     profiler = cProfile.Profile() if job.profile else None
     if profiler:
+        # cProfile sees only the thread that enabled it: score the chunks on this one (reading
+        # and writing still run on their own threads and show up as waits).
+        score_module.SCORE_THREADS = 1
         profiler.enable()
     bundle = load_bundle(model_path(job))
     result = score_parquet_stream(

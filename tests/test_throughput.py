@@ -232,6 +232,7 @@ def test_benchmark_command_writes_the_contract_json(
     assert "| sentinel" in printed
     assert "sentinel scoring profile" in printed
     assert "score_parquet_stream" in printed
+    assert "score_arrays" in printed  # the scoring itself, not only waits on other threads
     text = report.read_text()
     assert text.startswith("# Detection quality\n\nthe ADBench tables\n")  # kept
     assert "## Throughput" in text
