@@ -682,6 +682,79 @@ def _arrow(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
         raise BatchRejected(f"{what}: a column's type changes between chunks ({exc})") from exc
 
 
+def _whole_batch_rules(
+    staged_path: Path,
+    cfg: DatasetConfig,
+    expectations: list[dict[str, Any]],
+    columns: list[str],
+    n_rows: int,
+    *,
+    text_source: bool,
+    now: pd.Timestamp,
+    chunk_rows: int,
+) -> tuple[list[str], list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The rules judged on the whole batch before its chunks: row counts (from the Parquet
+    footer) and uniqueness (``_duplicated_rows`` on the key columns of the whole batch).
+
+    Returns the batch-level failures, their results for the summary, and per failing
+    uniqueness rule the sorted positions of the rows that fail it.
+    """
+    exists = {
+        e.get("kwargs", {}).get("column")
+        for e in expectations
+        if e["type"] == "expect_column_to_exist"
+    }
+    batch_failures: list[str] = []
+    extra_results: list[dict[str, Any]] = []
+    for e in expectations:
+        if e["type"] in ROW_COUNT_RULES:
+            reason = _row_count_failure(e["type"], e.get("kwargs", {}), n_rows)
+            if reason:
+                batch_failures.append(reason)
+            extra_results.append({
+                "expectation_config": {"type": e["type"], "kwargs": e.get("kwargs", {})},
+                "success": reason is None,
+                "result": {"observed_value": n_rows},
+            })
+
+    # Uniqueness across chunks, on the key column(s) of the whole batch, before the chunks.
+    unique_rows: dict[str, np.ndarray] = {}  # rule -> sorted positions of failing rows
+    for e in expectations:
+        if e["type"] not in UNIQUENESS_RULES:
+            continue
+        kwargs = e.get("kwargs", {})
+        keys = [kwargs["column"]] if "column" in kwargs else list(kwargs.get("column_list", []))
+        rule = _rule_name(e["type"], kwargs)
+        missing = [k for k in keys if k not in columns]
+        if batch_failures:  # rejected anyway: do not read the batch for it
+            continue
+        if missing:
+            if not set(missing) <= exists:  # else expect_column_to_exist says it
+                batch_failures.append(f"{rule} could not be evaluated: no column {missing[0]!r}")
+            continue
+        rows, considered = _duplicated_rows(
+            staged_path,
+            keys,
+            cfg,
+            ignore_row_if=kwargs.get("ignore_row_if", "all_values_are_missing"),
+            text_source=text_source,
+            now=now,
+            chunk_rows=chunk_rows,
+        )
+        unexpected = len(rows)
+        mostly = _mostly(kwargs)
+        ok = _mostly_passes(unexpected, considered, mostly if mostly is not None else 1.0)
+        extra_results.append({
+            "expectation_config": {"type": e["type"], "kwargs": kwargs},
+            "success": ok,
+            "result": {"element_count": n_rows, "unexpected_count": unexpected,
+                       "missing_count": n_rows - considered},
+        })
+        if not ok:
+            unique_rows[rule] = np.union1d(unique_rows[rule], rows) if rule in unique_rows else rows
+    return batch_failures, extra_results, unique_rows
+
+
 def validate_parquet_chunks(
     staged_path: Path,
     cfg: DatasetConfig,
@@ -746,62 +819,13 @@ def validate_parquet_chunks(
             e for e in expectations if e["type"] not in (*ROW_COUNT_RULES, *UNIQUENESS_RULES)
         ],
     }
-    exists = {
-        e.get("kwargs", {}).get("column")
-        for e in expectations
-        if e["type"] == "expect_column_to_exist"
-    }
-    batch_failures: list[str] = []
-    extra_results: list[dict[str, Any]] = []
-    for e in expectations:
-        if e["type"] in ROW_COUNT_RULES:
-            reason = _row_count_failure(e["type"], e.get("kwargs", {}), n_rows)
-            if reason:
-                batch_failures.append(reason)
-            extra_results.append({
-                "expectation_config": {"type": e["type"], "kwargs": e.get("kwargs", {})},
-                "success": reason is None,
-                "result": {"observed_value": n_rows},
-            })
-
-    # Uniqueness across chunks, on the key column(s) of the whole batch, before the chunks.
-    deferred: dict[str, list[Any]] = {}  # rule -> [unexpected, considered, mostly]
-    unique_rows: dict[str, np.ndarray] = {}  # rule -> sorted positions of failing rows
-    for e in expectations:
-        if e["type"] not in UNIQUENESS_RULES:
-            continue
-        kwargs = e.get("kwargs", {})
-        keys = [kwargs["column"]] if "column" in kwargs else list(kwargs.get("column_list", []))
-        rule = _rule_name(e["type"], kwargs)
-        missing = [k for k in keys if k not in columns]
-        if batch_failures:  # rejected anyway: do not read the batch for it
-            continue
-        if missing:
-            if not set(missing) <= exists:  # else expect_column_to_exist says it
-                batch_failures.append(f"{rule} could not be evaluated: no column {missing[0]!r}")
-            continue
-        rows, considered = _duplicated_rows(
-            staged_path,
-            keys,
-            cfg,
-            ignore_row_if=kwargs.get("ignore_row_if", "all_values_are_missing"),
-            text_source=text_source,
-            now=now,
-            chunk_rows=chunk_rows,
-        )
-        unexpected = len(rows)
-        mostly = _mostly(kwargs)
-        ok = _mostly_passes(unexpected, considered, mostly if mostly is not None else 1.0)
-        extra_results.append({
-            "expectation_config": {"type": e["type"], "kwargs": kwargs},
-            "success": ok,
-            "result": {"element_count": n_rows, "unexpected_count": unexpected,
-                       "missing_count": n_rows - considered},
-        })
-        if not ok:
-            unique_rows[rule] = np.union1d(unique_rows[rule], rows) if rule in unique_rows else rows
+    batch_failures, extra_results, unique_rows = _whole_batch_rules(
+        staged_path, cfg, expectations, columns, n_rows,
+        text_source=text_source, now=now, chunk_rows=chunk_rows,
+    )
 
     # Pass 1: judge every chunk; keep its failing rows as packed bit masks.
+    deferred: dict[str, list[Any]] = {}  # rule -> [unexpected, considered, mostly]
     chunk_flags: list[dict[str, np.ndarray]] = []  # per chunk: rule -> packed failing rows
     tentative: list[dict[str, np.ndarray]] = []  # per chunk: ``mostly`` rule -> packed rows
     chunk_results: list[list[dict[str, Any]]] = []
