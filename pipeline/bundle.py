@@ -83,7 +83,7 @@ class Bundle:
         return cls(encoder, detector, id_column, dict(metadata or {}))
 
     # ---------------------------------------------------------------- score
-    def score_arrays(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+    def score_arrays(self, df: pd.DataFrame, *, workers: int = -1) -> dict[str, np.ndarray]:
         """Score raw rows; return the scores as arrays, one row per input row.
 
         Keys: ``score``, ``is_anomaly``, ``raw_score``, ``recon_error``, ``latent_distance``
@@ -93,11 +93,11 @@ class Bundle:
         ``detector.reference_ids_``); ``group_error`` (n, features) and ``latent`` (n, latent
         dimension), float32; ``segment`` when the bundle has latent segments.
         No per-row Python objects: ``score_frame`` and the streaming scorer build their
-        columns from these."""
+        columns from these. ``workers``: threads of the latent neighbour search."""
         if self.id_column and (df.columns == self.id_column).sum() > 1:
             raise SchemaMismatchError(f"input has duplicate column name(s) {self.id_column!r}")
         X = self.encoder.transform(df)
-        s = self.detector.score_samples(X, neighbor_ids=False)
+        s = self.detector.score_samples(X, neighbor_ids=False, workers=workers)
         per_feature = s["group_error"]
         total = per_feature.sum(axis=1, keepdims=True)
         # A row's largest shares are its largest errors: rank the errors, divide only the top k.

@@ -317,13 +317,13 @@ class LatentDetector:
         return by_group.mean(axis=1), by_group, residual
 
     def _latent_distance(
-        self, Zs: np.ndarray, exclude_self: np.ndarray | None = None
+        self, Zs: np.ndarray, exclude_self: np.ndarray | None = None, workers: int = -1
     ) -> tuple[np.ndarray, np.ndarray]:
         k_avail = self.k_avail_
         k = max(1, min(self.n_neighbors, k_avail - 1 if k_avail > 1 else 1))
         if not len(Zs):  # the neighbour search refuses an empty query
             return np.zeros(0), np.zeros((0, k), dtype=int)
-        dist, idx = self.index_.query(np.asarray(Zs, dtype="float64"), k=[*range(1, k_avail + 1)], workers=-1)
+        dist, idx = self.index_.query(np.asarray(Zs, dtype="float64"), k=[*range(1, k_avail + 1)], workers=workers)
         if exclude_self is not None and k_avail > 1:
             # Rows of the reference set find themselves first at distance 0: skip that column.
             start = exclude_self.astype(int)
@@ -356,12 +356,15 @@ class LatentDetector:
             t[k] = SIDE_WEIGHTS[k] * (np.interp(v, knots, logp) + np.maximum(v - knots[-1], 0))
         return (1 - w) * (t["recon"] + t["residual"]) + w * (t["latent"] + t["density"])
 
-    def score_samples(self, X: np.ndarray, *, neighbor_ids: bool = True) -> dict[str, np.ndarray]:
+    def score_samples(
+        self, X: np.ndarray, *, neighbor_ids: bool = True, workers: int = -1
+    ) -> dict[str, np.ndarray]:
         """Every score for every row of ``X``; see the module docstring.
 
         ``neighbor_index`` holds the rows of the reference set nearest each row's latent
         position; ``neighbor_ids`` their record ids (skipped with ``neighbor_ids=False``: the
-        streaming scorer looks the ids up in Arrow instead)."""
+        streaming scorer looks the ids up in Arrow instead). ``workers``: threads of the
+        neighbour search (-1: every core; 1 when the caller scores chunks on threads itself)."""
         self._check()
         X = np.asarray(X, dtype="float32")
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
@@ -377,7 +380,7 @@ class LatentDetector:
         recon, sq, residual = self._recon(X, X_hat)
         Z = Z.astype("float64")
         Zs = ((Z - self.latent_mean_) / self.latent_scale_).astype("float32")
-        dist, nn = self._latent_distance(Zs)
+        dist, nn = self._latent_distance(Zs, workers=workers)
         logs = self._component_logs(recon, residual, Zs, dist)
         raw = self._combine(logs)
         z = np.clip((raw - self.threshold_) / max(self.raw_scale_, EPS), -50, 50)

@@ -244,7 +244,8 @@ def score_parquet_stream(
             chunks = ((t, t.select(needed).to_pandas()) for t in _chunks(dataset, chunk_rows, rows))
 
             def score(item: tuple[pa.Table, pd.DataFrame]) -> tuple[pa.Table, dict, list]:
-                scores = bundle.score_arrays(item[1])
+                # The chunks run on threads already: one thread per neighbour search each.
+                scores = bundle.score_arrays(item[1], workers=1 if SCORE_THREADS > 1 else -1)
                 return item[0], scores, _score_columns(scores, score_cols, lookups)
 
             for table, scores, columns in _in_order(score, _prefetched(chunks), SCORE_THREADS):
