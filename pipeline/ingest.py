@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import DatasetConfig, SentinelError, check_name
 from pipeline.demo_data import LABEL_SUFFIX
+from pipeline.storage import open_parquet_stream
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +243,14 @@ def stage_streaming(
         with pq.ParquetWriter(target, out_schema) as writer:
             # Small record batches (a CSV block) are gathered into row groups of ``batch_rows``.
             pending: list[pa.RecordBatch] = []
+            pending_rows = 0
             for batch in batches:
                 pending.append(batch.rename_columns(names))
                 rows += batch.num_rows
-                if sum(b.num_rows for b in pending) >= batch_rows:
+                pending_rows += batch.num_rows
+                if pending_rows >= batch_rows:
                     writer.write_table(pa.Table.from_batches(pending), row_group_size=batch_rows)
-                    pending = []
+                    pending, pending_rows = [], 0
             if pending:
                 writer.write_table(pa.Table.from_batches(pending), row_group_size=batch_rows)
     except _READ_ERRORS as exc:
@@ -275,7 +278,7 @@ def _parquet_batches(
         schema = dataset.schema
     else:
         source = p if fs is None else fs.open_input_file(p)  # type: ignore[attr-defined]
-        pf = pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
+        pf = open_parquet_stream(source)
         schema = pf.schema_arrow
     keep = [n for n in schema.names if not re.fullmatch(r"__index_level_\d+__", n)]
     schema = pa.schema([schema.field(n) for n in keep])

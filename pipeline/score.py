@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline.bundle import Bundle
 from pipeline.features import SchemaMismatchError
-from pipeline.storage import atomic_path
+from pipeline.storage import atomic_path, open_parquet_stream
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,6 @@ SCORE_TYPES: dict[str, pa.DataType] = {
 HIST_EDGES = np.linspace(0.0, 1.0, 41)
 MAX_ALERTS = 10_000
 SAMPLE_ROWS = 20_000
-#: Bytes read from a Parquet file at a time (a buffered stream: pages, not whole row groups).
-READ_BUFFER = 1 << 20
-
 ChunkCallback = Callable[[pa.Table, dict[str, int]], None]
 
 
@@ -348,7 +345,7 @@ def _record_batches(
             return
         with (
             dataset.filesystem.open_input_file(path) as source,
-            pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER) as pf,
+            open_parquet_stream(source) as pf,
         ):
             meta = pf.metadata
             groups, pos, at = [], None, offset

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,17 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+#: Bytes read from a Parquet file at a time when streaming it (pages, not whole row groups).
+PARQUET_READ_BUFFER = 1 << 20
+
+
+def open_parquet_stream(source: Any) -> pq.ParquetFile:
+    """A Parquet file (path or open file) read as a buffered stream: 1 MiB reads, pages
+    decoded as needed, so reading a batch never holds a whole row group's bytes (pyarrow's
+    ``pre_buffer`` would). Every streaming reader of the pipeline opens files this way."""
+    return pq.ParquetFile(source, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

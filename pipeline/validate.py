@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import DatasetConfig, SentinelError
-from pipeline.storage import atomic_path
+from pipeline.storage import atomic_path, open_parquet_stream
 
 log = logging.getLogger(__name__)
 
@@ -541,12 +541,6 @@ def _key_frame(
     return typed
 
 
-def _open_parquet(path: Path) -> pq.ParquetFile:
-    """A Parquet file read as a buffered stream (1 MiB reads, pages decoded as needed), so that
-    reading a chunk never holds a whole row group's bytes (``pre_buffer`` would)."""
-    return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-
-
 def _duplicated_rows(
     path: Path,
     columns: list[str],
@@ -567,7 +561,7 @@ def _duplicated_rows(
     whole batch. Rows with missing keys are not considered (all of them missing, for compound
     keys, unless ``ignore_row_if`` says ``any_value_is_missing`` or ``never``), as in GX.
     """
-    pf = _open_parquet(path)
+    pf = open_parquet_stream(path)
     n_rows = pf.metadata.num_rows
     hashes = np.empty(n_rows, dtype=np.uint64)
     skip = np.empty(n_rows, dtype=bool)
@@ -795,7 +789,7 @@ def validate_parquet_chunks(
     In the valid rows declared numeric columns are always float64 and timestamps UTC; other
     columns keep the staged file's Arrow types (a chunk where a column is all null, too).
     """
-    pf = _open_parquet(staged_path)
+    pf = open_parquet_stream(staged_path)
     n_rows = pf.metadata.num_rows
     if n_rows == 0:
         raise BatchRejected("the batch is empty (0 rows)")
