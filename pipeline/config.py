@@ -34,6 +34,7 @@ class Settings:
     expectations_dir: Path
     tracking_uri: str
     landing_dir: Path
+    registry_uri: str | None = None  # the model registry's store; None: the tracking store
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -41,11 +42,22 @@ class Settings:
         expectations = Path(
             os.environ.get("SENTINEL_EXPECTATIONS_DIR", REPO_ROOT / "expectations")
         ).resolve()
-        tracking = os.environ.get(
-            "SENTINEL_MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        # Ours first (an override for this product only), then MLflow's own variable, then a
+        # local SQLite store under ``home``.
+        tracking = (
+            os.environ.get("SENTINEL_MLFLOW_TRACKING_URI")
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         )
+        registry = os.environ.get("MLFLOW_REGISTRY_URI") or None
         landing = Path(os.environ.get("SENTINEL_LANDING_DIR", home / "landing")).resolve()
-        return cls(home=home, expectations_dir=expectations, tracking_uri=tracking, landing_dir=landing)
+        return cls(home=home, expectations_dir=expectations, tracking_uri=tracking,
+                   landing_dir=landing, registry_uri=registry)
+
+    @property
+    def model_registry_uri(self) -> str:
+        """Where registered models live: ``registry_uri``, else the tracking store."""
+        return self.registry_uri or self.tracking_uri
 
     # --- the run layout -------------------------------------------------------------------
     @property

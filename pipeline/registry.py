@@ -97,21 +97,29 @@ def check_server(uri: str) -> None:
         )
         raise TrackingServerUnavailable(
             f"MLflow tracking server {shown} is unreachable ({why}); start it or fix "
-            "SENTINEL_MLFLOW_TRACKING_URI (an Airflow task is retried)"
+            "SENTINEL_MLFLOW_TRACKING_URI / MLFLOW_TRACKING_URI (an Airflow task is retried)"
         ) from exc
     _last_reachable[uri] = now
 
 
-def configure(settings: Settings) -> Any:
-    mlflow = _mlflow()
-    uri = settings.tracking_uri
+def _prepare_store(uri: str) -> None:
+    """A local SQLite store gets its folder; a server must answer (bounded HTTP retries)."""
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
         for key, value in SERVER_ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
         check_server(uri)
-    mlflow.set_tracking_uri(uri)
+
+
+def configure(settings: Settings) -> Any:
+    """Point MLflow at the settings' tracking store and model registry (the same by default)."""
+    mlflow = _mlflow()
+    uris = dict.fromkeys((settings.tracking_uri, settings.model_registry_uri))
+    for uri in uris:
+        _prepare_store(uri)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.model_registry_uri)
     return mlflow
 
 

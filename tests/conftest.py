@@ -20,10 +20,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def sentinel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The environment of a fresh install: ``SENTINEL_HOME`` in ``tmp_path``, no store set."""
     monkeypatch.setenv("SENTINEL_HOME", str(tmp_path / "var"))
-    monkeypatch.delenv("SENTINEL_MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("SENTINEL_LANDING_DIR", raising=False)
+    for name in ("SENTINEL_MLFLOW_TRACKING_URI", "SENTINEL_LANDING_DIR",
+                 "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def settings(sentinel_env: pytest.MonkeyPatch) -> Settings:
     return Settings.from_env()
 
 
@@ -45,7 +52,12 @@ def write_batch(path: Path, rows: int = 600, seed: int = 0, **kwargs) -> Path:
 
 
 def cli_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "AIRFLOW"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SENTINEL_", "AIRFLOW"))
+        and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    }
     env["SENTINEL_HOME"] = str(home)
     return env
 
