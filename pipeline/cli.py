@@ -202,9 +202,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description="Latent Sentinel: anomaly detection for tabular batches.")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs and tracebacks")
+    # The same flag after the subcommand (``run ... --verbose``); SUPPRESS leaves the value
+    # given before it alone when it is absent here.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logs and tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="write one synthetic batch and its labels file")
+    g = sub.add_parser("generate", parents=[common], help="write one synthetic batch and its labels file")
     g.add_argument("--dataset", default="retail_purchases")
     g.add_argument("--rows", type=int, default=5000)
     g.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
@@ -215,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--day", default="2026-11-01", help="date of the purchases, YYYY-MM-DD")
     g.set_defaults(func=cmd_generate)
 
-    r = sub.add_parser("run", help="one batch end to end, outside Airflow")
+    r = sub.add_parser("run", parents=[common], help="one batch end to end, outside Airflow")
     r.add_argument("--input", required=True)
     r.add_argument("--dataset", required=True)
     r.add_argument("--batch-id")
@@ -224,40 +229,40 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("score", help="score a file with the champion, no training")
+    s = sub.add_parser("score", parents=[common], help="score a file with the champion, no training")
     s.add_argument("--input", required=True)
     s.add_argument("--dataset", required=True)
     s.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
     s.set_defaults(func=cmd_score)
 
-    st = sub.add_parser("status", help="what has been processed, and the registered models")
+    st = sub.add_parser("status", parents=[common], help="what has been processed, and the registered models")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
-    pr = sub.add_parser("promote", help="make a model version the champion")
+    pr = sub.add_parser("promote", parents=[common], help="make a model version the champion")
     pr.add_argument("--dataset", required=True)
     pr.add_argument("--version", required=True, type=int)
     pr.set_defaults(func=cmd_promote)
 
-    rb = sub.add_parser("rollback", help="restore the previous champion")
+    rb = sub.add_parser("rollback", parents=[common], help="restore the previous champion")
     rb.add_argument("--dataset", required=True)
     rb.set_defaults(func=cmd_rollback)
 
-    i = sub.add_parser("init-dataset", help="profile a reference batch into a dataset config and GX suite")
+    i = sub.add_parser("init-dataset", parents=[common], help="profile a reference batch into a dataset config and GX suite")
     i.add_argument("name")
     i.add_argument("--from", dest="source", required=True, help="reference batch (Parquet or CSV)")
     i.add_argument("--id-column", help="unique record id column (guessed when it is 'id' or '*_id')")
     i.add_argument("--force", action="store_true", help="overwrite an existing dataset")
     i.set_defaults(func=cmd_init_dataset)
 
-    sm = sub.add_parser("sample", help="synthetic records drawn from the latent space of a VAE champion")
+    sm = sub.add_parser("sample", parents=[common], help="synthetic records drawn from the latent space of a VAE champion")
     sm.add_argument("--dataset", required=True)
     sm.add_argument("--n", type=int, required=True, help="number of records")
     sm.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
     sm.add_argument("--seed", type=int, default=0)
     sm.set_defaults(func=cmd_sample)
 
-    d = sub.add_parser("demo", help="generate demo batches and run the Airflow DAG over them")
+    d = sub.add_parser("demo", parents=[common], help="generate demo batches and run the Airflow DAG over them")
     d.add_argument("--days", type=int, default=4)
     d.add_argument("--rows", type=int, default=4000)
     d.add_argument("--seed", type=int, default=7)
