@@ -123,7 +123,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     except registry.TrackingServerUnavailable as exc:  # the batches are still worth listing
         log.warning("%s", exc)
         models = []
-    uri = registry._without_credentials(settings.tracking_uri)
+    uri = registry.without_credentials(settings.tracking_uri)
     return {"home": str(settings.home), "tracking_uri": uri, "batches": batches, "models": models}
 
 

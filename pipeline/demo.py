@@ -11,6 +11,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from pipeline import registry
 from pipeline.airflow_local import run_dates
 from pipeline.config import Settings
 from pipeline.demo_data import generate_purchases, labels_path_for
@@ -83,7 +84,7 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     print(f"  DAG runs: {len(runs) - len(bad_runs)} succeeded, {len(bad_runs)} failed; took {time.perf_counter() - t0:.0f}s")
     venv_bin = Path(".venv/bin")
     print("\nLook around:")
-    print(f"  MLflow UI : {venv_bin / 'mlflow'} ui --backend-store-uri {settings.tracking_uri} --port 5000")
+    print(f"  MLflow UI : {registry.ui_command(settings, str(venv_bin / 'mlflow'))} --port 5000")
     print(f"  Airflow UI: AIRFLOW_HOME={settings.airflow_home} AIRFLOW__CORE__DAGS_FOLDER={Path('dags').resolve()} "
           f"AIRFLOW__CORE__LOAD_EXAMPLES=False SENTINEL_HOME={settings.home} {venv_bin / 'airflow'} standalone")
     print("  Status    : .venv/bin/python -m pipeline status --json")

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pipeline.config import REPO_ROOT, SentinelError, Settings
 
@@ -66,11 +67,22 @@ def _mlflow() -> Any:
     return mlflow
 
 
-def _without_credentials(uri: str) -> str:
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def without_credentials(uri: str) -> str:
+    """``uri`` as it may be shown: a ``user:password@`` dropped, the rest exactly as written.
+
+    Only the credentials are cut out; re-assembling the URI from its parts would lose a slash
+    of ``sqlite:////abs/mlflow.db`` (an empty host), which then names a relative path.
+    """
+    netloc = urlsplit(uri).netloc
+    if "@" not in netloc:
+        return uri
+    scheme, _, rest = uri.partition("://")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{rest[len(netloc):]}"
+
+
+def ui_command(settings: Settings, mlflow: str = "mlflow") -> str:
+    """The shell command that starts a local MLflow UI on the settings' tracking store."""
+    return f"{mlflow} ui --backend-store-uri {shlex.quote(without_credentials(settings.tracking_uri))}"
 
 
 def check_server(uri: str) -> None:
@@ -84,7 +96,7 @@ def check_server(uri: str) -> None:
         return
     import requests
 
-    shown = _without_credentials(uri)
+    shown = without_credentials(uri)
     try:
         requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S, allow_redirects=False)
     except requests.exceptions.SSLError:

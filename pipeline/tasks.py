@@ -709,7 +709,7 @@ def _run_url(s: Settings, run_id: str | None) -> str | None:
         exp = registry.client(s).get_run(run_id).info.experiment_id
     except Exception:  # noqa: BLE001 - a link is a convenience
         return None
-    uri = registry._without_credentials(s.tracking_uri)
+    uri = registry.without_credentials(s.tracking_uri)
     base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{exp}/runs/{run_id}"
 
@@ -743,7 +743,7 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
         **record,
         "mlflow_run_id": run_id,
         "mlflow_run_url": _run_url(s, run_id),
-        "mlflow_ui": f"mlflow ui --backend-store-uri {registry._without_credentials(s.tracking_uri)}",
+        "mlflow_ui": registry.ui_command(s),
     }
     html_text = render_report(
         summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg), **extra
