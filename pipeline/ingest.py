@@ -28,7 +28,12 @@ from pipeline.storage import open_parquet_stream
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".parquet", ".csv")
+#: CSV, plain or compressed; pyarrow picks the codec from the extension.
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
+SUFFIXES = (".parquet", *CSV_SUFFIXES)
+#: A compressed CSV counts this many times its size against ``CSV_STREAM_BYTES`` (text of this
+#: kind compresses about 5-10x), so a large batch is still streamed, not read whole.
+CSV_COMPRESSION_RATIO = 10
 
 
 class InputNotFoundError(SentinelError):
@@ -71,6 +76,22 @@ def batch_id_for(path: str) -> str:
     return check_name(name[:128], "batch id")
 
 
+def is_csv(path: str) -> bool:
+    """Whether ``path`` names a CSV file, plain or compressed (``CSV_SUFFIXES``)."""
+    return path.endswith(CSV_SUFFIXES)
+
+
+def _is_compressed(path: str) -> bool:
+    return is_csv(path) and not path.endswith(".csv")
+
+
+def _open_input(p: str, fs: object | None) -> pa.NativeFile:
+    """The bytes of file ``p``, decompressed when its extension names a codec (``.gz``, ...)."""
+    if fs is None:
+        return pa.input_stream(p, compression="detect")
+    return fs.open_input_stream(p, compression="detect")  # type: ignore[attr-defined]
+
+
 def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
@@ -111,7 +132,7 @@ def read_batch(path: str, cfg: DatasetConfig | None = None) -> pd.DataFrame:
     fs, p = _filesystem(path)
     csv_opts = (cfg.csv if cfg else {}) or {}
     try:
-        if p.endswith(".csv"):
+        if is_csv(p):
             table = _read_csv(p, fs, csv_opts)
         elif fs is None and Path(p).is_dir():
             table = pads.dataset(p, format="parquet", partitioning="hive").to_table()
@@ -130,11 +151,8 @@ def _read_csv(path: str, fs: object | None, opts: dict) -> pa.Table:
     read = pacsv.ReadOptions(encoding=encoding)
     parse = pacsv.ParseOptions(delimiter=delimiter)
     try:
-        if fs is None:
-            table = pacsv.read_csv(path, read_options=read, parse_options=parse)
-        else:
-            with fs.open_input_stream(path) as fh:  # type: ignore[attr-defined]
-                table = pacsv.read_csv(fh, read_options=read, parse_options=parse)
+        with _open_input(path, fs) as fh:
+            table = pacsv.read_csv(fh, read_options=read, parse_options=parse)
     except pa.ArrowInvalid:
         _check_delimiter(path, fs, delimiter, encoding)
         raise
@@ -151,12 +169,8 @@ def _read_csv(path: str, fs: object | None, opts: dict) -> pa.Table:
 
 def _check_delimiter(path: str, fs: object | None, delimiter: str, encoding: str) -> None:
     """Raise a clear error when the header line is split by another delimiter than configured."""
-    if fs is None:
-        with Path(path).open("rb") as fh:
-            head = fh.readline(1 << 16)
-    else:
-        with fs.open_input_stream(path) as fh:  # type: ignore[attr-defined]
-            head = fh.read(1 << 16).split(b"\n", 1)[0]
+    with _open_input(path, fs) as fh:
+        head = fh.read(1 << 16).split(b"\n", 1)[0]
     header = head.decode(encoding if encoding in ("utf8", "utf-8") else "latin-1", errors="replace")
     counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
     best = max(counts, key=lambda d: counts[d])
@@ -203,10 +217,10 @@ def is_large_batch(path: str, max_rows: int, *, csv_stream_bytes: int | None = N
     check_exists(path)
     fs, p = _filesystem(path)
     try:
-        if p.endswith(".csv"):
-            if fs is None:
-                return Path(p).stat().st_size > csv_stream_bytes
-            return int(fs.get_file_info(p).size) > csv_stream_bytes  # type: ignore[attr-defined]
+        if is_csv(p):
+            size = Path(p).stat().st_size if fs is None else int(fs.get_file_info(p).size)  # type: ignore[attr-defined]
+            ratio = CSV_COMPRESSION_RATIO if _is_compressed(p) else 1
+            return size * ratio > csv_stream_bytes
         return int(_parquet_dataset(p, fs).count_rows()) > max_rows
     except _READ_ERRORS as exc:
         raise _unreadable(path, exc) from exc
@@ -233,7 +247,7 @@ def stage_streaming(
     check_exists(path)
     fs, p = _filesystem(path)
     try:
-        if p.endswith(".csv"):
+        if is_csv(p):
             schema, batches = _csv_batches(path, p, fs, (cfg.csv if cfg else {}) or {}, cfg)
         else:
             schema, batches = _parquet_batches(p, fs, batch_rows)
@@ -308,9 +322,8 @@ def _csv_batches(
     parse = pacsv.ParseOptions(delimiter=delimiter)
 
     def open_csv(convert: pacsv.ConvertOptions | None = None) -> pacsv.CSVStreamingReader:
-        source = p if fs is None else fs.open_input_stream(p)  # type: ignore[attr-defined]
         return pacsv.open_csv(
-            source, read_options=read, parse_options=parse, convert_options=convert
+            _open_input(p, fs), read_options=read, parse_options=parse, convert_options=convert
         )
 
     try:
@@ -388,7 +401,7 @@ def content_hash(path: str) -> str:
 def _is_batch_file(path: Path) -> bool:
     return (
         path.is_file()
-        and path.suffix in SUFFIXES
+        and path.name.endswith(SUFFIXES)
         and not path.name.endswith(LABEL_SUFFIX)
         and not path.name.startswith(".")
     )
@@ -404,7 +417,7 @@ def discover_batches(
     """Batches of ``dataset`` that landed for the days in ``[start, end)``.
 
     The landing zone is laid out as ``<landing>/<dataset>/date=YYYY-MM-DD/<batch>.parquet``
-    (or ``.csv``, or a folder of Parquet files). Without an interval, every batch is returned.
+    (or ``.csv``, ``.csv.gz``, ``.csv.bz2``, ``.csv.zst``, or a folder of Parquet files). Without an interval, every batch is returned.
     """
     root = landing / dataset
     if not root.is_dir():

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.config import SentinelError, Settings, check_name
 from pipeline.features import infer_schema
@@ -96,10 +97,11 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
 
 
 def sniff_csv(path: str) -> dict[str, str]:
-    """Delimiter and encoding of a local CSV file, from its first 64 KiB."""
+    """Delimiter and encoding of a local CSV file (plain or compressed), from its first 64 KiB."""
     import csv
 
-    head = Path(path).open("rb").read(1 << 16)
+    with pa.input_stream(path, compression="detect") as fh:
+        head = fh.read(1 << 16)
     try:
         text, encoding = head.decode("utf-8"), "utf8"
     except UnicodeDecodeError as exc:
@@ -116,13 +118,13 @@ def sniff_csv(path: str) -> dict[str, str]:
 
 def init_dataset(settings: Settings, name: str, source: str, id_column: str | None = None, force: bool = False) -> Path:
     from pipeline.config import DatasetConfig
-    from pipeline.ingest import check_exists, is_url, read_batch
+    from pipeline.ingest import check_exists, is_csv, is_url, read_batch
 
     folder = settings.expectations_dir / check_name(name, "dataset name")
     if (folder / "dataset.json").exists() and not force:
         raise SentinelError(f"dataset {name!r} already exists in {folder}; pass --force to overwrite it")
     check_exists(source)
-    csv_opts = sniff_csv(source) if source.endswith(".csv") and not is_url(source) else {"delimiter": ",", "encoding": "utf8"}
+    csv_opts = sniff_csv(source) if is_csv(source) and not is_url(source) else {"delimiter": ",", "encoding": "utf8"}
     reader = DatasetConfig(name, "", None, [], [], [], [], [], csv=csv_opts)
     df = read_batch(source, reader)
     config, suite = profile(df, name, id_column)

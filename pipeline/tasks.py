@@ -33,6 +33,7 @@ from pipeline.ingest import (
     check_exists,
     content_hash,
     discover_batches,
+    is_csv,
     is_large_batch,
     read_batch,
     stage_streaming,
@@ -276,7 +277,7 @@ def validate(batch: Batch, settings: Settings | None = None) -> Batch:
     df = pd.read_parquet(batch["staged"])
     try:
         outcome = validate_frame(
-            df, cfg, gx_dir=s.gx_dir, batch_id=batch["batch_id"], text_source=batch["source"].endswith(".csv")
+            df, cfg, gx_dir=s.gx_dir, batch_id=batch["batch_id"], text_source=is_csv(batch["source"])
         )
     except BatchRejected as exc:
         quarantine_batch(s, cfg, batch, exc.reason, exc.result)
@@ -352,7 +353,7 @@ def _validate_chunked(s: Settings, cfg: DatasetConfig, batch: Batch, chunk_rows:
         outcome = validate_parquet_chunks(
             Path(batch["staged"]), cfg, valid_out=valid_path, quarantine_out=rows_path,
             chunk_rows=chunk_rows, gx_dir=s.gx_dir, batch_id=bid,
-            text_source=batch["source"].endswith(".csv"), row_group_rows=ROW_GROUP_ROWS,
+            text_source=is_csv(batch["source"]), row_group_rows=ROW_GROUP_ROWS,
         )
     except BatchRejected as exc:
         quarantine_batch(s, cfg, batch, exc.reason, exc.result)
