@@ -40,6 +40,15 @@ def setup_logging(verbose: bool = False, force: bool = True) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+def one_line(exc: BaseException, with_type: bool = False) -> str:
+    """The exception's first message line, then its notes (``recorded_step``'s hint), as one line."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if with_type:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return "; ".join([text, *getattr(exc, "__notes__", [])])
+
+
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -109,6 +118,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "model_version": r.get("model_version"),
                 "report": r.get("report"),
                 "reason": r.get("reason"),
+                "failed_step": r.get("failed_step"),
+                "error": r.get("error"),
+                "next_step": r.get("next_step"),
                 "duplicate_of": r.get("duplicate_of"),
                 "extra_columns": r.get("extra_columns") or [],
                 "data_docs": r.get("data_docs"),
@@ -147,6 +159,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         if b.get("reason"):
             line += f"  reason: {b['reason']}"
+        if b.get("failed_step"):
+            line += f"  failed at step {b['failed_step']}: {b['error']}; {b['next_step']}"
         print(line)
     for m in st["models"]:
         print(f"model {m['name']}: versions {m['versions']}, aliases {m['aliases']}")
@@ -287,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     except SentinelError as exc:
         if args.verbose:
             log.exception("failed")
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -295,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", file=sys.stderr)
+        print(f"error: {one_line(exc, with_type=True)} (run with --verbose for the traceback)", file=sys.stderr)
         return 1
     log.debug("%s took %.1fs", args.command, time.perf_counter() - t0)
     return code

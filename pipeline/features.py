@@ -120,7 +120,7 @@ def _as_str(s: pd.Series) -> np.ndarray:
     return out
 
 
-def _as_bool01(s: pd.Series) -> np.ndarray:
+def as_bool01(s: pd.Series) -> np.ndarray:
     """1.0 for true, 0.0 for false, 0.5 for missing or unknown (``"False"`` is not true)."""
     if pd.api.types.is_bool_dtype(s) and not s.hasnans:
         return s.to_numpy(dtype="float64")
@@ -379,7 +379,7 @@ class FeatureEncoder:
                 onehot[np.arange(n), np.where(codes < 0, len(levels), codes)] = 1.0
                 parts.append(onehot)
             elif b["kind"] == "boolean":
-                parts.append(_as_bool01(s)[:, None])
+                parts.append(as_bool01(s)[:, None])
             else:  # datetime
                 t = _as_datetime(s)
                 hour = (t.dt.hour + t.dt.minute / 60.0).to_numpy(dtype="float64", na_value=np.nan)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.features import as_bool01
+
 MAX_SEGMENTS = 6
 FIT_SAMPLE = 5_000
 SILHOUETTE_SAMPLE = 2_000
@@ -89,10 +91,17 @@ def _traits(seg: pd.DataFrame, whole: pd.DataFrame, schema: dict[str, list[str]]
     for col in schema.get("boolean", []):
         if col not in whole.columns or not len(seg):
             continue
-        diff = float(seg[col].astype(float).mean() - whole[col].astype(float).mean())
+        diff = _true_share(seg[col]) - _true_share(whole[col])
         if abs(diff) >= 0.25:
             found.append((abs(diff) * 4, col if diff > 0 else f"not {col}"))
     return sorted(found, key=lambda t: -t[0])
+
+
+def _true_share(s: pd.Series) -> float:
+    """Share of true values among the known ones, read as the encoder reads them (``True``,
+    ``1``, ``"yes"``, ...); NaN when none is known."""
+    x = pd.Series(as_bool01(s))
+    return float(x[x != 0.5].mean())
 
 
 def describe_segments(scored: pd.DataFrame, schema: dict[str, list[str]]) -> list[dict[str, Any]]:

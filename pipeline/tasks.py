@@ -12,9 +12,11 @@ import functools
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,14 +67,49 @@ def _settings(settings: Settings | None) -> Settings:
     return settings or Settings.from_env()
 
 
+#: Steps after which a batch's scores exist: a failure there keeps the scored rows usable.
+AFTER_SCORING = ("report", "notify")
+
+
+def rerun_command(batch: Batch) -> str:
+    """The CLI command that runs ``batch`` again from the start, under the same batch id."""
+    return (f"python -m pipeline run --input {shlex.quote(str(batch['source']))} "
+            f"--dataset {shlex.quote(str(batch['dataset']))} --batch-id {shlex.quote(str(batch['batch_id']))}")
+
+
+@contextmanager
+def recorded_step(s: Settings, batch: Batch, step: str) -> Iterator[None]:
+    """Record a failure of ``step`` in the batch's status: state ``failed``, the step, the error
+    in one line and what to run next; the exception goes on (an Airflow task is retried), with
+    that hint added as a note for the CLI's one-line message. A success clears an earlier
+    failure's fields. A rejected or duplicate batch is not a failure: it has its own record."""
+    try:
+        yield
+    except (BatchRejected, DuplicateBatch):
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        error = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        kept = f"; its scores are kept in {s.scores_dir(batch['batch_id'])}" if step in AFTER_SCORING else ""
+        next_step = (f"fix the cause, then re-run the batch: {rerun_command(batch)} "
+                     "(in Airflow: clear the failed task)")
+        status.update(s, batch["batch_id"], state="failed", failed_step=step, error=error,
+                      next_step=next_step)
+        exc.add_note(f"step '{step}' of batch {batch['batch_id']} failed{kept}; {next_step}")
+        raise
+    if status.read(s, batch["batch_id"]).get("failed_step"):
+        status.update(s, batch["batch_id"], failed_step=None, error=None, next_step=None)
+
+
 def one_run_per_batch(step: Callable[..., Batch]) -> Callable[..., Batch]:
     """Run ``step(batch, ...)`` holding the batch's run lock (``status.batch_run_lock``), so two
-    runs of one batch (two DAG runs, a DAG run and the CLI) take turns step by step."""
+    runs of one batch (two DAG runs, a DAG run and the CLI) take turns step by step; a failure
+    is recorded in the batch's status (``recorded_step``)."""
 
     @functools.wraps(step)
     def wrapper(batch: Batch, *args: Any, **kwargs: Any) -> Batch:
         s = _settings(kwargs.get("settings"))
-        with status.batch_run_lock(s, batch["batch_id"]):
+        with status.batch_run_lock(s, batch["batch_id"]), recorded_step(s, batch, step.__name__):
             return step(batch, *args, **kwargs)
 
     return wrapper
@@ -432,7 +469,8 @@ def _recent_valid(s: Settings, dataset: str, exclude: list[str], limit: int) -> 
     records = [
         r for r in status.all_batches(s)
         if r.get("dataset") == dataset and r.get("batch_id") not in exclude
-        and r.get("state") in ("scored", "reported") and (s.staging_dir(r["batch_id"]) / "valid.parquet").is_file()
+        and (r.get("state") in ("scored", "reported") or r.get("failed_step") in AFTER_SCORING)
+        and (s.staging_dir(r["batch_id"]) / "valid.parquet").is_file()
     ]
     records = sorted(records, key=lambda r: r.get("updated_at", ""))[-limit:] if limit > 0 else []
     per_batch = _training_rows_per_batch(len(records) + 1)
@@ -803,8 +841,10 @@ def run_batch(
             batch = validate(batch, settings=s)
         except DuplicateBatch as dup:
             return {**status.read(s, dup.batch_id), "model_action": "none"}
-        model = train_or_update(dataset, [batch], force_retrain, settings=s, update=update)
-        batch = score(batch, model, settings=s)
+        with recorded_step(s, batch, "train"):
+            model = train_or_update(dataset, [batch], force_retrain, settings=s, update=update)
+        with recorded_step(s, batch, "score"):
+            batch = score(batch, model, settings=s)
         batch = report(batch, settings=s)
         notify(batch, settings=s)
         return {**status.read(s, batch["batch_id"]), "model_action": model["action"]}
