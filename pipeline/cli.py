@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import SentinelError, Settings
+from pipeline.environment import LIBRARY_DEFAULTS
 
 log = logging.getLogger("pipeline")
 
@@ -25,9 +26,8 @@ NOISY = ("great_expectations", "mlflow", "alembic", "urllib3", "absl", "tensorfl
 
 
 def setup_logging(verbose: bool = False, force: bool = True) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name, (value, _) in LIBRARY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     if force or not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.DEBUG if verbose else logging.INFO,

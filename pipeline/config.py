@@ -8,18 +8,16 @@ Great Expectations suite in ``expectations/<dataset>/``. Secrets never live in e
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.environment import Environment
+from pipeline.errors import SentinelError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-class SentinelError(Exception):
-    """An error a user can fix; the CLI prints its message as one line, without a traceback."""
 
 
 class UnknownDatasetError(SentinelError):
@@ -38,21 +36,17 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        home = Path(os.environ.get("SENTINEL_HOME", "var")).resolve()
-        expectations = Path(
-            os.environ.get("SENTINEL_EXPECTATIONS_DIR", REPO_ROOT / "expectations")
-        ).resolve()
-        # Ours first (an override for this product only), then MLflow's own variable, then a
-        # local SQLite store under ``home``.
-        tracking = (
-            os.environ.get("SENTINEL_MLFLOW_TRACKING_URI")
-            or os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        """From the environment (``pipeline.environment.Environment``: every variable, typed)."""
+        env = Environment.from_env()
+        home = env.home.resolve()
+        expectations = (env.expectations_dir or REPO_ROOT / "expectations").resolve()
+        return cls(
+            home=home,
+            expectations_dir=expectations,
+            tracking_uri=env.tracking_uri_for(home),
+            landing_dir=(env.landing_dir or home / "landing").resolve(),
+            registry_uri=env.mlflow_registry_uri,
         )
-        registry = os.environ.get("MLFLOW_REGISTRY_URI") or None
-        landing = Path(os.environ.get("SENTINEL_LANDING_DIR", home / "landing")).resolve()
-        return cls(home=home, expectations_dir=expectations, tracking_uri=tracking,
-                   landing_dir=landing, registry_uri=registry)
 
     @property
     def model_registry_uri(self) -> str:
@@ -66,7 +60,7 @@ class Settings:
 
     @property
     def airflow_home(self) -> Path:
-        return Path(os.environ.get("AIRFLOW_HOME", self.home / "airflow"))
+        return Environment.from_env().airflow_home or self.home / "airflow"
 
     def staging_dir(self, batch_id: str) -> Path:
         return self.home / "staging" / batch_id

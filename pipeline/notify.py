@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from pipeline.config import SentinelError
+from pipeline.environment import NotifyEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class NotifyConfig:
         A channel is on when its ``SENTINEL_SMTP_HOST`` / ``SENTINEL_WEBHOOK_URL`` is set.
         Raises ``SentinelError`` (one line, no secret) for an invalid value.
         """
-        env = os.environ if environ is None else environ
+        env = NotifyEnvironment.from_env(environ)
         retries, backoff = _retry_settings(env)
         return cls(
             smtp=_smtp_from_env(env),
@@ -158,48 +159,46 @@ def load_config(
     task (``AIRFLOW_CTX_DAG_ID`` is set) or when an ``AIRFLOW_CONN_<ID>`` variable names one of
     ``conn_ids``; otherwise the environment only (no Airflow import)."""
     env = os.environ if environ is None else environ
-    wanted = {f"AIRFLOW_CONN_{c.upper()}" for c in conn_ids}
-    if env.get("AIRFLOW_CTX_DAG_ID") or any(env.get(k) for k in wanted):
+    wanted = {f"AIRFLOW_CONN_{c.upper()}" for c in conn_ids}  # the defaults: NotifyEnvironment
+    if NotifyEnvironment.from_env(env).airflow_ctx_dag_id or any(env.get(k) for k in wanted):
         return NotifyConfig.from_airflow(conn_ids, env)
     return NotifyConfig.from_env(env)
 
 
-def _retry_settings(env: Mapping[str, str]) -> tuple[int, float]:
-    retries = _int(env.get("SENTINEL_NOTIFY_RETRIES"), "SENTINEL_NOTIFY_RETRIES", 3, low=1, high=20)
-    backoff = _float(
-        env.get("SENTINEL_NOTIFY_BACKOFF_S"), "SENTINEL_NOTIFY_BACKOFF_S", 1.0, low=0.0
-    )
+def _retry_settings(env: NotifyEnvironment) -> tuple[int, float]:
+    retries = _int(env.notify_retries, "SENTINEL_NOTIFY_RETRIES", 3, low=1, high=20)
+    backoff = _float(env.notify_backoff_s, "SENTINEL_NOTIFY_BACKOFF_S", 1.0, low=0.0)
     return retries, backoff
 
 
-def _smtp_from_env(env: Mapping[str, str]) -> SmtpConfig | None:
-    host = (env.get("SENTINEL_SMTP_HOST") or "").strip()
+def _smtp_from_env(env: NotifyEnvironment) -> SmtpConfig | None:
+    host = (env.smtp_host or "").strip()
     if not host:
         return None
     return _smtp_config(
         host=host,
-        port=env.get("SENTINEL_SMTP_PORT"),
-        user=env.get("SENTINEL_SMTP_USER"),
-        password=env.get("SENTINEL_SMTP_PASSWORD"),
-        sender=env.get("SENTINEL_SMTP_FROM"),
-        recipients=env.get("SENTINEL_SMTP_TO"),
-        starttls=env.get("SENTINEL_SMTP_STARTTLS"),
-        use_ssl=env.get("SENTINEL_SMTP_SSL"),
-        timeout=env.get("SENTINEL_SMTP_TIMEOUT"),
-        cafile=env.get("SENTINEL_SMTP_CA_FILE"),
+        port=env.smtp_port,
+        user=env.smtp_user,
+        password=env.smtp_password,
+        sender=env.smtp_from,
+        recipients=env.smtp_to,
+        starttls=env.smtp_starttls,
+        use_ssl=env.smtp_ssl,
+        timeout=env.smtp_timeout,
+        cafile=env.smtp_ca_file,
         name=lambda key: f"SENTINEL_SMTP_{key.upper()}",
     )
 
 
-def _webhook_from_env(env: Mapping[str, str]) -> WebhookConfig | None:
-    url = (env.get("SENTINEL_WEBHOOK_URL") or "").strip()
+def _webhook_from_env(env: NotifyEnvironment) -> WebhookConfig | None:
+    url = (env.webhook_url or "").strip()
     if not url:
         return None
     return _webhook_config(
         url=url,
-        token=env.get("SENTINEL_WEBHOOK_TOKEN"),
-        token_header=env.get("SENTINEL_WEBHOOK_TOKEN_HEADER"),
-        timeout=env.get("SENTINEL_WEBHOOK_TIMEOUT"),
+        token=env.webhook_token,
+        token_header=env.webhook_token_header,
+        timeout=env.webhook_timeout,
         name=lambda key: f"SENTINEL_WEBHOOK_{key.upper()}",
     )
 

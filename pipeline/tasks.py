@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import shlex
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 from pipeline import registry, status
 from pipeline.config import DatasetConfig, SentinelError, Settings, check_name, load_dataset
 from pipeline.demo_data import labels_path_for
+from pipeline.environment import ROWS_DEFAULT, Environment
 from pipeline.ingest import (
     UnreadableBatchError,
     batch_id_for,
@@ -352,26 +352,14 @@ def validate(batch: Batch, settings: Settings | None = None) -> Batch:
 
 
 #: Rows validated at a time (``SENTINEL_VALIDATE_CHUNK_ROWS``): a larger batch is never loaded whole.
-VALIDATE_CHUNK_ROWS = 1_000_000
+VALIDATE_CHUNK_ROWS = ROWS_DEFAULT
 
 
 def validate_chunk_rows() -> int:
     """Rows per validation chunk (``SENTINEL_VALIDATE_CHUNK_ROWS``, default 1,000,000): a staged
     batch with more rows is validated chunk by chunk (``validate_parquet_chunks``), so memory
     follows a chunk, not the batch; a smaller one takes the whole-frame path."""
-    return _env_rows("SENTINEL_VALIDATE_CHUNK_ROWS", VALIDATE_CHUNK_ROWS)
-
-
-def _env_rows(name: str, default: int) -> int:
-    """A row count from the environment variable ``name`` (``default`` when unset)."""
-    value = os.environ.get(name, str(default))
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise SentinelError(f"{name} must be a whole number of rows >= 1, got {value!r}")
-    return n
+    return Environment.from_env().validate_chunk_rows
 
 
 def _staged_rows(staged: str | Path) -> int:
@@ -528,7 +516,7 @@ def _labels_map(labels_path: str | None, id_column: str) -> dict[str, bool] | No
 def part_rows() -> int:
     """Rows per scoring part (``SENTINEL_PART_ROWS``, default 1,000,000): a batch with more
     valid rows is scored by several tasks at once (Airflow dynamic task mapping)."""
-    return _env_rows("SENTINEL_PART_ROWS", 1_000_000)
+    return Environment.from_env().part_rows
 
 
 #: The highest-scored alerts kept with their full rows for the report (it shows the top 20).
