@@ -7,12 +7,12 @@ Great Expectations suite in ``expectations/<dataset>/``. Secrets never live in e
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.dataset_spec import parse_dataset_file
 from pipeline.environment import Environment
 from pipeline.errors import SentinelError
 
@@ -91,7 +91,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """What a dataset looks like and how it is scored. Loaded from ``dataset.json``."""
+    """What a dataset looks like and how it is scored. Loaded from ``dataset.json``, checked
+    against ``pipeline.dataset_spec.DatasetSpec`` first."""
 
     name: str
     id_column: str
@@ -150,30 +151,25 @@ def load_dataset(settings: Settings, name: str) -> DatasetConfig:
             f"unknown dataset {name!r} (known: {known}); create one with "
             f"'python -m pipeline init-dataset {name} --from FILE' or check SENTINEL_EXPECTATIONS_DIR"
         )
-    try:
-        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SentinelError(f"{cfg_path} is not valid JSON: {exc}") from exc
-    feats = raw.get("features", {})
-    try:
-        return DatasetConfig(
-            name=name,
-            id_column=raw["id_column"],
-            timestamp_column=raw.get("timestamp_column"),
-            numeric=list(feats.get("numeric", [])),
-            categorical=list(feats.get("categorical", [])),
-            boolean=list(feats.get("boolean", [])),
-            datetime=list(feats.get("datetime", [])),
-            required=list(raw.get("required", [])),
-            passthrough=list(raw.get("passthrough", [])),
-            max_bad_row_share=float(raw.get("max_bad_row_share", 0.2)),
-            alert_rate=float(raw.get("alert_rate", 0.01)),
-            max_future_days=float(raw.get("max_future_days", 1.0)),
-            model=dict(raw.get("model", {})),
-            registered_model_name=raw.get("registered_model_name"),
-            csv=dict(raw.get("csv", {})),
-            lifecycle=dict(raw.get("lifecycle", {})),
-            suite_path=folder / "suite.json",
-        )
-    except KeyError as exc:
-        raise SentinelError(f"{cfg_path} lacks the required key {exc}") from exc
+    spec = parse_dataset_file(cfg_path)
+    feats = spec.features
+    return DatasetConfig(
+        name=name,
+        id_column=spec.id_column,
+        timestamp_column=spec.timestamp_column,
+        numeric=list(feats.numeric),
+        categorical=list(feats.categorical),
+        boolean=list(feats.boolean),
+        datetime=list(feats.datetime),
+        required=list(spec.required),
+        passthrough=list(spec.passthrough),
+        max_bad_row_share=spec.max_bad_row_share,
+        alert_rate=spec.alert_rate,
+        max_future_days=spec.max_future_days,
+        # Only what the file sets: a key left out keeps the detector's (or lifecycle's) default.
+        model=spec.model.model_dump(exclude_unset=True),
+        registered_model_name=spec.registered_model_name,
+        csv=spec.csv.model_dump(),
+        lifecycle=spec.lifecycle.model_dump(exclude_unset=True),
+        suite_path=folder / "suite.json",
+    )

@@ -33,6 +33,7 @@ import pandas as pd
 from pipeline import registry
 from pipeline.bundle import Bundle
 from pipeline.config import REPO_ROOT, DatasetConfig, Settings
+from pipeline.dataset_spec import Lifecycle
 from pipeline.segments import fit_segments, latent_matrix
 from pipeline.storage import file_lock, sweep_temporaries
 
@@ -41,13 +42,8 @@ log = logging.getLogger(__name__)
 MAX_TRAIN_ROWS = 200_000
 HOLDOUT_SHARE = 0.2
 MAX_TRAINED_IDS = 200  # batch ids remembered in a bundle's metadata
-LIFECYCLE_DEFAULTS: dict[str, Any] = {
-    "update": "fine-tune",  # or "keep": never update the champion automatically
-    "window_batches": 7,  # recent validated batches a retrain learns from
-    "exclude_score": 0.25,  # rows the champion scores at or above this are not learned from
-    "drift": {"energy_ratio_limit": 15.0, "recon_shift_limit": 1.5},
-    "gate": {"auto_promote": True, "recon_tolerance": 0.1, "alert_rate_factor": 3.0, "auc_tolerance": 0.01},
-}
+#: ``dataset.json``'s ``lifecycle`` defaults, declared with their meaning in ``dataset_spec``.
+LIFECYCLE_DEFAULTS: dict[str, Any] = Lifecycle().model_dump()
 
 
 def schema_of(cfg: DatasetConfig) -> dict[str, list[str]]:
