@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test lint bench-adbench bench-throughput screenshot clean
+.PHONY: setup browser demo test lint config-docs bench-adbench bench-throughput screenshot clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: setup
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# docs/configuration.md and expectations/dataset.schema.json, from pipeline/environment.py and
+# pipeline/dataset_spec.py (tests/unit/test_config_docs.py fails when they are not current).
+config-docs: setup
+	$(BIN)/python -m pipeline.config_docs
 
 # docs/report.png: the newest report of the demo, as headless Chromium shows it.
 screenshot: setup browser

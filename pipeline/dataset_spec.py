@@ -70,7 +70,7 @@ class ModelParams(_Section):
 
 
 class ModelSpec(_Section):
-    """The detector (``LatentDetector``): which latent model, and how rows are scored."""
+    """The detector (`LatentDetector`): which latent model, and how rows are scored."""
 
     kind: Literal["ae", "vae", "pca"] | None = _field(
         None, "Latent model: `ae` autoencoder, `vae` variational autoencoder (also samples "
@@ -141,7 +141,7 @@ class Lifecycle(_Section):
 
 
 class DatasetSpec(_Section):
-    """``dataset.json``: what a dataset looks like and how it is scored."""
+    """`dataset.json`: what a dataset looks like and how it is scored."""
 
     id_column: str = Field(description="Unique record id; never a feature.", min_length=1)
     timestamp_column: str | None = _field(None, "Event time column; a row more than `max_future_days` ahead fails.")
