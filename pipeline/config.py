@@ -1,12 +1,15 @@
 """Configuration, declared once.
 
-``Settings`` comes from environment variables with the ``SENTINEL_`` prefix; a dataset's own
-configuration (id column, feature kinds, alert rate, model) is a reviewed JSON file beside its
-Great Expectations suite in ``expectations/<dataset>/``. Secrets never live in either.
+``Settings`` comes from environment variables (``pipeline.environment``: the ``SENTINEL_`` ones
+and MLflow's and Airflow's own); a dataset's own configuration (id column, feature kinds, alert
+rate, model) is a reviewed JSON file beside its Great Expectations suite in
+``expectations/<dataset>/``, checked against ``pipeline.dataset_spec``. Secrets never live in
+either. Reference: ``docs/configuration.md``.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,20 @@ class UnknownDatasetError(SentinelError):
     pass
 
 
+def default_expectations_dir() -> Path:
+    """The data contracts when ``SENTINEL_EXPECTATIONS_DIR`` is unset: ``./expectations`` of the
+    working directory when it exists, else the copy installed with the package (the
+    ``expectations`` package's data; in a checkout, the repository's own folder)."""
+    local = Path("expectations")
+    if local.is_dir():
+        return local
+    try:
+        shipped = importlib.resources.files("expectations")
+    except ModuleNotFoundError:  # an editable install made before the folder became a package
+        return REPO_ROOT / "expectations"
+    return Path(str(shipped))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Process-wide settings. Every path lives under ``home`` unless overridden."""
@@ -39,7 +56,7 @@ class Settings:
         """From the environment (``pipeline.environment.Environment``: every variable, typed)."""
         env = Environment.from_env()
         home = env.home.resolve()
-        expectations = (env.expectations_dir or REPO_ROOT / "expectations").resolve()
+        expectations = (env.expectations_dir or default_expectations_dir()).resolve()
         return cls(
             home=home,
             expectations_dir=expectations,

@@ -1,0 +1,43 @@
+"""Where the data contracts come from: SENTINEL_EXPECTATIONS_DIR, ./expectations, the package."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import Settings, known_datasets
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_variable_wins(sentinel_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "expectations").mkdir()
+    sentinel_env.chdir(tmp_path)
+    sentinel_env.setenv("SENTINEL_EXPECTATIONS_DIR", str(tmp_path / "contracts"))
+    assert Settings.from_env().expectations_dir == tmp_path / "contracts"
+
+
+def test_then_the_working_directorys_folder(sentinel_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sentinel_env.delenv("SENTINEL_EXPECTATIONS_DIR", raising=False)
+    (tmp_path / "expectations").mkdir()
+    sentinel_env.chdir(tmp_path)
+    assert Settings.from_env().expectations_dir == tmp_path / "expectations"
+
+
+def test_then_the_copy_shipped_with_the_package(sentinel_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sentinel_env.delenv("SENTINEL_EXPECTATIONS_DIR", raising=False)
+    sentinel_env.chdir(tmp_path)
+    s = Settings.from_env()
+    assert s.expectations_dir == Path(str(importlib.resources.files("expectations"))).resolve()
+    assert known_datasets(s) == ["retail_purchases"]
+
+
+def test_the_image_and_compose_name_the_folder() -> None:
+    assert "SENTINEL_EXPECTATIONS_DIR=/opt/sentinel/expectations" in (REPO / "Dockerfile").read_text()
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for name in ("airflow-scheduler", "airflow-worker"):
+        env = compose["services"][name]["environment"]
+        assert env["SENTINEL_EXPECTATIONS_DIR"] == "/opt/sentinel/expectations", name
