@@ -20,7 +20,7 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from pipeline.dataset_spec import DatasetSpec
+from pipeline.dataset_spec import DatasetSpec, section_model
 from pipeline.environment import LIBRARY_DEFAULTS, Environment, NotifyEnvironment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,18 +87,11 @@ def _env_table(model: type[BaseModel]) -> list[str]:
     return rows
 
 
-def _section(annotation: Any) -> type[BaseModel] | None:
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
 def _key_rows(model: type[BaseModel], prefix: str = "") -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
-        sub = _section(field.annotation)
+        sub = section_model(field.annotation)
         if sub is not None:
             rows.append(f"| `{key}` | section | | {_cell(sub.__doc__ or field.description or '')} |")
             rows.extend(_key_rows(sub, f"{key}."))

@@ -196,14 +196,15 @@ def _known_keys(parents: list[str]) -> list[str]:
     model: type[BaseModel] = DatasetSpec
     for name in parents:
         field = model.model_fields.get(name)
-        sub = _section_of(field.annotation) if field else None
+        sub = section_model(field.annotation) if field else None
         if sub is None:
             break
         model = sub
     return list(model.model_fields)
 
 
-def _section_of(annotation: Any) -> type[BaseModel] | None:
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field's annotation names (``Gate``, ``ModelParams | None``), if any."""
     for candidate in (annotation, *getattr(annotation, "__args__", ())):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
