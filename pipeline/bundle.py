@@ -27,7 +27,7 @@ import pandas as pd
 
 from pipeline import __version__
 from pipeline.config import SentinelError
-from pipeline.detector import LatentDetector
+from pipeline.detector import SIGNALS, LatentDetector
 from pipeline.features import FeatureEncoder, SchemaMismatchError
 from pipeline.storage import atomic_dir, sha256_file
 
@@ -78,7 +78,7 @@ class Bundle:
         X = encoder.transform(df)
         ids = df[id_column].astype(str).to_numpy() if id_column else None
         detector = LatentDetector(**(detector_params or {})).fit(
-            X, ids=ids, groups=encoder.block_index(), exclude=exclude
+            X, ids=ids, groups=encoder.block_index(), exclude=exclude, kinds=encoder.block_kinds
         )
         return cls(encoder, detector, id_column, dict(metadata or {}))
 
@@ -98,7 +98,7 @@ class Bundle:
             raise SchemaMismatchError(f"input has duplicate column name(s) {self.id_column!r}")
         X = self.encoder.transform(df)
         s = self.detector.score_samples(X, neighbor_ids=False, workers=workers)
-        per_feature = s["group_error"]
+        per_feature = s.get("attribution", s["group_error"])  # what drove each row's signal
         total = per_feature.sum(axis=1, keepdims=True)
         # A row's largest shares are its largest errors: rank the errors, divide only the top k.
         k = min(TOP_FEATURES, per_feature.shape[1])
@@ -120,8 +120,10 @@ class Bundle:
             "top_index": top,
             "top_shares": np.round(shares, 4),
             "neighbor_index": s["neighbor_index"],
+            "signal": s["signal"],
+            "copies": s["copies"],
             # Per-feature errors and latents in float32: the precision of the model itself.
-            "group_error": per_feature.astype("float32", copy=False),
+            "group_error": s["group_error"].astype("float32", copy=False),
             "latent": s["latent"],
         }
         if self.metadata.get("segments"):  # latent segments fitted at training (pipeline.segments)
@@ -141,6 +143,8 @@ class Bundle:
             out[self.id_column] = df[self.id_column].to_numpy()
         for name in ("score", "is_anomaly", "raw_score", "recon_error", "latent_distance"):
             out[name] = a[name]
+        out["signal"] = np.asarray(SIGNALS)[a["signal"]]
+        out["copies_in_batch"] = a["copies"]
         out["top_features"] = _list_column(names[a["top_index"]])
         out["top_feature_shares"] = _list_column(a["top_shares"])
         out["nearest_normal_ids"] = _list_column(self.detector.reference_ids_[a["neighbor_index"]])

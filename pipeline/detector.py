@@ -90,6 +90,279 @@ def _mahalanobis(F: np.ndarray, mean: np.ndarray, whiten: np.ndarray) -> np.ndar
     return np.sqrt(np.einsum("ij,ij->i", white, white))
 
 
+
+TAIL_SAMPLE = 1024  # quantile knots kept per encoded column for its empirical marginal tails
+ISOLATION_TREES = 100
+ISOLATION_SAMPLES = 256
+#: Component -> family. Components of one family measure the same thing in two ways and are
+#: strongly correlated; the combination averages inside a family before adding the families,
+#: so two views of one signal do not count as two pieces of evidence.
+FAMILIES = {
+    "recon": "reconstruction",
+    "residual": "reconstruction",
+    "latent": "latent",
+    "density": "latent",
+    "tails": "marginal",
+    "isolation": "isolation",
+    "combos": "combination",
+    "duplicates": "duplicates",
+}
+MAX_COMBO_BLOCKS = 48  # categorical/boolean columns whose pairs are counted (1,128 pairs at most)
+FREQUENT_KEYS = 2048  # training records' most frequent keys kept with their shares
+#: The families, in a fixed order: the ``signal`` of a scored row is a position in it.
+SIGNALS = ("reconstruction", "latent", "marginal", "isolation", "combination", "duplicates")
+COMBO_SUM = True
+DUPLICATE_MARGIN = float(np.log(1e4))  # evidence of repeats counts only beyond p = 1e-4
+COMBO_MIN_EXPECTED = 10.0
+DIRECT = frozenset({"duplicates", "combos"})  # components whose values are -log p already
+
+
+DEFAULT_COMPONENTS = ("recon", "residual", "latent", "density", "tails", "combos", "duplicates")
+DEFAULT_FAMILY_WEIGHTS = {
+    "reconstruction": 1.0, "latent": 1.0, "marginal": 1.0, "isolation": 1.0, "combination": 1.0, "duplicates": 1.0,
+}
+
+
+def family_evidence(evidence: dict[str, np.ndarray], weights: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Per family, the weighted mean ``-log p`` of its components."""
+    w = {**DEFAULT_FAMILY_WEIGHTS, **(weights or {})}
+    fams: dict[str, list[np.ndarray]] = {}
+    for k, v in evidence.items():
+        fams.setdefault(FAMILIES[k], []).append(v)
+    return {f: w[f] * np.mean(vs, axis=0) for f, vs in fams.items()}
+
+
+def combine_families(evidence: dict[str, np.ndarray], weights: dict[str, float] | None = None) -> np.ndarray:
+    """Mean ``-log p`` inside each family, then the weighted sum over the families: two views of
+    one signal count once, independent signals add up."""
+    return sum(family_evidence(evidence, weights).values())
+
+
+class MarginalTails:
+    """Per-column empirical tail probabilities of the training data (the idea behind COPOD and
+    ECOD): how far out in its own column's distribution each value lies, on either side.
+
+    ``fit`` keeps at most ``TAIL_SAMPLE`` quantiles of every encoded column and the sign of its
+    skewness; ``score`` returns, per row, the largest of the sums of ``-log`` left-tail, right-tail
+    and skewness-side probabilities over the columns, and the per-column two-sided ``-log p``
+    (the explanation: which columns are out in their tails).
+    """
+
+    def fit(self, X: np.ndarray) -> MarginalTails:
+        X = np.asarray(X, dtype="float64")
+        m = int(min(len(X), TAIL_SAMPLE))
+        self.knots_ = np.quantile(X, np.linspace(0.0, 1.0, m), axis=0, method="inverted_cdf").astype("float32")
+        centred = X - X.mean(axis=0)
+        sd = centred.std(axis=0)
+        skew = np.divide((centred**3).mean(axis=0), sd**3, out=np.zeros(X.shape[1]), where=sd > 0)
+        self.skew_sign_ = np.sign(skew).astype("float32")
+        return self
+
+    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X, dtype="float32")
+        m, d = self.knots_.shape
+        left = np.empty(X.shape, dtype="float32")
+        right = np.empty(X.shape, dtype="float32")
+        for j in range(d):  # one sorted search per column (vectorised over the rows)
+            q = self.knots_[:, j]
+            left[:, j] = np.searchsorted(q, X[:, j], side="right")  # knots <= x
+            right[:, j] = m - np.searchsorted(q, X[:, j], side="left")  # knots >= x
+        # -log of the smoothed tail probability (count + 1) / (m + 1), on each side
+        log_m = np.float32(np.log(m + 1.0))
+        nl = log_m - np.log1p(left)
+        nr = log_m - np.log1p(right)
+        auto = np.where(self.skew_sign_ < 0, nl, nr)
+        total = np.maximum(np.maximum(nl.sum(axis=1), nr.sum(axis=1)), auto.sum(axis=1))
+        return total.astype("float64"), np.maximum(nl, nr)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"tail_knots": self.knots_, "tail_skew": self.skew_sign_}
+
+    @classmethod
+    def from_arrays(cls, z: Any) -> MarginalTails:
+        obj = cls()
+        obj.knots_, obj.skew_sign_ = z["tail_knots"], z["tail_skew"]
+        return obj
+
+
+def _row_keys(X: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of every row's float32 values (equal rows, equal keys)."""
+    bits = np.ascontiguousarray(X, dtype="float32").view("uint32").astype("uint64")
+    rng = np.random.default_rng(20261201)
+    mult = rng.integers(1, 2**63, size=bits.shape[1], dtype="uint64") | np.uint64(1)
+    with np.errstate(over="ignore"):
+        h = (bits * mult).sum(axis=1, dtype="uint64")
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0x9E3779B97F4A7C15)
+    return h
+
+
+class DuplicateRecords:
+    """How surprising it is to see a record as often as it appears in the scored frame.
+
+    A record (all columns but timestamps) that the training data held with share ``f`` (``1/n``
+    when it was unique or unseen) is expected ``f·(m - 1)`` more times among ``m`` scored rows;
+    the evidence is ``-log`` of the binomial probability of at least as many copies as seen.
+    Bots and stuck feeds repeat one record; ordinary rows appear once. Copies are counted within
+    one scored frame (a part of a batch, or a chunk of a streamed one)."""
+
+    def fit(self, X: np.ndarray, key_columns: np.ndarray, random_state: int = 0) -> DuplicateRecords:
+        self.key_columns_ = np.asarray(key_columns, dtype=int)
+        # How repetitive is this source by itself? Records of one half of the training rows,
+        # scored against the other half, give the evidence that ordinary repeats reach; only
+        # evidence beyond that (and beyond DUPLICATE_MARGIN) counts.
+        self.offset_ = DUPLICATE_MARGIN
+        if len(X) >= 20:
+            half = np.random.default_rng(random_state).permutation(len(X)) < len(X) // 2
+            self._fit_keys(X[half])
+            self.offset_ = max(DUPLICATE_MARGIN, float(self._raw(X[~half])[0].max()))
+        self._fit_keys(X)
+        return self
+
+    def _fit_keys(self, X: np.ndarray) -> None:
+        keys, counts = np.unique(_row_keys(X[:, self.key_columns_]), return_counts=True)
+        top = np.argsort(-counts, kind="stable")[:FREQUENT_KEYS]
+        top = np.sort(top[counts[top] > 1])  # np.unique's keys are sorted: keep them so
+        self.keys_, self.shares_ = keys[top], counts[top] / len(X)
+        self.unseen_share_ = 1.0 / len(X)
+
+    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(evidence, copies)`` per row: ``-log p`` beyond the source's own repeats."""
+        logp, copies = self._raw(X)
+        return np.maximum(logp - self.offset_, 0.0), copies
+
+    def _raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.stats import binom
+
+        h = _row_keys(X[:, self.key_columns_])
+        _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+        copies = counts[inverse]
+        share = np.full(len(h), self.unseen_share_)
+        if len(self.keys_):
+            pos = np.clip(np.searchsorted(self.keys_, h), 0, len(self.keys_) - 1)
+            known = self.keys_[pos] == h
+            share[known] = self.shares_[pos[known]]
+        # P(at least copies - 1 other copies among the other m - 1 rows)
+        logp = binom.logsf(copies - 2, max(len(h) - 1, 1), np.minimum(share, 1.0))
+        return np.maximum(-logp, 0.0), copies
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"dup_key_columns": self.key_columns_, "dup_keys": self.keys_, "dup_shares": self.shares_,
+                "dup_unseen": np.array([self.unseen_share_, self.offset_])}
+
+    @classmethod
+    def from_arrays(cls, z: Any) -> DuplicateRecords:
+        obj = cls()
+        obj.key_columns_, obj.keys_, obj.shares_ = z["dup_key_columns"], z["dup_keys"], z["dup_shares"]
+        obj.unseen_share_, obj.offset_ = float(z["dup_unseen"][0]), float(z["dup_unseen"][1])
+        return obj
+
+
+class CategoryCombinations:
+    """Pairs of categorical (and boolean) values that training rarely or never saw together.
+
+    For every pair of such columns the training counts of each level pair are kept; a row's
+    evidence for a pair is ``log`` of how many times less often its two levels met in training
+    than independence predicts (``(n_a·n_b/n + ½) / (n_ab + ½)``, floored at 0), and the row's
+    value is its worst pair: cash on the web shop is ordinary cash and an ordinary web order,
+    never both."""
+
+    def fit(self, X: np.ndarray, blocks: list[np.ndarray], kinds: list[str], trim: float = 0.05) -> CategoryCombinations:
+        """``blocks``: the matrix columns of each column to pair; ``kinds``: their kinds. Pairs
+        with at least one categorical or boolean column are counted; a numeric column takes
+        part through its training deciles."""
+        self.blocks_ = [np.asarray(b, dtype=int) for b in blocks[:MAX_COMBO_BLOCKS]]
+        kinds = list(kinds[:MAX_COMBO_BLOCKS])
+        self.edges_ = [
+            np.unique(np.quantile(X[:, b[0]], np.linspace(0.1, 0.9, 9))) if k == "numeric" else np.zeros(0)
+            for b, k in zip(self.blocks_, kinds, strict=True)
+        ]
+        self.levels_ = [
+            len(e) + 1 if k == "numeric" else (3 if k == "boolean" else len(b))
+            for b, k, e in zip(self.blocks_, kinds, self.edges_, strict=True)
+        ]
+        self.numeric_ = [k == "numeric" for k in kinds]
+        nb = len(self.blocks_)
+        self.pairs_ = [(i, j) for i in range(nb) for j in range(i + 1, nb) if not (self.numeric_[i] and self.numeric_[j])]
+        codes = self._codes(X)
+        self._count(codes)
+        if trim > 0 and len(X) >= 20:
+            # Training data is dirty: impossible pairs it holds would look merely rare. Count
+            # again without the rows of the worst pairs (as the latent model is refitted).
+            value = self._score_codes(codes)[0]
+            cut = np.quantile(value, 1 - trim)
+            self._count(codes[(value <= cut) | (value == 0)])
+        return self
+
+    def _count(self, codes: np.ndarray) -> None:
+        n = len(codes)
+        self.tables_ = []
+        for i, j in self.pairs_:
+            li, lj = self.levels_[i], self.levels_[j]
+            joint = np.bincount(codes[:, i] * lj + codes[:, j], minlength=li * lj).reshape(li, lj)
+            expected = np.outer(joint.sum(1), joint.sum(0)) / max(n, 1)
+            # Only an absence that independence makes unlikely is evidence: cells expected at
+            # least COMBO_MIN_EXPECTED times, seen at most a tenth as often.
+            ev = np.log((expected + 0.5) / (joint + 0.5)) - np.log(10.0)
+            self.tables_.append(np.where(expected >= COMBO_MIN_EXPECTED, np.maximum(ev, 0.0), 0.0).astype("float32"))
+
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        cols = []
+        for b, nl, e, num in zip(self.blocks_, self.levels_, self.edges_, self.numeric_, strict=True):
+            if num:
+                cols.append(np.searchsorted(e, X[:, b[0]], side="right"))
+            elif len(b) == 1:  # boolean 0 / 0.5 / 1
+                cols.append(np.clip(np.rint(X[:, b[0]] * 2), 0, nl - 1).astype(int))
+            else:
+                cols.append(np.argmax(X[:, b], axis=1))
+        return np.stack(cols, axis=1) if cols else np.zeros((len(X), 0), dtype=int)
+
+    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(evidence, worst pair index)`` per row (pair index -1 where no pair is unusual)."""
+        return self._score_codes(self._codes(X))
+
+    def _score_codes(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.pairs_:
+            return np.zeros(len(codes)), np.full(len(codes), -1)
+        per_pair = np.stack([t[codes[:, i], codes[:, j]] for (i, j), t in zip(self.pairs_, self.tables_, strict=True)], axis=1)
+        worst = per_pair.argmax(axis=1)
+        value = (per_pair.sum(axis=1) if COMBO_SUM else per_pair[np.arange(len(codes)), worst]).astype("float64")
+        return value, np.where(value > 0, worst, -1)
+
+    def pair_groups(self, worst: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """The two groups (original columns) of each row's worst pair; ``-1`` where none."""
+        if not self.pairs_:
+            return np.full((len(worst), 2), -1)
+        first = np.array([groups[self.blocks_[i][0]] for i, _ in self.pairs_])
+        second = np.array([groups[self.blocks_[j][0]] for _, j in self.pairs_])
+        w = np.maximum(worst, 0)
+        return np.where((worst >= 0)[:, None], np.stack([first[w], second[w]], axis=1), -1)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        flat = np.concatenate([t.ravel() for t in self.tables_]) if self.tables_ else np.zeros(0, "float32")
+        return {"combo_blocks": np.concatenate(self.blocks_) if self.blocks_ else np.zeros(0, int),
+                "combo_widths": np.array([len(b) for b in self.blocks_], dtype=int),
+                "combo_levels": np.array(self.levels_, dtype=int), "combo_tables": flat,
+                "combo_numeric": np.array(self.numeric_, dtype=bool),
+                "combo_edges": np.concatenate(self.edges_) if self.edges_ else np.zeros(0),
+                "combo_edge_counts": np.array([len(e) for e in self.edges_], dtype=int)}
+
+    @classmethod
+    def from_arrays(cls, z: Any) -> CategoryCombinations:
+        obj = cls()
+        obj.blocks_ = np.split(z["combo_blocks"], np.cumsum(z["combo_widths"])[:-1]) if len(z["combo_widths"]) else []
+        obj.levels_ = z["combo_levels"].tolist()
+        obj.numeric_ = z["combo_numeric"].tolist()
+        counts = z["combo_edge_counts"]
+        obj.edges_ = np.split(z["combo_edges"], np.cumsum(counts)[:-1]) if len(counts) else []
+        nb = len(obj.blocks_)
+        obj.pairs_ = [(i, j) for i in range(nb) for j in range(i + 1, nb) if not (obj.numeric_[i] and obj.numeric_[j])]
+        sizes = [obj.levels_[i] * obj.levels_[j] for i, j in obj.pairs_]
+        parts = np.split(z["combo_tables"], np.cumsum(sizes)[:-1]) if sizes else []
+        obj.tables_ = [p.reshape(obj.levels_[i], obj.levels_[j]) for p, (i, j) in zip(parts, obj.pairs_, strict=True)]
+        return obj
+
+
 class LatentDetector:
     def __init__(
         self,
@@ -104,6 +377,9 @@ class LatentDetector:
         latent_variance: float | None = 0.7,
         random_state: int = 0,
         model_params: dict[str, Any] | None = None,
+        components: tuple[str, ...] | list[str] | None = None,
+        combine: str = "families",
+        family_weights: dict[str, float] | None = None,
     ) -> None:
         self.kind = kind
         self.alert_rate = alert_rate
@@ -116,6 +392,9 @@ class LatentDetector:
         self.latent_variance = latent_variance
         self.random_state = random_state
         self.model_params = model_params
+        self.components = components
+        self.combine = combine
+        self.family_weights = family_weights
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -130,6 +409,9 @@ class LatentDetector:
             "latent_variance": self.latent_variance,
             "random_state": self.random_state,
             "model_params": self.model_params,
+            "components": None if self.components is None else list(self.components),
+            "combine": self.combine,
+            "family_weights": self.family_weights,
         }
 
     # ------------------------------------------------------------------ fit
@@ -139,12 +421,15 @@ class LatentDetector:
         ids: np.ndarray | None = None,
         groups: np.ndarray | None = None,
         exclude: np.ndarray | None = None,
+        kinds: list[str] | None = None,
     ) -> LatentDetector:
         """Fit on the encoded matrix ``X``.
 
         ``ids`` name the rows (for "nearest normal records"); ``groups`` maps every matrix
         column to the original column it encodes (one-hot columns of one category share a
-        group), so that errors are measured and explained per original column.
+        group), so that errors are measured and explained per original column; ``kinds`` gives
+        each group's kind (``numeric``, ``categorical``, ``boolean``, ``datetime``; all numeric
+        when not given), for the components that treat them apart.
         """
         X = np.asarray(X, dtype="float32")
         if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
@@ -160,6 +445,10 @@ class LatentDetector:
         )
         if self.groups_.shape != (X.shape[1],):
             raise ValueError("groups must give one group per column of X")
+        n_groups = int(self.groups_.max()) + 1
+        self.group_kinds_ = list(kinds) if kinds is not None else ["numeric"] * n_groups
+        if len(self.group_kinds_) != n_groups:
+            raise ValueError(f"kinds must give one kind per group ({n_groups}), got {len(self.group_kinds_)}")
         params = dict(self.model_params or {})
         if self.latent_variance is not None and "latent_dim" not in params:
             params["latent_dim"] = self._latent_dim_for(X)
@@ -246,17 +535,35 @@ class LatentDetector:
         recon, _, residual = self._recon(X)
         self.residual_mean_, self.residual_whiten_ = _whitening(residual[ref])
         self.density_mean_, self.density_whiten_ = _whitening(Zs[ref])
+        comps = self._components()
+        for attr in ("tails_model_", "duplicates_model_", "combos_model_"):
+            if hasattr(self, attr):  # a fine-tune refits them from scratch
+                delattr(self, attr)
+        if "tails" in comps:
+            self.tails_model_ = MarginalTails().fit(X[keep])
+        kinds = getattr(self, "group_kinds_", ["numeric"] * (int(self.groups_.max()) + 1))
+        if "duplicates" in comps:
+            key_cols = np.flatnonzero([kinds[g] != "datetime" for g in self.groups_])
+            self.duplicates_model_ = DuplicateRecords().fit(
+                X[keep], key_cols if len(key_cols) else np.arange(X.shape[1]), random_state=self.random_state
+            )
+        if "combos" in comps and any(k in ("categorical", "boolean") for k in kinds):
+            # categorical and boolean columns first, so the bound on pairs keeps them all
+            paired = sorted((g for g, k in enumerate(kinds) if k != "datetime"), key=lambda g: kinds[g] == "numeric")
+            blocks = [np.flatnonzero(self.groups_ == g) for g in paired]
+            self.combos_model_ = CategoryCombinations().fit(X[keep], blocks, [kinds[g] for g in paired], trim=self.trim_fraction)
 
         # Calibration on the training rows (a row in the reference set is not its own neighbour).
         in_ref = np.zeros(n, dtype=bool)
         in_ref[ref] = True
         dist = self._latent_distance(Zs.astype("float32"), exclude_self=in_ref)[0]
-        logs = self._component_logs(recon, residual, Zs, dist)
+        logs = self._component_logs(recon, residual, Zs, dist, X)
         self.calibration_ = {name: _robust_center_scale(v) for name, v in logs.items()}
         self.tails_ = {
             name: _tail_curve((v - self.calibration_[name][0]) / self.calibration_[name][1])
             for name, v in logs.items()
         }
+        logs.update(self._direct_evidence(X))
         raw = self._combine(logs)
         self.raw_center_, self.raw_scale_ = _robust_center_scale(raw)
         self.threshold_ = (
@@ -334,27 +641,116 @@ class LatentDetector:
             dist, idx = dist[:, :k], idx[:, :k]
         return dist.mean(axis=1), idx
 
+    def _components(self) -> tuple[str, ...]:
+        if self.components is None:
+            return DEFAULT_COMPONENTS
+        unknown = sorted(set(self.components) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown detector component(s) {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+        return tuple(self.components)
+
     def _component_logs(
-        self, recon: np.ndarray, residual: np.ndarray, Zs: np.ndarray, dist: np.ndarray
+        self, recon: np.ndarray, residual: np.ndarray, Zs: np.ndarray, dist: np.ndarray, X: np.ndarray,
+        extras: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
+        """The calibrated components' raw values (logs); ``extras`` receives ``tail_columns``,
+        the per-column tail evidence, when given."""
         logs = {"recon": np.log(recon + EPS), "latent": np.log(dist + EPS)}
         if hasattr(self, "residual_whiten_"):  # absent from bundles saved before them
             d = _mahalanobis(residual, self.residual_mean_, self.residual_whiten_)
             logs["residual"] = np.log(d + EPS)
             logs["density"] = np.log(_mahalanobis(Zs, self.density_mean_, self.density_whiten_) + EPS)
+        if hasattr(self, "tails_model_"):
+            total, per_column = self.tails_model_.score(X)
+            logs["tails"] = np.log(total + EPS)
+            if extras is not None:
+                extras["tail_columns"] = per_column
         return logs
 
-    def _combine(self, logs: dict[str, np.ndarray]) -> np.ndarray:
-        z = {k: (logs[k] - c) / s for k, (c, s) in self.calibration_.items()}
-        w = self.latent_weight
-        if not hasattr(self, "tails_"):  # a bundle saved before the tail calibration
-            return (1 - w) * z["recon"] + w * z["latent"]
+    def _direct_evidence(self, X: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Components that are ``-log p`` already (no calibration against the training rows);
+        ``extras`` receives ``copies`` and ``combo_pair`` (the worst pair's two groups)."""
+        out = {}
+        extras = {} if extras is None else extras
+        if hasattr(self, "duplicates_model_"):
+            out["duplicates"], extras["copies"] = self.duplicates_model_.score(X)
+        if hasattr(self, "combos_model_"):
+            out["combos"], worst = self.combos_model_.score(X)
+            extras["combo_pair"] = self.combos_model_.pair_groups(worst, self.groups_)
+        return out
+
+    def _by_group(self, M: np.ndarray) -> np.ndarray:
+        """Sum the matrix columns of ``M`` per group (original column)."""
+        n_groups = int(self.groups_.max()) + 1
+        if n_groups == M.shape[1] and (self.groups_ == np.arange(n_groups)).all():
+            return M
+        membership = np.zeros((M.shape[1], n_groups), dtype="float32")
+        membership[np.arange(M.shape[1]), self.groups_] = 1.0
+        return M @ membership
+
+    def _attribution(self, sq: np.ndarray, signal: np.ndarray, extras: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row and original column, how much that column drove the row's signal: its share
+        of the reconstruction error, or of the marginal tail evidence for rows the tails
+        flagged, or the two columns of the worst pair for rows flagged by a combination."""
+        out = np.array(sq, dtype="float32", copy=True)
+        if "tail_columns" in extras:
+            rows = signal == SIGNALS.index("marginal")
+            if rows.any():
+                out[rows] = self._by_group(extras["tail_columns"][rows])
+        if "combo_pair" in extras:
+            rows = (signal == SIGNALS.index("combination")) & (extras["combo_pair"][:, 0] >= 0)
+            if rows.any():
+                pair = extras["combo_pair"][rows]
+                out[rows] = 0.0
+                idx = np.flatnonzero(rows)
+                out[idx, pair[:, 0]] = 1.0
+                out[idx, pair[:, 1]] = 1.0
+        return out
+
+    def _evidence(self, logs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each component as ``-log`` of its empirical tail p-value among the training rows
+        (growing linearly with the robust z-score beyond the largest training value)."""
         t = {}
-        for k, v in z.items():
+        for k, (c, s) in self.calibration_.items():
+            v = (logs[k] - c) / s
             knots, logp = self.tails_[k]
-            # beyond the last training value, the tail goes on growing with the z-score
-            t[k] = SIDE_WEIGHTS[k] * (np.interp(v, knots, logp) + np.maximum(v - knots[-1], 0))
-        return (1 - w) * (t["recon"] + t["residual"]) + w * (t["latent"] + t["density"])
+            t[k] = np.interp(v, knots, logp) + np.maximum(v - knots[-1], 0)
+        return {**t, **{k: v for k, v in logs.items() if k in DIRECT}}
+
+    def _combine(self, logs: dict[str, np.ndarray]) -> np.ndarray:
+        if not hasattr(self, "tails_"):  # a bundle saved before the tail calibration
+            z = {k: (logs[k] - c) / s for k, (c, s) in self.calibration_.items()}
+            w = self.latent_weight
+            return (1 - w) * z["recon"] + w * z["latent"]
+        t = self._evidence(logs)
+        if self.combine == "fisher":  # the session-3 rule (bundles saved before families)
+            w = self.latent_weight
+            t = {k: SIDE_WEIGHTS[k] * v for k, v in t.items()}
+            return (1 - w) * (t["recon"] + t["residual"]) + w * (t["latent"] + t["density"])
+        return combine_families(t, self.family_weights)
+
+    def signal_of(self, logs: dict[str, np.ndarray]) -> np.ndarray:
+        """Per row, the position in ``SIGNALS`` of the family that gave the most evidence."""
+        if not hasattr(self, "tails_") or self.combine == "fisher":
+            t = {"recon": np.zeros(len(logs["recon"]))}
+            if hasattr(self, "tails_"):
+                t = self._evidence(logs)
+            fams = family_evidence({k: v for k, v in t.items() if k in ("recon", "residual", "latent", "density")})
+        else:
+            fams = family_evidence(self._evidence(logs), self.family_weights)
+        names = list(fams)
+        best = np.argmax(np.stack([fams[f] for f in names]), axis=0)
+        return np.array([SIGNALS.index(f) for f in names], dtype="int8")[best]
+
+    def component_evidence(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """``-log p`` of every component for the encoded rows ``X`` (benchmarks and tests)."""
+        self._check()
+        X = np.asarray(X, dtype="float32")
+        Z, X_hat = self.model_.encode(X), self.model_.reconstruct(X)
+        recon, _, residual = self._recon(X, X_hat)
+        Zs = ((Z.astype("float64") - self.latent_mean_) / self.latent_scale_).astype("float32")
+        dist, _ = self._latent_distance(Zs)
+        return self._evidence({**self._component_logs(recon, residual, Zs, dist, X), **self._direct_evidence(X)})
 
     def score_samples(
         self, X: np.ndarray, *, neighbor_ids: bool = True, workers: int = -1
@@ -381,8 +777,10 @@ class LatentDetector:
         Z = Z.astype("float64")
         Zs = ((Z - self.latent_mean_) / self.latent_scale_).astype("float32")
         dist, nn = self._latent_distance(Zs, workers=workers)
-        logs = self._component_logs(recon, residual, Zs, dist)
+        extras: dict[str, np.ndarray] = {}
+        logs = {**self._component_logs(recon, residual, Zs, dist, X, extras), **self._direct_evidence(X, extras)}
         raw = self._combine(logs)
+        signal = self.signal_of(logs)
         z = np.clip((raw - self.threshold_) / max(self.raw_scale_, EPS), -50, 50)
         score = 1.0 / (1.0 + np.exp(-z))
         return {
@@ -393,6 +791,9 @@ class LatentDetector:
             "raw_score": raw,
             "score": score,
             "is_anomaly": raw >= self.threshold_,
+            "signal": signal,
+            "attribution": self._attribution(sq, signal, extras),
+            "copies": extras.get("copies", np.ones(len(X), dtype="int64")),
             "neighbor_index": nn,
             **({"neighbor_ids": self.reference_ids_[nn]} if neighbor_ids else {}),
         }
@@ -418,11 +819,15 @@ class LatentDetector:
             residual_whiten=self.residual_whiten_,
             density_mean=self.density_mean_,
             density_whiten=self.density_whiten_,
+            **(self.tails_model_.to_arrays() if hasattr(self, "tails_model_") else {}),
+            **(self.duplicates_model_.to_arrays() if hasattr(self, "duplicates_model_") else {}),
+            **(self.combos_model_.to_arrays() if hasattr(self, "combos_model_") else {}),
         )
         calib = {
             "params": self.get_params(),
             "n_features_in": self.n_features_in_,
             "n_trimmed": self.n_trimmed_,
+            "group_kinds": getattr(self, "group_kinds_", None),
             "components": {k: list(v) for k, v in self.calibration_.items()},
             "tails": self.tails_,
             "raw_center": self.raw_center_,
@@ -437,7 +842,9 @@ class LatentDetector:
     def load(cls, folder: Path) -> LatentDetector:
         folder = Path(folder)
         calib = json.loads((folder / "calibration.json").read_text())
-        det = cls(**calib["params"])
+        params = dict(calib["params"])
+        params.setdefault("combine", "fisher")  # saved before the family combination
+        det = cls(**params)
         det.model_ = load_latent_model(folder)
         with np.load(folder / "reference.npz", allow_pickle=False) as z:
             det.reference_latents_ = z["latents"]
@@ -449,8 +856,16 @@ class LatentDetector:
             if "residual_whiten" in z.files:
                 det.residual_mean_, det.residual_whiten_ = z["residual_mean"], z["residual_whiten"]
                 det.density_mean_, det.density_whiten_ = z["density_mean"], z["density_whiten"]
+            if "tail_knots" in z.files:
+                det.tails_model_ = MarginalTails.from_arrays(z)
+            if "dup_keys" in z.files:
+                det.duplicates_model_ = DuplicateRecords.from_arrays(z)
+            if "combo_tables" in z.files:
+                det.combos_model_ = CategoryCombinations.from_arrays(z)
         det.n_features_in_ = int(calib["n_features_in"])
         det.n_trimmed_ = int(calib["n_trimmed"])
+        if calib.get("group_kinds"):
+            det.group_kinds_ = list(calib["group_kinds"])
         det.calibration_ = {k: (float(v[0]), float(v[1])) for k, v in calib["components"].items()}
         if "tails" in calib:
             det.tails_ = calib["tails"]

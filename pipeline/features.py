@@ -465,6 +465,12 @@ class FeatureEncoder:
         return widths
 
     @property
+    def block_kinds(self) -> list[str]:
+        """The kind of every block (``numeric``, ``categorical``, ``boolean``, ``datetime``)."""
+        self._check_fitted()
+        return [b["kind"] for b in self.state_["blocks"]]
+
+    @property
     def feature_names(self) -> list[str]:
         """Original column names, one per block, in block order."""
         self._check_fitted()

@@ -28,6 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.bundle import Bundle
+from pipeline.detector import SIGNALS
 from pipeline.features import SchemaMismatchError
 from pipeline.storage import atomic_path, open_parquet_stream
 
@@ -43,6 +44,8 @@ ALERT_COLUMNS = [
     "raw_score",
     "recon_error",
     "latent_distance",
+    "signal",
+    "copies_in_batch",
     "top_features",
     "top_feature_shares",
     "segment",
@@ -91,6 +94,8 @@ def alerts_table(
             "raw_score": flagged["raw_score"].to_numpy(),
             "recon_error": flagged["recon_error"].to_numpy(),
             "latent_distance": flagged["latent_distance"].to_numpy(),
+            "signal": flagged["signal"].to_numpy() if "signal" in flagged.columns else "",
+            "copies_in_batch": flagged["copies_in_batch"].to_numpy() if "copies_in_batch" in flagged.columns else 1,
             "top_features": list(flagged["top_features"]),
             "top_feature_shares": list(flagged["top_feature_shares"]),
             "segment": flagged["segment"].to_numpy() if "segment" in flagged.columns else 0,
@@ -119,6 +124,8 @@ SCORE_TYPES: dict[str, pa.DataType] = {
     "raw_score": pa.float64(),
     "recon_error": pa.float64(),
     "latent_distance": pa.float64(),
+    "signal": pa.string(),
+    "copies_in_batch": pa.int64(),
     "top_features": pa.list_(pa.string()),
     "top_feature_shares": pa.list_(pa.float64()),
     "nearest_normal_ids": pa.list_(pa.string()),
@@ -409,6 +416,7 @@ class _Lookups:
         self.feature_names = pa.array(list(bundle.encoder.feature_names), pa.string())
         ids = np.asarray(bundle.detector.reference_ids_)
         self.reference_ids = pa.array(ids.astype(str).tolist(), pa.string())
+        self.signals = pa.array(list(SIGNALS), pa.string())
 
 
 def _list_of(values: pa.Array, width: int, type_: pa.DataType) -> pa.Array:
@@ -424,6 +432,8 @@ def _score_columns(
     ``Bundle.score_arrays``: whole-array copies and ``take``, no object per row."""
     top, near = scores["top_index"], scores["neighbor_index"]
     cols: dict[str, pa.Array] = {
+        "signal": lookups.signals.take(pa.array(scores["signal"].astype("int64"))),
+        "copies_in_batch": pa.array(np.asarray(scores["copies"], dtype="int64")),
         "top_features": _list_of(
             lookups.feature_names.take(pa.array(top.ravel())), top.shape[1], score_cols["top_features"]
         ),

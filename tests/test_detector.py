@@ -124,7 +124,7 @@ def test_four_scores_each_catch_their_kind_of_anomaly_and_reload(tmp_path: Path)
     far = np.r_[z[1] * 0 + 6, np.array([6, 6]) @ np.array([[1.0, 0.5], [0.5, 1.0]]), 0.0]
     test = np.vstack([X[100:400], broken, far]).astype("float32")
     det = LatentDetector(kind="pca", alert_rate=0.01).fit(X.astype("float32"))
-    assert set(det.calibration_) == {"recon", "latent", "residual", "density"}
+    assert set(det.calibration_) == {"recon", "latent", "residual", "density", "tails"}
     raw = det.score_samples(test)["raw_score"]
     assert raw[-2] > np.quantile(raw[:-2], 0.99)
     assert raw[-1] > np.quantile(raw[:-2], 0.99)
