@@ -104,6 +104,19 @@ class ModelSpec(_Section):
     )
     random_state: int | None = _field(None, "Seed of the training.", shown_default="the training's seed")
     model_params: ModelParams | None = _field(None, "The latent model's architecture and training.")
+    components: list[Literal["recon", "residual", "latent", "density", "tails", "combos", "duplicates"]] | None = _field(
+        None, "Evidence the score combines: reconstruction error and residual (reconstruction family), "
+        "latent k-NN distance and latent density (latent family), per-column marginal tails, category "
+        "combinations never seen together, records repeated beyond chance.",
+        shown_default="all seven",
+    )
+    combine: Literal["families", "fisher"] | None = _field(
+        None, "`families`: mean evidence within a family, summed across families; `fisher`: the session-3 "
+        "rule (bundles made before the families).", shown_default="families",
+    )
+    family_weights: dict[Literal["reconstruction", "latent", "marginal", "isolation", "combination", "duplicates"], float] | None = _field(
+        None, "Weight of each family in the sum.", shown_default="1 each",
+    )
 
 
 class DriftLimits(_Section):

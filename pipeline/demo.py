@@ -75,6 +75,13 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
         print(line)
     print(f"  batches: {len(batches)}, rows: {total_in}, alerts: {total_alerts}"
           + (f", known anomalies caught: {caught} of {true} ({caught / max(true, 1):.0%})" if true else ""))
+    by_kind: dict[str, list[int]] = {}
+    for b in batches:
+        for kind, (t, c) in ((b.get("labels") or {}).get("by_kind") or {}).items():
+            acc = by_kind.setdefault(kind, [0, 0])
+            acc[0], acc[1] = acc[0] + t, acc[1] + c
+    if by_kind:
+        print("  caught per kind: " + ", ".join(f"{k} {c}/{t} ({c / max(t, 1):.0%})" for k, (t, c) in sorted(by_kind.items())))
     for m in st["models"]:
         print(f"  model {m['name']}: versions {m['versions']}, aliases {m['aliases']}")
     reports = [b["report"] for b in batches if b.get("report")]

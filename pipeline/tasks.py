@@ -506,11 +506,14 @@ def train_or_update(
 
 
 # ------------------------------------------------------------------------------- score
-def _labels_map(labels_path: str | None, id_column: str) -> dict[str, bool] | None:
+def _labels_map(labels_path: str | None, id_column: str) -> dict[str, str] | None:
+    """Labelled anomalies of a batch: record id -> kind (``anomaly`` when the file names none)."""
     if not labels_path:
         return None
-    lab = pd.read_csv(labels_path, dtype={id_column: str})
-    return dict(zip(lab[id_column].astype(str), lab["is_anomaly"].astype(bool), strict=True))
+    lab = pd.read_csv(labels_path, dtype={id_column: str}, keep_default_na=False)
+    lab = lab[lab["is_anomaly"].astype(str).str.lower().isin(["true", "1"])]
+    kinds = lab["anomaly_kind"].astype(str).replace("", "anomaly") if "anomaly_kind" in lab else "anomaly"
+    return dict(zip(lab[id_column].astype(str), pd.Series(kinds, index=lab.index), strict=True))
 
 
 def part_rows() -> int:
@@ -577,7 +580,7 @@ def score_part(part: Batch, settings: Settings | None = None) -> dict[str, Any]:
         stem = _part_stem(part)
         truth = _labels_map(part.get("labels"), cfg.id_column)
         alerts: list[pd.DataFrame] = []
-        counts = {"rows": {}, "alerts": {}, "true_anomalies": 0, "caught": 0}
+        counts = {"rows": {}, "alerts": {}, "true_anomalies": 0, "caught": 0, "by_kind": {}}
 
         def on_chunk(chunk: pa.Table, progress: dict[str, Any]) -> None:
             flag = chunk.column("is_anomaly").to_numpy(zero_copy_only=False).astype(bool)
@@ -591,9 +594,14 @@ def score_part(part: Batch, settings: Settings | None = None) -> dict[str, Any]:
                     counts[key][str(int(k))] = counts[key].get(str(int(k)), 0) + int(v)
             if truth is not None and cfg.id_column in names:
                 ids = pd.Series(chunk.column(cfg.id_column).to_pandas()).astype(str)
-                y = ids.map(truth).fillna(False).astype(bool).to_numpy()
+                kinds = ids.map(truth)
+                y = kinds.notna().to_numpy()
                 counts["true_anomalies"] += int(y.sum())
                 counts["caught"] += int((y & flag).sum())
+                for kind, hit in zip(kinds[y], flag[y], strict=True):
+                    true_caught = counts["by_kind"].setdefault(kind, [0, 0])
+                    true_caught[0] += 1
+                    true_caught[1] += int(hit)
             log.info("%s %s: %d/%d rows scored, %d alert(s)", bid, stem, progress["rows"],
                      progress["total_rows"], progress["alerts"])
 
@@ -612,7 +620,8 @@ def score_part(part: Batch, settings: Settings | None = None) -> dict[str, Any]:
         write_parquet(folder / f"{stem}.top.parquet", result["top_alerts"].reset_index(drop=True))
         summary = {"rows": result["rows"], "alerts": result["alerts"], "score_hist": result["score_hist"],
                    "segments": {"rows": counts["rows"], "alerts": counts["alerts"]},
-                   "labels": {"true_anomalies": counts["true_anomalies"], "caught": counts["caught"]}
+                   "labels": {"true_anomalies": counts["true_anomalies"], "caught": counts["caught"],
+                              "by_kind": counts["by_kind"]}
                    if truth is not None else None,
                    "model_version": version, "start": part["start"], "stop": part["stop"]}
         write_json(folder / f"{stem}.json", summary)
@@ -696,7 +705,12 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
     if all(x["labels"] is not None for x in summaries):
         true = sum(x["labels"]["true_anomalies"] for x in summaries)
         caught = sum(x["labels"]["caught"] for x in summaries)
-        labels = {"true_anomalies": true, "caught": caught,
+        by_kind: dict[str, list[int]] = {}
+        for x in summaries:
+            for kind, (t, c) in x["labels"].get("by_kind", {}).items():
+                acc = by_kind.setdefault(kind, [0, 0])
+                acc[0], acc[1] = acc[0] + t, acc[1] + c
+        labels = {"true_anomalies": true, "caught": caught, "by_kind": by_kind,
                   "precision": caught / len(alerts) if len(alerts) else 0.0,
                   "recall": caught / true if true else 0.0}
     write_json(out / "summary.json", {"rows": rows, "alerts": len(alerts), "score_hist": hist,
