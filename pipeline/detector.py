@@ -244,7 +244,8 @@ class DuplicateRecords:
             share[known] = self.shares_[pos[known]]
         # P(at least copies - 1 other copies among the other m - 1 rows)
         logp = binom.logsf(copies - 2, max(len(h) - 1, 1), np.minimum(share, 1.0))
-        return np.maximum(-logp, 0.0), copies
+        # a probability below float64's smallest is -inf: bound it there (about 745 nats)
+        return np.clip(-logp, 0.0, -np.log(np.finfo("float64").tiny)), copies
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"dup_key_columns": self.key_columns_, "dup_keys": self.keys_, "dup_shares": self.shares_,
@@ -690,11 +691,13 @@ class LatentDetector:
 
     def _attribution(self, sq: np.ndarray, signal: np.ndarray, extras: dict[str, np.ndarray]) -> np.ndarray:
         """Per row and original column, how much that column drove the row's signal: its share
-        of the reconstruction error, or of the marginal tail evidence for rows the tails
-        flagged, or the two columns of the worst pair for rows flagged by a combination."""
+        of the reconstruction error; for rows flagged by their latent position or the marginal
+        tails, how far out each column lies in its own training distribution (the latent
+        position is unusual *because of* those values); the two columns of the worst pair for
+        rows flagged by a combination."""
         out = np.array(sq, dtype="float32", copy=True)
         if "tail_columns" in extras:
-            rows = signal == SIGNALS.index("marginal")
+            rows = np.isin(signal, [SIGNALS.index("marginal"), SIGNALS.index("latent")])
             if rows.any():
                 out[rows] = self._by_group(extras["tail_columns"][rows])
         if "combo_pair" in extras:

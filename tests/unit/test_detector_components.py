@@ -1,0 +1,177 @@
+"""The detector's components beyond reconstruction and latent position: each catches its own
+kind of anomaly, names the signal and the columns that drove it, and survives a save and load.
+
+PCA latent models keep these fast (no Keras training); the components do not depend on the kind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pipeline.bundle import Bundle, load_bundle
+from pipeline.detector import (
+    SIGNALS,
+    CategoryCombinations,
+    DuplicateRecords,
+    LatentDetector,
+    MarginalTails,
+    combine_families,
+)
+
+PCA = {"kind": "pca", "alert_rate": 0.02, "random_state": 0}
+
+
+def _shop(n: int, seed: int, cash_on_web: int = 0) -> pd.DataFrame:
+    """Orders whose payment depends on the channel: cash only in the store."""
+    rng = np.random.default_rng(seed)
+    channel = rng.choice(["web", "store"], size=n, p=[0.6, 0.4])
+    payment = np.where(channel == "store", rng.choice(["cash", "card"], size=n), rng.choice(["card", "paypal"], size=n))
+    payment[np.flatnonzero(channel == "web")[:cash_on_web]] = "cash"  # a dirty training set
+    return pd.DataFrame({
+        "order_id": [f"o{seed}-{i}" for i in range(n)],
+        "amount": rng.lognormal(3.0, 0.4, size=n).round(2),
+        "items": rng.integers(1, 6, size=n),
+        "channel": channel,
+        "payment": payment,
+        "member": rng.random(n) < 0.5,
+    })
+
+
+def _train(df: pd.DataFrame, **params: object) -> Bundle:
+    schema = {"numeric": ["amount", "items"], "categorical": ["channel", "payment"], "boolean": ["member"], "datetime": []}
+    return Bundle.train(df, schema, id_column="order_id", detector_params={**PCA, **params})
+
+
+def test_families_count_correlated_evidence_once() -> None:
+    x = np.array([1.0, 5.0])
+    assert np.allclose(combine_families({"recon": x, "residual": x}), x)  # one family: the mean
+    assert np.allclose(combine_families({"recon": x, "tails": x}), 2 * x)  # two families: the sum
+
+
+def test_marginal_tails_flag_a_value_far_out_in_its_own_column(tmp_path: Path) -> None:
+    train = _shop(2000, 0)
+    test = _shop(300, 1)
+    test.loc[7, "items"] = 40  # ordinary in every other way
+    bundle = _train(train)
+    scored = bundle.score_frame(test, keep_columns=False)
+    assert scored["raw_score"].idxmax() == 7
+    assert scored.loc[7, "is_anomaly"]
+    assert scored.loc[7, "top_features"][0] == "items"
+    bundle.save(tmp_path / "b")
+    again = load_bundle(tmp_path / "b").score_frame(test, keep_columns=False)
+    np.testing.assert_allclose(again["raw_score"], scored["raw_score"])
+
+
+def test_impossible_combination_is_flagged_and_explained_even_when_training_holds_a_few(tmp_path: Path) -> None:
+    train = _shop(3000, 0, cash_on_web=15)  # 0.5 % of training rows are the impossible pair
+    test = _shop(400, 2)
+    test.loc[[3, 4, 5], ["channel", "payment"]] = ["web", "cash"]
+    bundle = _train(train)
+    scored = bundle.score_frame(test, keep_columns=False)
+    flagged = scored.loc[[3, 4, 5]]
+    assert flagged["is_anomaly"].all()
+    # both the combination and the reconstruction see it; either way it is explained by the pair
+    assert flagged["signal"].isin(["combination", "reconstruction"]).all()
+    assert all(set(t[:2]) == {"channel", "payment"} for t in flagged["top_features"])
+    combos = bundle.detector.component_evidence(bundle.encoder.transform(test))["combos"]
+    assert combos[[3, 4, 5]].min() > 3 and np.median(combos) == 0
+    assert scored["is_anomaly"].drop(index=[3, 4, 5]).mean() < 0.06
+    bundle.save(tmp_path / "b")
+    again = load_bundle(tmp_path / "b").score_frame(test, keep_columns=False)
+    np.testing.assert_allclose(again["raw_score"], scored["raw_score"])
+    assert list(again["signal"]) == list(scored["signal"])
+
+
+def test_a_record_repeated_many_times_is_flagged_as_duplicates(tmp_path: Path) -> None:
+    train = _shop(3000, 0)
+    test = _shop(2000, 3)
+    bot = test.loc[0].copy()
+    rows = np.arange(100, 130)
+    for col in ("amount", "items", "channel", "payment", "member"):
+        test.loc[rows, col] = bot[col]  # 30 copies of one ordinary order (ids differ)
+    bundle = _train(train)
+    scored = bundle.score_frame(test, keep_columns=False)
+    assert scored.loc[rows, "is_anomaly"].all()
+    assert (scored.loc[rows, "signal"] == "duplicates").all()
+    assert (scored.loc[rows, "copies_in_batch"] == 31).all()  # with the original row 0
+    clean = bundle.score_frame(_shop(2000, 4), keep_columns=False)
+    assert (clean["signal"] != "duplicates").all()
+    bundle.save(tmp_path / "b")
+    again = load_bundle(tmp_path / "b").score_frame(test, keep_columns=False)
+    np.testing.assert_allclose(again["raw_score"], scored["raw_score"])
+
+
+def test_duplicates_of_a_repetitive_source_are_not_evidence() -> None:
+    """Data with few distinct records repeats them by itself: the half-split null absorbs it."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 3, size=(4000, 3)).astype("float32")  # 27 distinct records
+    model = DuplicateRecords().fit(X[:3000], np.arange(3))
+    evidence, copies = model.score(X[3000:])
+    assert copies.min() > 10
+    assert evidence.max() == 0
+
+
+def test_a_batch_that_is_entirely_one_record_scores_and_alerts() -> None:
+    bundle = _train(_shop(2000, 0))
+    batch = pd.concat([_shop(1, 5)] * 500, ignore_index=True)
+    batch["order_id"] = [f"x{i}" for i in range(500)]
+    scored = bundle.score_frame(batch, keep_columns=False)
+    assert np.isfinite(scored["raw_score"]).all()
+    assert scored["is_anomaly"].all() and (scored["signal"] == "duplicates").all()
+
+
+def test_constant_in_training_but_varying_at_scoring_stays_finite() -> None:
+    train = _shop(1000, 0).assign(amount=10.0)
+    test = _shop(200, 1)
+    scored = _train(train).score_frame(test, keep_columns=False)
+    assert np.isfinite(scored["raw_score"]).all() and np.isfinite(scored["score"]).all()
+
+
+def test_two_thousand_columns() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2000)).astype("float32")
+    det = LatentDetector(**PCA).fit(X)
+    s = det.score_samples(X[:5])
+    assert s["raw_score"].shape == (5,) and np.isfinite(s["raw_score"]).all()
+    knots = det.tails_model_.knots_
+    assert knots.shape[1] == 2000 and knots.shape[0] <= 300  # bounded by the (kept) training rows
+
+
+def test_tails_and_combinations_on_their_own() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 3)).astype("float32")
+    tails = MarginalTails().fit(X)
+    total, per_column = tails.score(np.array([[0, 0, 0], [0, 9, 0]], dtype="float32"))
+    assert total[1] > total[0] and per_column[1].argmax() == 1
+    onehot = np.zeros((1000, 4), dtype="float32")  # two 2-level columns, always equal
+    level = rng.integers(0, 2, size=1000)
+    onehot[np.arange(1000), level] = 1
+    onehot[np.arange(1000), 2 + level] = 1
+    combos = CategoryCombinations().fit(onehot, [np.array([0, 1]), np.array([2, 3])], ["categorical", "categorical"])
+    value, worst = combos.score(np.array([[1, 0, 1, 0], [1, 0, 0, 1]], dtype="float32"))
+    assert value[0] == 0 and value[1] > 3 and worst.tolist() == [-1, 0]
+
+
+def test_detector_saved_before_the_families_scores_as_it_did(tmp_path: Path) -> None:
+    """Calibration files of the previous release have four components and no ``combine`` key:
+    loading one keeps Fisher's rule and gives the same scores."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, 4)).astype("float32")
+    old = LatentDetector(**PCA, components=["recon", "residual", "latent", "density"], combine="fisher").fit(X)
+    before = old.score_samples(X[:200])["raw_score"]
+    old.save(tmp_path)
+    calib = tmp_path / "calibration.json"
+    state = json.loads(calib.read_text())
+    for key in ("components", "combine", "family_weights"):
+        state["params"].pop(key)
+    calib.write_text(json.dumps(state))
+    again = LatentDetector.load(tmp_path)
+    assert again.combine == "fisher"
+    np.testing.assert_allclose(again.score_samples(X[:200])["raw_score"], before)
+
+
+def test_signals_are_a_fixed_list() -> None:
+    assert SIGNALS[0] == "reconstruction" and "duplicates" in SIGNALS and len(set(SIGNALS)) == len(SIGNALS)
