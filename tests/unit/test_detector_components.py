@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from pipeline.bundle import Bundle, load_bundle
 from pipeline.detector import (
     SIGNALS,
@@ -77,7 +78,8 @@ def test_impossible_combination_is_flagged_and_explained_even_when_training_hold
     assert flagged["signal"].isin(["combination", "reconstruction"]).all()
     assert all(set(t[:2]) == {"channel", "payment"} for t in flagged["top_features"])
     combos = bundle.detector.component_evidence(bundle.encoder.transform(test))["combos"]
-    assert combos[[3, 4, 5]].min() > 3 and np.median(combos) == 0
+    assert combos[[3, 4, 5]].min() > 3
+    assert np.median(combos) == 0
     assert scored["is_anomaly"].drop(index=[3, 4, 5]).mean() < 0.06
     bundle.save(tmp_path / "b")
     again = load_bundle(tmp_path / "b").score_frame(test, keep_columns=False)
@@ -120,14 +122,16 @@ def test_a_batch_that_is_entirely_one_record_scores_and_alerts() -> None:
     batch["order_id"] = [f"x{i}" for i in range(500)]
     scored = bundle.score_frame(batch, keep_columns=False)
     assert np.isfinite(scored["raw_score"]).all()
-    assert scored["is_anomaly"].all() and (scored["signal"] == "duplicates").all()
+    assert scored["is_anomaly"].all()
+    assert (scored["signal"] == "duplicates").all()
 
 
 def test_constant_in_training_but_varying_at_scoring_stays_finite() -> None:
     train = _shop(1000, 0).assign(amount=10.0)
     test = _shop(200, 1)
     scored = _train(train).score_frame(test, keep_columns=False)
-    assert np.isfinite(scored["raw_score"]).all() and np.isfinite(scored["score"]).all()
+    assert np.isfinite(scored["raw_score"]).all()
+    assert np.isfinite(scored["score"]).all()
 
 
 def test_two_thousand_columns() -> None:
@@ -135,9 +139,11 @@ def test_two_thousand_columns() -> None:
     X = rng.normal(size=(300, 2000)).astype("float32")
     det = LatentDetector(**PCA).fit(X)
     s = det.score_samples(X[:5])
-    assert s["raw_score"].shape == (5,) and np.isfinite(s["raw_score"]).all()
+    assert s["raw_score"].shape == (5,)
+    assert np.isfinite(s["raw_score"]).all()
     knots = det.tails_model_.knots_
-    assert knots.shape[1] == 2000 and knots.shape[0] <= 300  # bounded by the (kept) training rows
+    assert knots.shape[1] == 2000
+    assert knots.shape[0] <= 300
 
 
 def test_tails_and_combinations_on_their_own() -> None:
@@ -145,14 +151,17 @@ def test_tails_and_combinations_on_their_own() -> None:
     X = rng.normal(size=(1000, 3)).astype("float32")
     tails = MarginalTails().fit(X)
     total, per_column = tails.score(np.array([[0, 0, 0], [0, 9, 0]], dtype="float32"))
-    assert total[1] > total[0] and per_column[1].argmax() == 1
+    assert total[1] > total[0]
+    assert per_column[1].argmax() == 1
     onehot = np.zeros((1000, 4), dtype="float32")  # two 2-level columns, always equal
     level = rng.integers(0, 2, size=1000)
     onehot[np.arange(1000), level] = 1
     onehot[np.arange(1000), 2 + level] = 1
     combos = CategoryCombinations().fit(onehot, [np.array([0, 1]), np.array([2, 3])], ["categorical", "categorical"])
     value, worst = combos.score(np.array([[1, 0, 1, 0], [1, 0, 0, 1]], dtype="float32"))
-    assert value[0] == 0 and value[1] > 3 and worst.tolist() == [-1, 0]
+    assert value[0] == 0
+    assert value[1] > 3
+    assert worst.tolist() == [-1, 0]
 
 
 def test_detector_saved_before_the_families_scores_as_it_did(tmp_path: Path) -> None:
@@ -174,4 +183,6 @@ def test_detector_saved_before_the_families_scores_as_it_did(tmp_path: Path) -> 
 
 
 def test_signals_are_a_fixed_list() -> None:
-    assert SIGNALS[0] == "reconstruction" and "duplicates" in SIGNALS and len(set(SIGNALS)) == len(SIGNALS)
+    assert SIGNALS[0] == "reconstruction"
+    assert "duplicates" in SIGNALS
+    assert len(set(SIGNALS)) == len(SIGNALS)
