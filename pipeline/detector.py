@@ -161,12 +161,18 @@ class MarginalTails:
     def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X = np.asarray(X, dtype="float32")
         m, d = self.knots_.shape
-        left = np.empty(X.shape, dtype="float32")
-        right = np.empty(X.shape, dtype="float32")
+        columns = np.ascontiguousarray(X.T)
+        left = np.empty((d, len(X)), dtype="float32")
+        right = np.empty((d, len(X)), dtype="float32")
         for j in range(d):  # one sorted search per column (vectorised over the rows)
             q = self.knots_[:, j]
-            left[:, j] = np.searchsorted(q, X[:, j], side="right")  # knots <= x
-            right[:, j] = m - np.searchsorted(q, X[:, j], side="left")  # knots >= x
+            # NumPy's search is several times faster for sorted keys (each starts where the
+            # last ended): sort the column, search, and put the counts back in row order.
+            order = np.argsort(columns[j])
+            keys = columns[j][order]
+            left[j, order] = np.searchsorted(q, keys, side="right")  # knots <= x
+            right[j, order] = m - np.searchsorted(q, keys, side="left")  # knots >= x
+        left, right = np.ascontiguousarray(left.T), np.ascontiguousarray(right.T)  # row order, as summed before
         # -log of the smoothed tail probability (count + 1) / (m + 1), on each side
         log_m = np.float32(np.log(m + 1.0))
         nl = log_m - np.log1p(left)
@@ -243,9 +249,13 @@ class DuplicateRecords:
             known = self.keys_[pos] == h
             share[known] = self.shares_[pos[known]]
         # P(at least copies - 1 other copies among the other m - 1 rows)
-        logp = binom.logsf(copies - 2, max(len(h) - 1, 1), np.minimum(share, 1.0))
-        # a probability below float64's smallest is -inf: bound it there (about 745 nats)
-        return np.clip(-logp, 0.0, -np.log(np.finfo("float64").tiny)), copies
+        evidence = np.zeros(len(h))
+        rep = copies > 1  # a record seen once is no evidence (P(at least 0 copies) = 1)
+        if rep.any():
+            logp = binom.logsf(copies[rep] - 2, max(len(h) - 1, 1), np.minimum(share[rep], 1.0))
+            # a probability below float64's smallest is -inf: bound it there (about 745 nats)
+            evidence[rep] = np.clip(-logp, 0.0, -np.log(np.finfo("float64").tiny))
+        return evidence, copies
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"dup_key_columns": self.key_columns_, "dup_keys": self.keys_, "dup_shares": self.shares_,
