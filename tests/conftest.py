@@ -17,6 +17,20 @@ from pipeline.config import DatasetConfig, Settings, load_dataset
 from pipeline.demo_data import generate_purchases, labels_path_for
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets the marker of its tier from its folder (tests/unit, tests/integration,
+    tests/system), so ``-m unit`` and friends work without anyone remembering a decorator."""
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture

@@ -39,9 +39,8 @@ from pipeline.notify import (
     safe_url,
     send,
 )
-from tests.conftest import Hook
+from tests.conftest import REPO, Hook
 
-REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "fake-smtp-pa55word-7f3a"
 TOKEN = "fake-webhook-t0ken-91c2"
 USER = "sentinel"
