@@ -1,5 +1,5 @@
-"""Shared fixtures: an isolated SENTINEL_HOME per test, generated batches, a CLI runner, and a
-webhook receiver on the loopback interface."""
+"""Shared fixtures: the tier markers, an isolated SENTINEL_HOME per test, generated batches, a
+CLI runner, a webhook receiver on the loopback interface, and the session's trained bundles."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pipeline.config import DatasetConfig, Settings, load_dataset
 from pipeline.demo_data import generate_purchases, labels_path_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.bundle import Bundle
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -33,6 +38,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, tier))
 
 
+def settings_of(home: Path) -> Settings:
+    """Settings for ``home`` with the repository's expectations and the home's SQLite store."""
+    return Settings(
+        home=home,
+        expectations_dir=REPO / "expectations",
+        tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        landing_dir=home / "landing",
+    )
+
+
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("SENTINEL_HOME", str(tmp_path / "var"))
@@ -44,6 +59,61 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 @pytest.fixture
 def cfg(settings: Settings) -> DatasetConfig:
     return load_dataset(settings, "retail_purchases")
+
+
+# ------------------------------------------------------------- one bundle per kind, per session
+BUNDLE_ID = "purchase_id"
+BUNDLE_EXCLUDE = (BUNDLE_ID, "customer_id")
+BUNDLE_PARAMS: dict[str, dict[str, Any]] = {
+    # A short training (the default would be 60 epochs); tests/unit/test_sample.py's tolerances
+    # hold for it.
+    "vae": {"kind": "vae", "model_params": {"epochs": 15}},
+    # Barely trained: what the fuzzing and the safe-loading tests look at is the plumbing
+    # around the model and its files, not its quality.
+    "ae": {"kind": "ae", "trim_fraction": 0.0, "model_params": {"epochs": 1}},
+    "pca": {"kind": "pca"},
+}
+
+
+class TrainedBundles:
+    """One small bundle per kind (``BUNDLE_PARAMS``) on ``frame``, trained on first use and
+    kept for the whole session, with its saved folder. Both are shared: use them read-only
+    (a test that edits bundle files works on a ``shutil.copytree`` of ``folder(kind)``)."""
+
+    def __init__(self, frame: pd.DataFrame, root: Path) -> None:
+        self.frame = frame
+        self.root = root
+        self._bundles: dict[str, Bundle] = {}
+        self._folders: dict[str, Path] = {}
+
+    def bundle(self, kind: str) -> Bundle:
+        if kind not in self._bundles:
+            from pipeline.bundle import Bundle
+            from pipeline.features import infer_schema
+
+            schema = infer_schema(self.frame, exclude=BUNDLE_EXCLUDE)
+            self._bundles[kind] = Bundle.train(
+                self.frame, schema, id_column=BUNDLE_ID, detector_params=BUNDLE_PARAMS[kind]
+            )
+        return self._bundles[kind]
+
+    def folder(self, kind: str) -> Path:
+        if kind not in self._folders:
+            self._folders[kind] = self.bundle(kind).save(self.root / kind)
+        return self._folders[kind]
+
+
+@pytest.fixture(scope="session")
+def training_frame() -> pd.DataFrame:
+    """2,000 generated purchases (seed 7): what the session's bundles are trained on."""
+    return generate_purchases(2000, seed=7)[0]
+
+
+@pytest.fixture(scope="session")
+def trained_bundles(
+    training_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> TrainedBundles:
+    return TrainedBundles(training_frame, tmp_path_factory.mktemp("bundles"))
 
 
 def write_batch(path: Path, rows: int = 600, seed: int = 0, **kwargs) -> Path:

@@ -46,7 +46,7 @@ import pytest
 
 from pipeline import status
 from pipeline.config import Settings
-from tests.conftest import REPO, Hook, cli_env, run_cli, write_batch
+from tests.conftest import REPO, Hook, cli_env, run_cli, settings_of, write_batch
 
 DATASET = "retail_purchases"
 MODEL = "retail_purchases"
@@ -514,82 +514,8 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- secrets
-def secret_findings(paths: list[Path], root: Path) -> list[str]:
-    """Likely secrets in text files: AWS keys, private keys, credentials in URLs, and secret-named
-    settings given a literal. Allowed: ``$VAR`` / ``${VAR...}`` references and values that say
-    they are fake (test fixtures)."""
-    patterns = {
-        "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-        "private key": re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
-        "credentials in a URL": re.compile(
-            r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:([^@\s/'\"{}<>$]{4,})@"
-        ),
-        "secret-named literal": re.compile(
-            r"(?i)\b[\w.-]*(?:password|passwd|secret|token|api_?key|access_?key|fernet_?key)"
-            r"['\"]?[ \t]*[:=][ \t]*(?:['\"]([^'\"\s]{4,})['\"]|([^'\"\s#,)]{4,})[ \t]*$)",
-            re.MULTILINE,
-        ),
-    }
-    findings = []
-    for path in paths:
-        data = path.read_bytes()
-        if b"\0" in data:
-            continue  # binary (an image)
-        text = data.decode("utf-8", errors="replace")
-        for what, pattern in patterns.items():
-            for m in pattern.finditer(text):
-                value = next((g for g in m.groups() if g), m.group(0))
-                if value.startswith("$") or "fake" in value.lower():
-                    continue
-                if what == "secret-named literal" and not (
-                    m.group(1) or path.suffix in CONFIG_SUFFIXES or path.name in CONFIG_NAMES
-                ):
-                    continue  # unquoted right-hand sides count in config files only (code: a name)
-                line = text.count("\n", 0, m.start()) + 1
-                findings.append(f"{path.relative_to(root)}:{line}: {what}: {m.group(0)[:80]}")
-    return findings
-
-
-CONFIG_SUFFIXES = {".yml", ".yaml", ".env", ".ini", ".cfg", ".toml", ".conf", ".properties"}
-CONFIG_NAMES = {"Dockerfile", ".env.example", "Makefile"}
-
-
-def test_the_secret_scan_finds_each_kind_it_looks_for(tmp_path: Path) -> None:
-    """The scan below can fail: one planted sample per pattern is found, references are not."""
-    planted = {
-        "aws.py": "KEY_ID = '" + "AKIA" + "ABCDEFGHIJKLMNOP'\n",
-        "key.pem": "-----BEGIN " + "RSA PRIVATE KEY-----\nMIIB...\n",
-        "url.py": "URI = 'postgresql://admin:" + "hunter22@db:5432/x'\n",
-        "settings.py": "smtp_password = '" + "hunter22'\n",
-        "compose.yml": "  POSTGRES_PASSWORD: " + "hunter22\n",
-        "ok.yml": "  POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set it}\n  URL: postgresql://u:${P}@db/x\n",
-        "ok.py": "password = env.get('SENTINEL_SMTP_PASSWORD')\nTOKEN = 'fake-token-for-tests'\n",
-    }
-    for name, text in planted.items():
-        (tmp_path / name).write_text(text)
-    found = secret_findings(sorted(tmp_path.iterdir()), tmp_path)
-    assert {f.split(":")[0] for f in found} == {
-        "aws.py",
-        "key.pem",
-        "url.py",
-        "settings.py",
-        "compose.yml",
-    }, found
-
-
-def test_no_secret_in_the_repository_files() -> None:
-    """Code, config, compose, docs and tests (tracked, or new and not ignored) hold no secret."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    paths = [REPO / p for p in listed if p and (REPO / p).is_file()]
-    assert any(p.name == "docker-compose.yml" for p in paths)
-    assert not secret_findings(paths, REPO)
-
+# (the static scan of the repository's files: tests/unit/test_secret_scan.py, and
+# tests/integration/test_secret_scan_repository.py)
 
 @pytest.mark.slow
 def test_secrets_never_reach_logs_status_reports_or_the_mlflow_store(clean: dict[str, Any]) -> None:
@@ -1165,60 +1091,3 @@ def test_the_same_batch_run_twice_at_once_leaves_one_complete_record(
     assert_no_partial_outputs(home)
 
 
-def settings_of(home: Path) -> Settings:
-    return Settings(
-        home=home,
-        expectations_dir=REPO / "expectations",
-        tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        landing_dir=home / "landing",
-    )
-
-
-def test_a_content_claim_is_never_seen_without_its_owner(tmp_path: Path) -> None:
-    """The claim is hard-linked from a written temporary file: it exists whole or not at all,
-    and a temporary file a killed claimant left does not block the next claim."""
-    s = settings_of(tmp_path / "var")
-    folder = s.status_dir / "_content" / DATASET
-    folder.mkdir(parents=True)
-    (folder / (".abc." + "x" * 8 + ".tmp")).write_text("killed")  # a claimant killed mid-way
-    assert status.claim_content(s, DATASET, "abc", "first") == "first"
-    assert status.claim_content(s, DATASET, "abc", "second") == "first"
-    assert (folder / "abc").read_text() == "first"
-    seen: list[str] = []
-
-    def claim(i: int) -> None:
-        seen.append(status.claim_content(s, DATASET, "def", f"b{i}"))
-
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(seen)) == 1
-    assert (folder / "def").read_text() == seen[0]
-    assert not [p for p in folder.iterdir() if p.name.startswith(".def.")]
-
-
-def test_outputs_get_the_umask_mode_and_killed_writers_temporaries_are_swept(tmp_path: Path) -> None:
-    from pipeline.storage import FILE_MODE, sweep_temporaries, write_text
-
-    old = os.umask(0o022)
-    try:
-        path = write_text(tmp_path / "report.html", "<html></html>")
-    finally:
-        os.umask(old)
-    assert path.stat().st_mode & 0o777 == FILE_MODE
-    assert FILE_MODE & 0o044  # group and others may read (0600 before the fix)
-    left = [tmp_path / ".scored.parquet.abc123.tmp", tmp_path / ".bundle.old"]
-    left[0].write_bytes(b"partial")
-    left[1].mkdir()
-    young = tmp_path / ".alerts.csv.def456.tmp"
-    young.write_bytes(b"being written")
-    assert sweep_temporaries(tmp_path, older_than_s=3600) == []
-    for p in left:
-        os.utime(p, (time.time() - 7200, time.time() - 7200))
-    assert sorted(sweep_temporaries(tmp_path, older_than_s=3600)) == sorted(left)
-    assert young.exists()
-    assert path.exists()
-    assert sweep_temporaries(tmp_path) == [young]
-    assert path.exists()
