@@ -3,10 +3,19 @@ CLI runner, a webhook receiver on the loopback interface, and the session's trai
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +155,127 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@dataclass
+class CliResult:
+    """What ``cli_main`` gives back: the exit code and the captured output, as ``run_cli``."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextmanager
+def _logging_kept() -> Iterator[None]:
+    """``pipeline.cli.main`` configures logging for a process (``basicConfig(force=True)``, the
+    levels of noisy libraries): put the test process's logging back as it was afterwards."""
+    from pipeline.cli import NOISY
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in (*NOISY, "pipeline")}
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, lvl in levels.items():
+            logging.getLogger(name).setLevel(lvl)
+
+
+def cli_main(*args: str, home: Path, extra_env: dict[str, str] | None = None) -> CliResult:
+    """``python -m pipeline ARGS`` in this process: ``pipeline.cli.main`` with the environment
+    ``run_cli`` gives a child (no other ``SENTINEL_*``/``AIRFLOW*`` variable, ``SENTINEL_HOME``,
+    ``extra_env``) and the repository as working directory, stdout and stderr captured. For
+    tests of what the CLI does; what needs a process of its own (kills, a fresh interpreter,
+    an environment that must not leak) uses ``run_cli``."""
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, _logging_kept():
+        for key in [k for k in os.environ if k.startswith(("SENTINEL_", "AIRFLOW"))]:
+            mp.delenv(key)
+        mp.setenv("SENTINEL_HOME", str(home))
+        for key, value in (extra_env or {}).items():
+            mp.setenv(key, value)
+        mp.chdir(REPO)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:  # noqa: BLE001 - what the interpreter does with an uncaught error
+                traceback.print_exc()
+                code = 1
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+# ------------------------------------------------------------------- prepared state folders
+TEXT_SUFFIXES = {".json", ".yml", ".yaml", ".txt", ".html", ".csv", ".md", ".log"}
+
+
+def _relocate_sqlite(db: Path, old: str, new: str) -> None:
+    """Every text value of every table that holds ``old`` (MLflow's artifact locations, run and
+    model sources) gets ``new`` instead."""
+    con = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                kind = (col[2] or "").upper()
+                if "CHAR" in kind or "TEXT" in kind or "CLOB" in kind:
+                    con.execute(
+                        f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) '
+                        f'WHERE instr("{col[1]}", ?) > 0',
+                        (old, new, old),
+                    )
+        con.commit()
+    finally:
+        con.close()
+
+
+def copy_state(src: Path, dst: Path) -> Path:
+    """Copy a prepared state folder (a ``SENTINEL_HOME`` and its inputs below ``src``) to ``dst``
+    and point every absolute path inside it at the copy: status records, reports, GX's config
+    and the MLflow store's artifact locations. The copy shares no file with ``src``: what a
+    test trains, registers or writes there stays there."""
+    shutil.copytree(src, dst, symlinks=True)
+    old, new = str(src), str(dst)
+    for path in dst.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        if path.suffix == ".db":
+            _relocate_sqlite(path, old, new)
+        elif path.suffix in TEXT_SUFFIXES:
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            if old in text:
+                path.write_text(text.replace(old, new), encoding="utf-8", errors="surrogateescape")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def champion_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The session's prepared state: ``generate`` then ``run --json`` through the CLI (in this
+    process) on a fresh home: 900 purchases (seed 4, 1 % bad rows) as batch ``day1``, the
+    dataset's own model (a VAE) trained and registered as champion version 1, scored and
+    reported. Read-only: a test works on ``copy_state(state["root"], ...)``."""
+    root = tmp_path_factory.mktemp("champion")
+    home, batch = root / "var", root / "in" / "day1.parquet"
+    gen = cli_main("generate", "--rows", "900", "--out", str(batch), "--seed", "4", "--bad-row-rate", "0.01", home=home)
+    assert gen.returncode == 0, gen.stderr
+    run = cli_main("run", "--input", str(batch), "--dataset", "retail_purchases", "--json", home=home)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return {"root": root, "home": home, "batch": batch, "run": json.loads(run.stdout)}
+
+
+def copy_of_champion(state: dict[str, Any], dst: Path) -> dict[str, Any]:
+    """``champion_state`` copied to ``dst`` (its paths relocated): the same keys, for the copy."""
+    root = copy_state(state["root"], dst)
+    return {**state, "root": root, "home": root / "var", "batch": root / "in" / "day1.parquet"}
 
 
 class Hook:

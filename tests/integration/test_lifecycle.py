@@ -13,7 +13,7 @@ from pipeline import drift, registry, status, tasks
 from pipeline.bundle import load_bundle
 from pipeline.config import Settings
 from pipeline.demo_data import generate_purchases
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, cli_main
 
 pytestmark = pytest.mark.slow
 DATASET = "retail_purchases"
@@ -104,20 +104,20 @@ def test_gate_can_leave_a_challenger_for_a_reviewer_then_promote_and_rollback(tm
     assert "Waiting for a reviewer" in registry.client(s).get_model_version(DATASET, "2").description
 
     env = {"SENTINEL_EXPECTATIONS_DIR": str(s.expectations_dir), "SENTINEL_MLFLOW_TRACKING_URI": s.tracking_uri}
-    res = run_cli("promote", "--dataset", DATASET, "--version", "2", home=s.home, extra_env=env)
+    res = cli_main("promote", "--dataset", DATASET, "--version", "2", home=s.home, extra_env=env)
     assert res.returncode == 0, res.stderr
     assert registry.alias_version(s, DATASET) == "2"
     assert registry.alias_version(s, DATASET, registry.CHALLENGER) is None
-    st = json.loads(run_cli("status", "--json", home=s.home, extra_env=env).stdout)
+    st = json.loads(cli_main("status", "--json", home=s.home, extra_env=env).stdout)
     assert st["models"][0]["aliases"] == {"champion": "2", "previous_champion": "1"}
-    res = run_cli("rollback", "--dataset", DATASET, home=s.home, extra_env=env)
+    res = cli_main("rollback", "--dataset", DATASET, home=s.home, extra_env=env)
     assert res.returncode == 0, res.stderr
     assert registry.alias_version(s, DATASET) == "1"
     for args, needle in (
         (["promote", "--dataset", DATASET, "--version", "9"], "version 9"),
         (["promote", "--dataset", "no_such", "--version", "1"], "unknown dataset"),
     ):
-        res = run_cli(*args, home=s.home, extra_env=env)
+        res = cli_main(*args, home=s.home, extra_env=env)
         assert res.returncode == 2
         assert needle in res.stderr
         assert "Traceback" not in res.stderr

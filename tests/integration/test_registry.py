@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_main
 
 MODEL = "retail_purchases"
 
@@ -23,7 +23,7 @@ def _error_lines(stderr: str) -> list[str]:
 def test_promote_or_rollback_of_a_dataset_with_no_model_is_one_line(
     command: list[str], tmp_path: Path
 ) -> None:
-    res = run_cli(command[0], "--dataset", MODEL, *command[1:], home=tmp_path / "var")
+    res = cli_main(command[0], "--dataset", MODEL, *command[1:], home=tmp_path / "var")
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     (line,) = _error_lines(res.stderr)

@@ -1,10 +1,11 @@
 """The model lifecycle against a real ``mlflow server`` process.
 
 One tracking server per module (its own SQLite backend store and artifact root, on a free
-loopback port) runs as a subprocess; the CLI talks to it as a user's would. The server is
-stopped and restarted on the same port and store to show that an unreachable server fails a
-run quickly, with one line, and that the same command succeeds once the server is back,
-without a half-registered version. ``mlflow models serve`` then answers a scoring request for
+loopback port) runs as a subprocess; the CLI talks to it as a user's would (``run`` in a process
+of its own; ``generate`` and ``promote`` in the test process). The server is stopped and
+restarted on the same port and store to show that an unreachable server fails a run quickly,
+with one line, and that the same command succeeds once the server is back, without a
+half-registered version. ``mlflow models serve`` then answers a scoring request for
 the champion with the pipeline's own scores. (The registry's failure modes on the local store:
 tests/integration/test_registry.py.)
 """
@@ -26,7 +27,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import REPO, cli_env, cli_main, run_cli
 
 BIN = Path(sys.executable).parent
 MODEL = "retail_purchases"
@@ -123,7 +124,7 @@ def first_run(server: TrackingServer, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("client")
     home = root / "var"
     batch = root / "in" / "day1.parquet"
-    gen = run_cli("generate", "--rows", "900", "--out", str(batch), "--seed", "4", home=home)
+    gen = cli_main("generate", "--rows", "900", "--out", str(batch), "--seed", "4", home=home)
     assert gen.returncode == 0, gen.stderr
     env = {"SENTINEL_MLFLOW_TRACKING_URI": server.uri}
     res = run_cli(
@@ -240,7 +241,7 @@ def test_an_unreachable_server_fails_fast_and_the_rerun_after_a_restart_recovers
 ) -> None:
     home, env = first_run["home"], first_run["env"]
     day2 = first_run["root"] / "in" / "day2.parquet"
-    gen = run_cli(
+    gen = cli_main(
         "generate",
         "--rows",
         "900",
@@ -288,7 +289,7 @@ def test_an_unreachable_server_fails_fast_and_the_rerun_after_a_restart_recovers
 def test_promote_to_a_missing_version_is_one_line(
     server: TrackingServer, first_run: dict[str, Any]
 ) -> None:
-    res = run_cli(
+    res = cli_main(
         "promote",
         "--dataset",
         MODEL,

@@ -7,8 +7,8 @@ SIGKILL. Nothing is mocked: the real pipeline runs up to that instant and dies a
 killed by the OOM killer or a lost node would. After each kill every output under a final name
 must be whole; the same command is then run to completion and compared with a clean run in
 another home. Training is not bit-for-bit reproducible across processes, so model-dependent
-outputs (scores, alerts) are compared with a clean ``python -m pipeline score`` of the same rows
-by the same champion, and everything else with the clean home.
+outputs (scores, alerts) are compared with a clean ``score`` command (run in the test process)
+of the same rows by the same champion, and everything else with the clean home.
 
 Concurrency: four CLI runs at once in one home (two new batches, and one new batch twice), and
 ``pipeline.status.update`` from several processes. Secrets: a run with fake secrets set (the
@@ -46,7 +46,7 @@ import pytest
 
 from pipeline import status
 from pipeline.config import Settings
-from tests.conftest import REPO, Hook, cli_env, run_cli, settings_of, write_batch
+from tests.conftest import REPO, Hook, cli_env, cli_main, run_cli, settings_of, write_batch
 
 DATASET = "retail_purchases"
 MODEL = "retail_purchases"
@@ -386,8 +386,8 @@ def loaded_versions(home: Path) -> dict[str, Any]:
 
 
 def clean_scores(home: Path, rows: Path, out: Path) -> pd.DataFrame:
-    """The champion's scores for ``rows`` from a clean ``python -m pipeline score``."""
-    res = run_cli("score", "--input", str(rows), "--dataset", DATASET, "--out", str(out), home=home)
+    """The champion's scores for ``rows`` from a clean ``score`` command (in this process)."""
+    res = cli_main("score", "--input", str(rows), "--dataset", DATASET, "--out", str(out), home=home)
     assert res.returncode == 0, res.stderr[-3000:]
     return pd.read_parquet(out)
 
