@@ -57,6 +57,27 @@ def settings_of(home: Path) -> Settings:
     )
 
 
+# A small, quick VAE (the shipped config trains up to 60 epochs, about 2,000 gradient steps): for
+# tests whose subject is what happens around a training (the lifecycle's decisions, kills,
+# concurrent runs, servers, the DAG and the scheduler), not the model's quality. The shipped
+# config itself is trained end to end by ``champion_state`` (and test_cli, test_bad_input).
+QUICK_MODEL: dict[str, Any] = {"kind": "vae", "model_params": {"epochs": 12}}
+
+
+def quick_expectations(root: Path, lifecycle: dict[str, Any] | None = None) -> Path:
+    """``root/expectations``: a copy of the retail_purchases dataset with ``QUICK_MODEL`` (and
+    ``lifecycle``, when given); point ``SENTINEL_EXPECTATIONS_DIR`` at it."""
+    exp = root / "expectations"
+    shutil.copytree(REPO / "expectations" / "retail_purchases", exp / "retail_purchases")
+    path = exp / "retail_purchases" / "dataset.json"
+    config = json.loads(path.read_text())
+    config["model"] = dict(QUICK_MODEL)
+    if lifecycle:
+        config["lifecycle"] = lifecycle
+    path.write_text(json.dumps(config))
+    return exp
+
+
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("SENTINEL_HOME", str(tmp_path / "var"))

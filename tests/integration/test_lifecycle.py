@@ -4,7 +4,6 @@ gate, a reviewer's promote and rollback, and what a reviewer finds in MLflow."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from pipeline import registry, status, tasks
 from pipeline.bundle import load_bundle
 from pipeline.config import Settings
 from pipeline.demo_data import generate_purchases
-from tests.conftest import REPO, cli_main
+from tests.conftest import cli_main, quick_expectations
 
 pytestmark = pytest.mark.slow
 DATASET = "retail_purchases"
@@ -21,14 +20,7 @@ DATASET = "retail_purchases"
 
 def make_settings(root: Path, lifecycle: dict | None = None) -> Settings:
     """A home with its own copy of the dataset (a small, quick VAE; optional lifecycle)."""
-    exp = root / "expectations"
-    shutil.copytree(REPO / "expectations" / DATASET, exp / DATASET)
-    cfg_path = exp / DATASET / "dataset.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["model"] = {"kind": "vae", "model_params": {"epochs": 12}}
-    if lifecycle:
-        cfg["lifecycle"] = lifecycle
-    cfg_path.write_text(json.dumps(cfg))
+    exp = quick_expectations(root, lifecycle)
     return Settings(home=root / "var", expectations_dir=exp, tracking_uri=f"sqlite:///{root / 'var' / 'mlflow' / 'mlflow.db'}",
                     landing_dir=root / "landing")
 

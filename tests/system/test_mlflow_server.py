@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import REPO, cli_env, cli_main, run_cli
+from tests.conftest import REPO, cli_env, cli_main, quick_expectations, run_cli
 
 BIN = Path(sys.executable).parent
 MODEL = "retail_purchases"
@@ -126,7 +126,11 @@ def first_run(server: TrackingServer, tmp_path_factory: pytest.TempPathFactory) 
     batch = root / "in" / "day1.parquet"
     gen = cli_main("generate", "--rows", "900", "--out", str(batch), "--seed", "4", home=home)
     assert gen.returncode == 0, gen.stderr
-    env = {"SENTINEL_MLFLOW_TRACKING_URI": server.uri}
+    # the quick VAE: what is tested is the client and the server, not the model
+    env = {
+        "SENTINEL_MLFLOW_TRACKING_URI": server.uri,
+        "SENTINEL_EXPECTATIONS_DIR": str(quick_expectations(root)),
+    }
     res = run_cli(
         "run", "--input", str(batch), "--dataset", MODEL, "--json", home=home, extra_env=env
     )

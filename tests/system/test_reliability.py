@@ -46,7 +46,16 @@ import pytest
 
 from pipeline import status
 from pipeline.config import Settings
-from tests.conftest import REPO, Hook, cli_env, cli_main, run_cli, settings_of, write_batch
+from tests.conftest import (
+    REPO,
+    Hook,
+    cli_env,
+    cli_main,
+    quick_expectations,
+    run_cli,
+    settings_of,
+    write_batch,
+)
 
 DATASET = "retail_purchases"
 MODEL = "retail_purchases"
@@ -225,12 +234,13 @@ def loopback_env() -> dict[str, str]:
     return {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
 
 
-def run_killed(home: Path, args: list[str], kill: dict[str, Any]) -> str:
+def run_killed(home: Path, args: list[str], kill: dict[str, Any], **extra_env: str) -> str:
     """Run the CLI in a child that SIGKILLs itself at ``kill``; returns where it died."""
     marker = home.parent / f"killed-{time.monotonic_ns()}.txt"
     env = {
         **cli_env(home),
         **loopback_env(),
+        **extra_env,
         "RELIABILITY_KILL": json.dumps({**kill, "marker": str(marker)}),
     }
     res = subprocess.run(
@@ -385,9 +395,10 @@ def loaded_versions(home: Path) -> dict[str, Any]:
     return json.loads(line.removeprefix("VERSIONS "))
 
 
-def clean_scores(home: Path, rows: Path, out: Path) -> pd.DataFrame:
+def clean_scores(home: Path, rows: Path, out: Path, **extra_env: str) -> pd.DataFrame:
     """The champion's scores for ``rows`` from a clean ``score`` command (in this process)."""
-    res = cli_main("score", "--input", str(rows), "--dataset", DATASET, "--out", str(out), home=home)
+    args = ("score", "--input", str(rows), "--dataset", DATASET, "--out", str(out))
+    res = cli_main(*args, home=home, extra_env=extra_env)
     assert res.returncode == 0, res.stderr[-3000:]
     return pd.read_parquet(out)
 
@@ -448,6 +459,15 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
 
 
 # ----------------------------------------------------------------------- the clean run
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a kill test's own home: the dataset with the quick VAE (what a kill
+    leaves does not depend on the model; the kill tests compare model-dependent outputs with
+    the same home's champion, everything else with the clean run)."""
+    exp = quick_expectations(tmp_path_factory.mktemp("quick"))
+    return {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One batch (with a few bad rows) end to end in a fresh home: the reference for the kill
@@ -631,7 +651,7 @@ def test_mlflow_credentials_never_reach_reports_status_or_files(via_server: dict
 # ------------------------------------------------------------------------------- kills
 @pytest.mark.slow
 def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
-    clean: dict[str, Any], tmp_path: Path
+    clean: dict[str, Any], tmp_path: Path, quick: dict[str, str]
 ) -> None:
     """SIGKILL in validation (quarantined rows written, not renamed), in registration (model
     logged, not registered), in scoring (scored.parquet written, not renamed) and in reporting
@@ -643,21 +663,21 @@ def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
     args = run_args(clean["batch"])
     leftovers: set[str] = set()
 
-    where = run_killed(home, args, {"at": "write", "name": "rows.parquet"})
+    where = run_killed(home, args, {"at": "write", "name": "rows.parquet"}, **quick)
     assert "rows.parquet" in where
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["state"] == "ingested"
     assert not (home / "quarantine" / "day1" / "rows.parquet").exists()
     assert not (home / "scores").exists()
 
-    run_killed(home, args, {"at": "pipeline.registry:_check_logged_bundle", "when": "before"})
+    run_killed(home, args, {"at": "pipeline.registry:_check_logged_bundle", "when": "before"}, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["state"] == "validated"
     assert registry_state(home) == ([], {})  # logged, never registered
     assert run_statuses(home) == ["RUNNING"]  # the killed training could not end its run
     assert list((home / "tmp").iterdir())  # nor remove its scratch folder
 
-    run_killed(home, args, {"at": "write", "name": "scored.parquet"})
+    run_killed(home, args, {"at": "write", "name": "scored.parquet"}, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["model_action"] == "trained"
     assert registry_state(home) == ([1], {"champion": "1"})
@@ -666,12 +686,12 @@ def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
     assert list((home / "tmp").iterdir()) == []
     assert not (home / "scores" / "day1" / "scored.parquet").exists()
 
-    run_killed(home, args, {"at": "write", "name": "report.html"})
+    run_killed(home, args, {"at": "write", "name": "report.html"}, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["state"] == "scored"
     assert not (home / "reports" / "day1" / "report.html").exists()
 
-    final = run_ok(home, args)
+    final = run_ok(home, args, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert final["model_action"] == "kept"  # the champion already learned this batch
     got, ref = assert_complete_batch(home, "day1"), clean["outputs"]
@@ -690,7 +710,7 @@ def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
     assert registry_state(home) == ([1], {"champion": "1"})
     assert_scores_match(
         got["scored"],
-        clean_scores(home, home / "staging" / "day1" / "valid.parquet", tmp_path / "clean.parquet"),
+        clean_scores(home, home / "staging" / "day1" / "valid.parquet", tmp_path / "clean.parquet", **quick),
     )
     assert len(leftovers) == 3  # one hidden temp file per write kill, never under a final name
     assert assert_no_partial_outputs(home) == []  # each run swept what the killed one left
@@ -745,16 +765,16 @@ def test_a_kill_at_a_random_moment_while_scoring_a_large_batch(
 
 @pytest.fixture(scope="module")
 def killed_at_registration(
-    clean: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    clean: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, quick: dict[str, str]
 ) -> dict[str, Any]:
     """A fresh home killed just after ``mlflow.register_model`` returned (version created, no
     alias yet), then the same command run to the end."""
     home = tmp_path_factory.mktemp("registration") / "var"
     args = run_args(clean["batch"])
-    where = run_killed(home, args, {"at": "mlflow:register_model", "when": "after"})
+    where = run_killed(home, args, {"at": "mlflow:register_model", "when": "after"}, **quick)
     after_kill = registry_state(home)
     leftovers = assert_no_partial_outputs(home)
-    run_ok(home, args)
+    run_ok(home, args, **quick)
     return {"home": home, "where": where, "after_kill": after_kill, "leftovers": leftovers}
 
 

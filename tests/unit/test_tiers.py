@@ -21,3 +21,15 @@ def test_the_tier_marker_comes_from_the_folder(request: pytest.FixtureRequest) -
     markers = "\n".join(request.config.getini("markers"))
     for name in (*TIERS, "slow"):
         assert f"{name}:" in markers, name
+
+
+def test_unit_tests_start_no_process_and_no_server() -> None:
+    """What makes the unit tier fast: no child process, no server (a static check of the
+    files; an integration or system test is where those belong)."""
+    banned = ("subprocess", "multiprocessing", "run_cli", "Popen", "HTTPServer", "aiosmtpd")
+    for path in sorted((TESTS / "unit").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if path.name == "test_tiers.py":
+            continue
+        found = [word for word in banned if word in text]
+        assert found == [], f"tests/unit/{path.name} uses {found}"
