@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test lint config-docs bench-adbench bench-throughput screenshot clean
+.PHONY: setup browser demo test test-fast lint config-docs bench-adbench bench-throughput screenshot clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: setup
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# The unit tier only (tests/unit: no subprocess, no server, tiny data): under 3 minutes.
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit
 
 # docs/configuration.md and expectations/dataset.schema.json, from pipeline/environment.py and
 # pipeline/dataset_spec.py (tests/unit/test_config_docs.py fails when they are not current).

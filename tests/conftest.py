@@ -1,22 +1,81 @@
-"""Shared fixtures: an isolated SENTINEL_HOME per test, generated batches, a CLI runner, and a
-webhook receiver on the loopback interface."""
+"""Shared fixtures: the tier markers, an isolated SENTINEL_HOME per test, generated batches, a
+CLI runner, a webhook receiver on the loopback interface, and the session's trained bundles."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pipeline.config import DatasetConfig, Settings, load_dataset
 from pipeline.demo_data import generate_purchases, labels_path_for
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.bundle import Bundle
+
 REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets the marker of its tier from its folder (tests/unit, tests/integration,
+    tests/system), so ``-m unit`` and friends work without anyone remembering a decorator."""
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+def settings_of(home: Path) -> Settings:
+    """Settings for ``home`` with the repository's expectations and the home's SQLite store."""
+    return Settings(
+        home=home,
+        expectations_dir=REPO / "expectations",
+        tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        landing_dir=home / "landing",
+    )
+
+
+# A small, quick VAE (the shipped config trains up to 60 epochs, about 2,000 gradient steps): for
+# tests whose subject is what happens around a training (the lifecycle's decisions, kills,
+# concurrent runs, servers, the DAG and the scheduler), not the model's quality. The shipped
+# config itself is trained end to end by ``champion_state`` (and test_cli, test_bad_input).
+QUICK_MODEL: dict[str, Any] = {"kind": "vae", "model_params": {"epochs": 12}}
+
+
+def quick_expectations(root: Path, lifecycle: dict[str, Any] | None = None) -> Path:
+    """``root/expectations``: a copy of the retail_purchases dataset with ``QUICK_MODEL`` (and
+    ``lifecycle``, when given); point ``SENTINEL_EXPECTATIONS_DIR`` at it."""
+    exp = root / "expectations"
+    shutil.copytree(REPO / "expectations" / "retail_purchases", exp / "retail_purchases")
+    path = exp / "retail_purchases" / "dataset.json"
+    config = json.loads(path.read_text())
+    config["model"] = dict(QUICK_MODEL)
+    if lifecycle:
+        config["lifecycle"] = lifecycle
+    path.write_text(json.dumps(config))
+    return exp
 
 
 @pytest.fixture
@@ -37,6 +96,61 @@ def settings(sentinel_env: pytest.MonkeyPatch) -> Settings:
 @pytest.fixture
 def cfg(settings: Settings) -> DatasetConfig:
     return load_dataset(settings, "retail_purchases")
+
+
+# ------------------------------------------------------------- one bundle per kind, per session
+BUNDLE_ID = "purchase_id"
+BUNDLE_EXCLUDE = (BUNDLE_ID, "customer_id")
+BUNDLE_PARAMS: dict[str, dict[str, Any]] = {
+    # A short training (the default would be 60 epochs); tests/unit/test_sample.py's tolerances
+    # hold for it.
+    "vae": {"kind": "vae", "model_params": {"epochs": 15}},
+    # Barely trained: what the fuzzing and the safe-loading tests look at is the plumbing
+    # around the model and its files, not its quality.
+    "ae": {"kind": "ae", "trim_fraction": 0.0, "model_params": {"epochs": 1}},
+    "pca": {"kind": "pca"},
+}
+
+
+class TrainedBundles:
+    """One small bundle per kind (``BUNDLE_PARAMS``) on ``frame``, trained on first use and
+    kept for the whole session, with its saved folder. Both are shared: use them read-only
+    (a test that edits bundle files works on a ``shutil.copytree`` of ``folder(kind)``)."""
+
+    def __init__(self, frame: pd.DataFrame, root: Path) -> None:
+        self.frame = frame
+        self.root = root
+        self._bundles: dict[str, Bundle] = {}
+        self._folders: dict[str, Path] = {}
+
+    def bundle(self, kind: str) -> Bundle:
+        if kind not in self._bundles:
+            from pipeline.bundle import Bundle
+            from pipeline.features import infer_schema
+
+            schema = infer_schema(self.frame, exclude=BUNDLE_EXCLUDE)
+            self._bundles[kind] = Bundle.train(
+                self.frame, schema, id_column=BUNDLE_ID, detector_params=BUNDLE_PARAMS[kind]
+            )
+        return self._bundles[kind]
+
+    def folder(self, kind: str) -> Path:
+        if kind not in self._folders:
+            self._folders[kind] = self.bundle(kind).save(self.root / kind)
+        return self._folders[kind]
+
+
+@pytest.fixture(scope="session")
+def training_frame() -> pd.DataFrame:
+    """2,000 generated purchases (seed 7): what the session's bundles are trained on."""
+    return generate_purchases(2000, seed=7)[0]
+
+
+@pytest.fixture(scope="session")
+def trained_bundles(
+    training_frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> TrainedBundles:
+    return TrainedBundles(training_frame, tmp_path_factory.mktemp("bundles"))
 
 
 def write_batch(path: Path, rows: int = 600, seed: int = 0, **kwargs) -> Path:
@@ -74,6 +188,127 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@dataclass
+class CliResult:
+    """What ``cli_main`` gives back: the exit code and the captured output, as ``run_cli``."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextmanager
+def _logging_kept() -> Iterator[None]:
+    """``pipeline.cli.main`` configures logging for a process (``basicConfig(force=True)``, the
+    levels of noisy libraries): put the test process's logging back as it was afterwards."""
+    from pipeline.cli import NOISY
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in (*NOISY, "pipeline")}
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, lvl in levels.items():
+            logging.getLogger(name).setLevel(lvl)
+
+
+def cli_main(*args: str, home: Path, extra_env: dict[str, str] | None = None) -> CliResult:
+    """``python -m pipeline ARGS`` in this process: ``pipeline.cli.main`` with the environment
+    ``run_cli`` gives a child (no other ``SENTINEL_*``/``AIRFLOW*`` variable, ``SENTINEL_HOME``,
+    ``extra_env``) and the repository as working directory, stdout and stderr captured. For
+    tests of what the CLI does; what needs a process of its own (kills, a fresh interpreter,
+    an environment that must not leak) uses ``run_cli``."""
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, _logging_kept():
+        for key in [k for k in os.environ if k.startswith(("SENTINEL_", "AIRFLOW"))]:
+            mp.delenv(key)
+        mp.setenv("SENTINEL_HOME", str(home))
+        for key, value in (extra_env or {}).items():
+            mp.setenv(key, value)
+        mp.chdir(REPO)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:  # noqa: BLE001 - what the interpreter does with an uncaught error
+                traceback.print_exc()
+                code = 1
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+# ------------------------------------------------------------------- prepared state folders
+TEXT_SUFFIXES = {".json", ".yml", ".yaml", ".txt", ".html", ".csv", ".md", ".log"}
+
+
+def _relocate_sqlite(db: Path, old: str, new: str) -> None:
+    """Every text value of every table that holds ``old`` (MLflow's artifact locations, run and
+    model sources) gets ``new`` instead."""
+    con = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                kind = (col[2] or "").upper()
+                if "CHAR" in kind or "TEXT" in kind or "CLOB" in kind:
+                    con.execute(
+                        f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) '
+                        f'WHERE instr("{col[1]}", ?) > 0',
+                        (old, new, old),
+                    )
+        con.commit()
+    finally:
+        con.close()
+
+
+def copy_state(src: Path, dst: Path) -> Path:
+    """Copy a prepared state folder (a ``SENTINEL_HOME`` and its inputs below ``src``) to ``dst``
+    and point every absolute path inside it at the copy: status records, reports, GX's config
+    and the MLflow store's artifact locations. The copy shares no file with ``src``: what a
+    test trains, registers or writes there stays there."""
+    shutil.copytree(src, dst, symlinks=True)
+    old, new = str(src), str(dst)
+    for path in dst.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        if path.suffix == ".db":
+            _relocate_sqlite(path, old, new)
+        elif path.suffix in TEXT_SUFFIXES:
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            if old in text:
+                path.write_text(text.replace(old, new), encoding="utf-8", errors="surrogateescape")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def champion_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The session's prepared state: ``generate`` then ``run --json`` through the CLI (in this
+    process) on a fresh home: 900 purchases (seed 4, 1 % bad rows) as batch ``day1``, the
+    dataset's own model (a VAE) trained and registered as champion version 1, scored and
+    reported. Read-only: a test works on ``copy_state(state["root"], ...)``."""
+    root = tmp_path_factory.mktemp("champion")
+    home, batch = root / "var", root / "in" / "day1.parquet"
+    gen = cli_main("generate", "--rows", "900", "--out", str(batch), "--seed", "4", "--bad-row-rate", "0.01", home=home)
+    assert gen.returncode == 0, gen.stderr
+    run = cli_main("run", "--input", str(batch), "--dataset", "retail_purchases", "--json", home=home)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return {"root": root, "home": home, "batch": batch, "run": json.loads(run.stdout)}
+
+
+def copy_of_champion(state: dict[str, Any], dst: Path) -> dict[str, Any]:
+    """``champion_state`` copied to ``dst`` (its paths relocated): the same keys, for the copy."""
+    root = copy_state(state["root"], dst)
+    return {**state, "root": root, "home": root / "var", "batch": root / "in" / "day1.parquet"}
 
 
 class Hook:

@@ -7,8 +7,8 @@ SIGKILL. Nothing is mocked: the real pipeline runs up to that instant and dies a
 killed by the OOM killer or a lost node would. After each kill every output under a final name
 must be whole; the same command is then run to completion and compared with a clean run in
 another home. Training is not bit-for-bit reproducible across processes, so model-dependent
-outputs (scores, alerts) are compared with a clean ``python -m pipeline score`` of the same rows
-by the same champion, and everything else with the clean home.
+outputs (scores, alerts) are compared with a clean ``score`` command (run in the test process)
+of the same rows by the same champion, and everything else with the clean home.
 
 Concurrency: four CLI runs at once in one home (two new batches, and one new batch twice), and
 ``pipeline.status.update`` from several processes. Secrets: a run with fake secrets set (the
@@ -46,7 +46,16 @@ import pytest
 
 from pipeline import status
 from pipeline.config import Settings
-from tests.conftest import REPO, Hook, cli_env, run_cli, write_batch
+from tests.conftest import (
+    REPO,
+    Hook,
+    cli_env,
+    cli_main,
+    quick_expectations,
+    run_cli,
+    settings_of,
+    write_batch,
+)
 
 DATASET = "retail_purchases"
 MODEL = "retail_purchases"
@@ -225,12 +234,13 @@ def loopback_env() -> dict[str, str]:
     return {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
 
 
-def run_killed(home: Path, args: list[str], kill: dict[str, Any]) -> str:
+def run_killed(home: Path, args: list[str], kill: dict[str, Any], **extra_env: str) -> str:
     """Run the CLI in a child that SIGKILLs itself at ``kill``; returns where it died."""
     marker = home.parent / f"killed-{time.monotonic_ns()}.txt"
     env = {
         **cli_env(home),
         **loopback_env(),
+        **extra_env,
         "RELIABILITY_KILL": json.dumps({**kill, "marker": str(marker)}),
     }
     res = subprocess.run(
@@ -385,9 +395,10 @@ def loaded_versions(home: Path) -> dict[str, Any]:
     return json.loads(line.removeprefix("VERSIONS "))
 
 
-def clean_scores(home: Path, rows: Path, out: Path) -> pd.DataFrame:
-    """The champion's scores for ``rows`` from a clean ``python -m pipeline score``."""
-    res = run_cli("score", "--input", str(rows), "--dataset", DATASET, "--out", str(out), home=home)
+def clean_scores(home: Path, rows: Path, out: Path, **extra_env: str) -> pd.DataFrame:
+    """The champion's scores for ``rows`` from a clean ``score`` command (in this process)."""
+    args = ("score", "--input", str(rows), "--dataset", DATASET, "--out", str(out))
+    res = cli_main(*args, home=home, extra_env=extra_env)
     assert res.returncode == 0, res.stderr[-3000:]
     return pd.read_parquet(out)
 
@@ -448,6 +459,15 @@ def files_holding(root: Path, needles: list[bytes]) -> list[str]:
 
 
 # ----------------------------------------------------------------------- the clean run
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a kill test's own home: the dataset with the quick VAE (what a kill
+    leaves does not depend on the model; the kill tests compare model-dependent outputs with
+    the same home's champion, everything else with the clean run)."""
+    exp = quick_expectations(tmp_path_factory.mktemp("quick"))
+    return {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One batch (with a few bad rows) end to end in a fresh home: the reference for the kill
@@ -514,82 +534,8 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- secrets
-def secret_findings(paths: list[Path], root: Path) -> list[str]:
-    """Likely secrets in text files: AWS keys, private keys, credentials in URLs, and secret-named
-    settings given a literal. Allowed: ``$VAR`` / ``${VAR...}`` references and values that say
-    they are fake (test fixtures)."""
-    patterns = {
-        "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-        "private key": re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
-        "credentials in a URL": re.compile(
-            r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:([^@\s/'\"{}<>$]{4,})@"
-        ),
-        "secret-named literal": re.compile(
-            r"(?i)\b[\w.-]*(?:password|passwd|secret|token|api_?key|access_?key|fernet_?key)"
-            r"['\"]?[ \t]*[:=][ \t]*(?:['\"]([^'\"\s]{4,})['\"]|([^'\"\s#,)]{4,})[ \t]*$)",
-            re.MULTILINE,
-        ),
-    }
-    findings = []
-    for path in paths:
-        data = path.read_bytes()
-        if b"\0" in data:
-            continue  # binary (an image)
-        text = data.decode("utf-8", errors="replace")
-        for what, pattern in patterns.items():
-            for m in pattern.finditer(text):
-                value = next((g for g in m.groups() if g), m.group(0))
-                if value.startswith("$") or "fake" in value.lower():
-                    continue
-                if what == "secret-named literal" and not (
-                    m.group(1) or path.suffix in CONFIG_SUFFIXES or path.name in CONFIG_NAMES
-                ):
-                    continue  # unquoted right-hand sides count in config files only (code: a name)
-                line = text.count("\n", 0, m.start()) + 1
-                findings.append(f"{path.relative_to(root)}:{line}: {what}: {m.group(0)[:80]}")
-    return findings
-
-
-CONFIG_SUFFIXES = {".yml", ".yaml", ".env", ".ini", ".cfg", ".toml", ".conf", ".properties"}
-CONFIG_NAMES = {"Dockerfile", ".env.example", "Makefile"}
-
-
-def test_the_secret_scan_finds_each_kind_it_looks_for(tmp_path: Path) -> None:
-    """The scan below can fail: one planted sample per pattern is found, references are not."""
-    planted = {
-        "aws.py": "KEY_ID = '" + "AKIA" + "ABCDEFGHIJKLMNOP'\n",
-        "key.pem": "-----BEGIN " + "RSA PRIVATE KEY-----\nMIIB...\n",
-        "url.py": "URI = 'postgresql://admin:" + "hunter22@db:5432/x'\n",
-        "settings.py": "smtp_password = '" + "hunter22'\n",
-        "compose.yml": "  POSTGRES_PASSWORD: " + "hunter22\n",
-        "ok.yml": "  POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set it}\n  URL: postgresql://u:${P}@db/x\n",
-        "ok.py": "password = env.get('SENTINEL_SMTP_PASSWORD')\nTOKEN = 'fake-token-for-tests'\n",
-    }
-    for name, text in planted.items():
-        (tmp_path / name).write_text(text)
-    found = secret_findings(sorted(tmp_path.iterdir()), tmp_path)
-    assert {f.split(":")[0] for f in found} == {
-        "aws.py",
-        "key.pem",
-        "url.py",
-        "settings.py",
-        "compose.yml",
-    }, found
-
-
-def test_no_secret_in_the_repository_files() -> None:
-    """Code, config, compose, docs and tests (tracked, or new and not ignored) hold no secret."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    paths = [REPO / p for p in listed if p and (REPO / p).is_file()]
-    assert any(p.name == "docker-compose.yml" for p in paths)
-    assert not secret_findings(paths, REPO)
-
+# (the static scan of the repository's files: tests/unit/test_secret_scan.py, and
+# tests/integration/test_secret_scan_repository.py)
 
 @pytest.mark.slow
 def test_secrets_never_reach_logs_status_reports_or_the_mlflow_store(clean: dict[str, Any]) -> None:
@@ -705,7 +651,7 @@ def test_mlflow_credentials_never_reach_reports_status_or_files(via_server: dict
 # ------------------------------------------------------------------------------- kills
 @pytest.mark.slow
 def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
-    clean: dict[str, Any], tmp_path: Path
+    clean: dict[str, Any], tmp_path: Path, quick: dict[str, str]
 ) -> None:
     """SIGKILL in validation (quarantined rows written, not renamed), in registration (model
     logged, not registered), in scoring (scored.parquet written, not renamed) and in reporting
@@ -717,21 +663,21 @@ def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
     args = run_args(clean["batch"])
     leftovers: set[str] = set()
 
-    where = run_killed(home, args, {"at": "write", "name": "rows.parquet"})
+    where = run_killed(home, args, {"at": "write", "name": "rows.parquet"}, **quick)
     assert "rows.parquet" in where
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["state"] == "ingested"
     assert not (home / "quarantine" / "day1" / "rows.parquet").exists()
     assert not (home / "scores").exists()
 
-    run_killed(home, args, {"at": "pipeline.registry:_check_logged_bundle", "when": "before"})
+    run_killed(home, args, {"at": "pipeline.registry:_check_logged_bundle", "when": "before"}, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["state"] == "validated"
     assert registry_state(home) == ([], {})  # logged, never registered
     assert run_statuses(home) == ["RUNNING"]  # the killed training could not end its run
     assert list((home / "tmp").iterdir())  # nor remove its scratch folder
 
-    run_killed(home, args, {"at": "write", "name": "scored.parquet"})
+    run_killed(home, args, {"at": "write", "name": "scored.parquet"}, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["model_action"] == "trained"
     assert registry_state(home) == ([1], {"champion": "1"})
@@ -740,12 +686,12 @@ def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
     assert list((home / "tmp").iterdir()) == []
     assert not (home / "scores" / "day1" / "scored.parquet").exists()
 
-    run_killed(home, args, {"at": "write", "name": "report.html"})
+    run_killed(home, args, {"at": "write", "name": "report.html"}, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["state"] == "scored"
     assert not (home / "reports" / "day1" / "report.html").exists()
 
-    final = run_ok(home, args)
+    final = run_ok(home, args, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert final["model_action"] == "kept"  # the champion already learned this batch
     got, ref = assert_complete_batch(home, "day1"), clean["outputs"]
@@ -764,7 +710,7 @@ def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
     assert registry_state(home) == ([1], {"champion": "1"})
     assert_scores_match(
         got["scored"],
-        clean_scores(home, home / "staging" / "day1" / "valid.parquet", tmp_path / "clean.parquet"),
+        clean_scores(home, home / "staging" / "day1" / "valid.parquet", tmp_path / "clean.parquet", **quick),
     )
     assert len(leftovers) == 3  # one hidden temp file per write kill, never under a final name
     assert assert_no_partial_outputs(home) == []  # each run swept what the killed one left
@@ -819,16 +765,16 @@ def test_a_kill_at_a_random_moment_while_scoring_a_large_batch(
 
 @pytest.fixture(scope="module")
 def killed_at_registration(
-    clean: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    clean: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, quick: dict[str, str]
 ) -> dict[str, Any]:
     """A fresh home killed just after ``mlflow.register_model`` returned (version created, no
     alias yet), then the same command run to the end."""
     home = tmp_path_factory.mktemp("registration") / "var"
     args = run_args(clean["batch"])
-    where = run_killed(home, args, {"at": "mlflow:register_model", "when": "after"})
+    where = run_killed(home, args, {"at": "mlflow:register_model", "when": "after"}, **quick)
     after_kill = registry_state(home)
     leftovers = assert_no_partial_outputs(home)
-    run_ok(home, args)
+    run_ok(home, args, **quick)
     return {"home": home, "where": where, "after_kill": after_kill, "leftovers": leftovers}
 
 
@@ -1165,60 +1111,3 @@ def test_the_same_batch_run_twice_at_once_leaves_one_complete_record(
     assert_no_partial_outputs(home)
 
 
-def settings_of(home: Path) -> Settings:
-    return Settings(
-        home=home,
-        expectations_dir=REPO / "expectations",
-        tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        landing_dir=home / "landing",
-    )
-
-
-def test_a_content_claim_is_never_seen_without_its_owner(tmp_path: Path) -> None:
-    """The claim is hard-linked from a written temporary file: it exists whole or not at all,
-    and a temporary file a killed claimant left does not block the next claim."""
-    s = settings_of(tmp_path / "var")
-    folder = s.status_dir / "_content" / DATASET
-    folder.mkdir(parents=True)
-    (folder / (".abc." + "x" * 8 + ".tmp")).write_text("killed")  # a claimant killed mid-way
-    assert status.claim_content(s, DATASET, "abc", "first") == "first"
-    assert status.claim_content(s, DATASET, "abc", "second") == "first"
-    assert (folder / "abc").read_text() == "first"
-    seen: list[str] = []
-
-    def claim(i: int) -> None:
-        seen.append(status.claim_content(s, DATASET, "def", f"b{i}"))
-
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(seen)) == 1
-    assert (folder / "def").read_text() == seen[0]
-    assert not [p for p in folder.iterdir() if p.name.startswith(".def.")]
-
-
-def test_outputs_get_the_umask_mode_and_killed_writers_temporaries_are_swept(tmp_path: Path) -> None:
-    from pipeline.storage import FILE_MODE, sweep_temporaries, write_text
-
-    old = os.umask(0o022)
-    try:
-        path = write_text(tmp_path / "report.html", "<html></html>")
-    finally:
-        os.umask(old)
-    assert path.stat().st_mode & 0o777 == FILE_MODE
-    assert FILE_MODE & 0o044  # group and others may read (0600 before the fix)
-    left = [tmp_path / ".scored.parquet.abc123.tmp", tmp_path / ".bundle.old"]
-    left[0].write_bytes(b"partial")
-    left[1].mkdir()
-    young = tmp_path / ".alerts.csv.def456.tmp"
-    young.write_bytes(b"being written")
-    assert sweep_temporaries(tmp_path, older_than_s=3600) == []
-    for p in left:
-        os.utime(p, (time.time() - 7200, time.time() - 7200))
-    assert sorted(sweep_temporaries(tmp_path, older_than_s=3600)) == sorted(left)
-    assert young.exists()
-    assert path.exists()
-    assert sweep_temporaries(tmp_path) == [young]
-    assert path.exists()

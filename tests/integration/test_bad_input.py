@@ -1,7 +1,7 @@
 """The bad-input list, each through the real pipeline steps (real GX, real MLflow store).
 
-One champion is trained once for the module; every test then runs one batch end to end with
-``tasks.run_batch`` and asserts the outcome and the row accounting: rows in = rows scored +
+One champion (the session's prepared state, copied for the module) scores them; every test
+runs one batch end to end with ``tasks.run_batch`` and asserts the outcome and the row accounting: rows in = rows scored +
 rows quarantined, and whatever did not go on is in quarantine, unchanged.
 """
 
@@ -20,25 +20,22 @@ from pipeline.config import Settings
 from pipeline.demo_data import generate_purchases
 from pipeline.ingest import InputNotFoundError
 from pipeline.validate import BatchRejected
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, cli_main, copy_of_champion
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    root = tmp_path_factory.mktemp("bad_input")
+def home(champion_state: dict, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A copy of the session's prepared state: the dataset's champion trained on one batch."""
+    root = copy_of_champion(champion_state, tmp_path_factory.mktemp("bad_input") / "state")["root"]
     s = Settings(
         home=root / "var",
         expectations_dir=REPO / "expectations",
         tracking_uri=f"sqlite:///{root / 'var' / 'mlflow' / 'mlflow.db'}",
         landing_dir=root / "landing",
     )
-    df, _ = generate_purchases(600, seed=11)
-    src = root / "train.parquet"
-    df.to_parquet(src, index=False)
-    first = tasks.run_batch(str(src), "retail_purchases", settings=s)
-    assert first["model_action"] == "trained"
+    assert champion_state["run"]["model_action"] == "trained"
     return s
 
 
@@ -285,7 +282,7 @@ def test_the_same_batch_delivered_twice_is_counted_once(home: Settings) -> None:
     rerun = tasks.run_batch(str(home.home.parent / "in" / "delivery_a.parquet"), "retail_purchases", settings=home, update=False)
     assert rerun["rows_scored"] == first["rows_scored"]
     assert len(pd.read_parquet(rerun["scores"])) == first["rows_scored"]
-    res = run_cli("status", "--json", home=home.home)
+    res = cli_main("status", "--json", home=home.home)
     batches = {b["batch_id"]: b for b in json.loads(res.stdout)["batches"]}
     assert batches["delivery_b"]["duplicate_of"] == "delivery_a"
     total_in = sum(b["rows_in"] or 0 for b in batches.values() if b["batch_id"].startswith("delivery"))
@@ -301,7 +298,7 @@ def test_a_batch_100x_the_usual_size_is_scored_not_refused(home: Settings) -> No
 def test_cli_prints_one_line_with_where_the_quarantined_data_is(home: Settings) -> None:
     src = home.home.parent / "in" / "cli_broken.parquet"
     batch().drop(columns=["channel"]).to_parquet(src)
-    res = run_cli("run", "--input", str(src), "--dataset", "retail_purchases", "--no-update", home=home.home,
+    res = cli_main("run", "--input", str(src), "--dataset", "retail_purchases", "--no-update", home=home.home,
                   extra_env={"SENTINEL_MLFLOW_TRACKING_URI": home.tracking_uri})
     assert res.returncode == 3
     (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]

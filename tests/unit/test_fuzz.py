@@ -1,4 +1,5 @@
-"""Property-based fuzzing of the feature encoder, the validation gate and scoring.
+"""Property-based fuzzing of the feature encoder and scoring (the validation gate, with real GX:
+tests/integration/test_fuzz_validation.py, with the strategies of this file).
 
 Arbitrary frames and mutated copies of a valid batch (odd dtypes, empty, NaN/inf, unicode,
 huge and tiny values, duplicate or empty column names) either raise a ``SentinelError`` with a
@@ -7,8 +8,8 @@ puts each row in exactly one of valid or quarantined, ``transform`` gives one fi
 input row, scoring gives one finite score in [0, 1] per input row, in the input's order.
 
 Each bug the fuzzing found is pinned as an ``@example`` (the comment says what it was).
-Example counts are small so that the file runs in about a minute on two cores; GX is the slow
-part (about a second per validation), hence the few validation examples.
+Example counts are small so that the file runs in well under a minute on two cores. The
+bundles are the session's (tests/conftest.py), trained on purchases generated like ``BASE``.
 """
 
 from __future__ import annotations
@@ -20,30 +21,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import pandas as hpd
 
 from pipeline.bundle import Bundle
 from pipeline.config import SentinelError
 from pipeline.demo_data import generate_purchases
-from pipeline.features import FeatureEncoder, infer_schema
-from pipeline.validate import validate_frame
+from pipeline.features import FeatureEncoder
+from tests.conftest import TrainedBundles
 
 ID = "purchase_id"
-EXCLUDE = (ID, "customer_id")
 # A valid batch every mutated frame starts from.
 BASE = generate_purchases(40, seed=7)[0]
 TRACER = "fuzz_row"  # an extra column that names each input row, to follow it through
 
 FAST = settings(max_examples=50, deadline=None, database=None)
-# ``cfg`` (a frozen DatasetConfig) is read-only, so sharing it between examples is safe.
-GX = settings(
-    max_examples=10,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 ODD_SCALARS: list[Any] = [
     np.nan,
@@ -246,21 +239,14 @@ def assert_scored(out: pd.DataFrame, df: pd.DataFrame, keep_columns: bool) -> No
 
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def pca_bundle() -> Bundle:
-    return Bundle.train(
-        BASE, infer_schema(BASE, exclude=EXCLUDE), id_column=ID, detector_params={"kind": "pca"}
-    )
+def pca_bundle(trained_bundles: TrainedBundles) -> Bundle:
+    return trained_bundles.bundle("pca")
 
 
 @pytest.fixture(scope="module")
-def ae_bundle() -> Bundle:
+def ae_bundle(trained_bundles: TrainedBundles) -> Bundle:
     # A barely trained autoencoder: what is fuzzed is the plumbing around it, not its quality.
-    return Bundle.train(
-        BASE,
-        infer_schema(BASE, exclude=EXCLUDE),
-        id_column=ID,
-        detector_params={"kind": "ae", "trim_fraction": 0.0, "model_params": {"epochs": 1}},
-    )
+    return trained_bundles.bundle("ae")
 
 
 def with_tracer(df: pd.DataFrame) -> pd.DataFrame:
@@ -361,63 +347,3 @@ def test_autoencoder_scoring_gives_one_score_per_row(df: pd.DataFrame, ae_bundle
         assert_clear(exc)
         return
     assert_scored(out, df, keep_columns=True)
-
-
-# --------------------------------------------------------------------------- validation
-def check_validation(
-    df: pd.DataFrame, cfg: Any, pca_bundle: Bundle, text_source: bool = False
-) -> None:
-    """Every row ends up valid or quarantined exactly once, and valid rows can be scored."""
-    df = with_tracer(df)
-    try:
-        out = validate_frame(df, cfg, batch_id="fuzz", text_source=text_source)
-    except SentinelError as exc:
-        assert_clear(exc)
-        return
-    event("some rows quarantined" if len(out.quarantined) else "every row valid")
-    assert len(out.valid) + len(out.quarantined) == len(df)
-    seen = sorted([*out.valid[TRACER].tolist(), *out.quarantined[TRACER].tolist()])
-    assert seen == list(range(len(df))), "a row was dropped or duplicated"
-    assert out.quarantined["quarantine_reason"].astype(str).str.len().gt(0).all()
-    assert_scored(pca_bundle.score_frame(out.valid), out.valid, keep_columns=True)
-
-
-@GX
-@given(
-    df=mutated_batches(min_rows=5, max_rows=30, max_ops=3, max_cells=2, unique_rows=True),
-    text_source=st.booleans(),
-)
-# a column twice: ValueError "truth value of a Series is ambiguous" in prepare_types
-@example(df=pd.concat([BASE.head(5), BASE.head(5)[["basket_value"]]], axis=1), text_source=False)
-# text that is not valid Unicode: UnicodeEncodeError inside GX's hashing of the frame
-@example(
-    df=BASE.head(5).assign(channel=pd.Series(["\ud800", "web", "app", "web", "app"], dtype=object)),
-    text_source=False,
-)
-# a column named 0 or None: TypeError sorting and joining the unknown column names
-@example(df=BASE.head(5).assign(**{"0": 1}).rename(columns={"0": 0}), text_source=False)
-# pandas' nullable integers (Int64, as Parquet written from pandas reads back): the whole
-# batch was rejected as "type int64, expected one of ... int64"
-@example(
-    df=BASE.head(5).astype({"item_count": "Int64", "basket_value": "Float64"}), text_source=False
-)
-def test_validation_accounts_for_every_row(
-    df: pd.DataFrame, text_source: bool, cfg, pca_bundle: Bundle
-) -> None:
-    check_validation(df, cfg, pca_bundle, text_source)
-
-
-@settings(GX, max_examples=3)
-@given(df=arbitrary_frames(max_rows=5))
-def test_validation_of_arbitrary_frames_says_why(df: pd.DataFrame, cfg, pca_bundle: Bundle) -> None:
-    check_validation(df, cfg, pca_bundle)
-
-
-def test_nullable_numbers_are_validated_not_rejected(cfg) -> None:
-    """Found by fuzzing: a batch with pandas' nullable ``Int64``/``Float64`` numbers (what
-    Parquet written from such a frame reads back as) was rejected as a whole for its types."""
-    df = BASE.head(10).astype({"item_count": "Int64", "basket_value": "Float64"})
-    df.loc[3, "item_count"] = pd.NA
-    out = validate_frame(df, cfg, batch_id="nullable")
-    assert len(out.valid) == 9
-    assert out.quarantined["quarantine_reason"].tolist() == ["not_be_null:item_count"]

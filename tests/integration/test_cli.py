@@ -1,4 +1,6 @@
-"""The CLI as a user runs it: real subprocesses, real MLflow store, one-line errors."""
+"""The CLI as a user runs it: real MLflow store, one-line errors. ``pipeline.cli.main`` runs in
+this process (``cli_main``, the environment a child would get); the served model is checked in
+a fresh process."""
 
 from __future__ import annotations
 
@@ -8,26 +10,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_main, copy_of_champion
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One batch run end to end through the CLI; later tests reuse its SENTINEL_HOME."""
-    root = tmp_path_factory.mktemp("cli")
-    home = root / "var"
-    batch = root / "in" / "day1.parquet"
-    gen = run_cli("generate", "--rows", "900", "--out", str(batch), "--seed", "4", "--bad-row-rate", "0.01", home=home)
-    assert gen.returncode == 0, gen.stderr
-    run = run_cli("run", "--input", str(batch), "--dataset", "retail_purchases", "--json", home=home)
-    assert run.returncode == 0, run.stderr
-    return {"home": home, "batch": batch, "run": json.loads(run.stdout), "root": root}
+def trained(champion_state: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One batch run end to end through the CLI (the session's ``champion_state``: ``generate``
+    900 rows, seed 4, 1 % bad rows, then ``run --json``), copied for this module; later tests
+    reuse its SENTINEL_HOME."""
+    return copy_of_champion(champion_state, tmp_path_factory.mktemp("cli") / "state")
 
 
 def test_generate_writes_parquet_or_csv_with_a_labels_file(tmp_path: Path) -> None:
     for name in ("b.parquet", "b.csv"):
         out = tmp_path / name
-        res = run_cli("generate", "--rows", "120", "--out", str(out), "--anomaly-rate", "0.05", home=tmp_path / "var")
+        res = cli_main("generate", "--rows", "120", "--out", str(out), "--anomaly-rate", "0.05", home=tmp_path / "var")
         assert res.returncode == 0, res.stderr
         df = pd.read_parquet(out) if name.endswith(".parquet") else pd.read_csv(out)
         labels = pd.read_csv(tmp_path / "b.labels.csv")
@@ -42,7 +39,7 @@ def test_run_reports_accounting_and_status_json_contract(trained: dict) -> None:
     assert r["rows_in"] == 900
     assert r["rows_in"] == r["rows_scored"] + r["rows_quarantined"]
     assert r["model_action"] == "trained"
-    st = run_cli("status", "--json", home=trained["home"])
+    st = cli_main("status", "--json", home=trained["home"])
     assert st.returncode == 0, st.stderr
     status = json.loads(st.stdout)
     (batch,) = status["batches"]
@@ -58,14 +55,14 @@ def test_run_reports_accounting_and_status_json_contract(trained: dict) -> None:
 @pytest.mark.slow
 def test_score_uses_the_champion_without_training(trained: dict) -> None:
     src = trained["root"] / "in" / "day2.csv"
-    assert run_cli("generate", "--rows", "300", "--out", str(src), "--seed", "9", home=trained["home"]).returncode == 0
+    assert cli_main("generate", "--rows", "300", "--out", str(src), "--seed", "9", home=trained["home"]).returncode == 0
     out = trained["root"] / "scored.parquet"
-    res = run_cli("score", "--input", str(src), "--dataset", "retail_purchases", "--out", str(out), home=trained["home"])
+    res = cli_main("score", "--input", str(src), "--dataset", "retail_purchases", "--out", str(out), home=trained["home"])
     assert res.returncode == 0, res.stderr
     scored = pd.read_parquet(out)
     assert len(scored) == 300
     assert set(scored["model_version"]) == {"1"}
-    status = json.loads(run_cli("status", "--json", home=trained["home"]).stdout)
+    status = json.loads(cli_main("status", "--json", home=trained["home"]).stdout)
     assert status["models"][0]["versions"] == [1]  # no new version
 
 
@@ -74,15 +71,15 @@ def test_score_streams_an_input_larger_than_the_chunk_size(trained: dict) -> Non
     """Above ``SENTINEL_VALIDATE_CHUNK_ROWS`` rows the input is staged and scored as a stream
     (never loaded whole); the scores are those of the in-memory path, in both output formats."""
     src = trained["root"] / "in" / "large.parquet"
-    assert run_cli("generate", "--rows", "700", "--out", str(src), "--seed", "11", home=trained["home"]).returncode == 0
+    assert cli_main("generate", "--rows", "700", "--out", str(src), "--seed", "11", home=trained["home"]).returncode == 0
     args = ("--input", str(src), "--dataset", "retail_purchases")
     whole = trained["root"] / "whole.parquet"
-    assert run_cli("score", *args, "--out", str(whole), home=trained["home"]).returncode == 0
+    assert cli_main("score", *args, "--out", str(whole), home=trained["home"]).returncode == 0
     want = pd.read_parquet(whole)
     small = {"SENTINEL_VALIDATE_CHUNK_ROWS": "200"}
     for name in ("streamed.parquet", "streamed.csv"):
         out = trained["root"] / name
-        res = run_cli("score", *args, "--out", str(out), home=trained["home"], extra_env=small)
+        res = cli_main("score", *args, "--out", str(out), home=trained["home"], extra_env=small)
         assert res.returncode == 0, res.stderr
         assert "scored 700 rows" in res.stdout
         got = pd.read_parquet(out) if name.endswith(".parquet") else pd.read_csv(out)
@@ -96,19 +93,19 @@ def test_score_streams_an_input_larger_than_the_chunk_size(trained: dict) -> Non
 
 @pytest.mark.slow
 def test_second_run_keeps_the_champion_and_rerun_replaces_outputs(trained: dict) -> None:
-    again = run_cli("run", "--input", str(trained["batch"]), "--dataset", "retail_purchases", "--json", home=trained["home"])
+    again = cli_main("run", "--input", str(trained["batch"]), "--dataset", "retail_purchases", "--json", home=trained["home"])
     assert again.returncode == 0, again.stderr
     r = json.loads(again.stdout)
     assert r["model_action"] == "kept"
     assert r["alerts"] == trained["run"]["alerts"]
-    status = json.loads(run_cli("status", "--json", home=trained["home"]).stdout)
+    status = json.loads(cli_main("status", "--json", home=trained["home"]).stdout)
     assert [b["batch_id"] for b in status["batches"]] == ["day1"]
 
 
 @pytest.mark.slow
 def test_sample_draws_synthetic_records_from_the_vae_champion(trained: dict) -> None:
     out = trained["root"] / "synthetic.parquet"
-    res = run_cli("sample", "--dataset", "retail_purchases", "--n", "500", "--out", str(out), home=trained["home"])
+    res = cli_main("sample", "--dataset", "retail_purchases", "--n", "500", "--out", str(out), home=trained["home"])
     assert res.returncode == 0, res.stderr
     synth = pd.read_parquet(out)
     real = pd.read_parquet(trained["batch"])
@@ -120,7 +117,7 @@ def test_sample_draws_synthetic_records_from_the_vae_champion(trained: dict) -> 
     assert synth["is_member"].dtype == "bool"
     assert set(synth["channel"]) <= set(real["channel"].dropna())
     assert not set(synth["purchase_id"]) & set(real["purchase_id"])
-    bad = run_cli("sample", "--dataset", "retail_purchases", "--n", "0", "--out", str(out), home=trained["home"])
+    bad = cli_main("sample", "--dataset", "retail_purchases", "--n", "0", "--out", str(out), home=trained["home"])
     assert bad.returncode == 2
     assert "number of records" in bad.stderr
 
@@ -135,7 +132,7 @@ def test_sample_draws_synthetic_records_from_the_vae_champion(trained: dict) -> 
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args: list[str], needle: str, tmp_path: Path) -> None:
-    res = run_cli(*args, home=tmp_path / "var")
+    res = cli_main(*args, home=tmp_path / "var")
     assert res.returncode == 2
     assert needle in res.stderr
     assert "Traceback" not in res.stderr
@@ -144,15 +141,15 @@ def test_user_errors_are_one_line_without_traceback(args: list[str], needle: str
 
 def test_failing_batch_exits_non_zero_with_the_reason_and_is_quarantined(tmp_path: Path) -> None:
     src = tmp_path / "broken.parquet"
-    assert run_cli("generate", "--rows", "50", "--out", str(src), "--broken", home=tmp_path / "var").returncode == 0
-    res = run_cli("run", "--input", str(src), "--dataset", "retail_purchases", home=tmp_path / "var")
+    assert cli_main("generate", "--rows", "50", "--out", str(src), "--broken", home=tmp_path / "var").returncode == 0
+    res = cli_main("run", "--input", str(src), "--dataset", "retail_purchases", home=tmp_path / "var")
     assert res.returncode == 3
     assert "required column 'basket_value' is missing" in res.stderr
     assert "Traceback" not in res.stderr
     q = tmp_path / "var" / "quarantine" / "broken"
     assert (q / "original" / "broken.parquet").read_bytes() == src.read_bytes()
     assert "basket_value" in (q / "reason.txt").read_text()
-    verbose = run_cli("--verbose", "run", "--input", str(src), "--dataset", "retail_purchases", home=tmp_path / "var")
+    verbose = cli_main("--verbose", "run", "--input", str(src), "--dataset", "retail_purchases", home=tmp_path / "var")
     assert verbose.returncode == 3
     assert "Traceback" in verbose.stderr
 
@@ -210,7 +207,7 @@ def test_init_dataset_then_run_works_on_new_data_without_code_changes(tmp_path: 
     df.to_csv(src, index=False)
     home, exp = tmp_path / "var", tmp_path / "expectations"
     env_extra = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
-    res = run_cli("init-dataset", "sensors", "--from", str(src), home=home, extra_env=env_extra)
+    res = cli_main("init-dataset", "sensors", "--from", str(src), home=home, extra_env=env_extra)
     assert res.returncode == 0, res.stderr
     cfg = json.loads((exp / "sensors" / "dataset.json").read_text())
     assert cfg["id_column"] == "sensor_id"  # names normalised like everywhere else
@@ -219,7 +216,7 @@ def test_init_dataset_then_run_works_on_new_data_without_code_changes(tmp_path: 
     suite = json.loads((exp / "sensors" / "suite.json").read_text())
     kinds = {e["type"] for e in suite["expectations"]}
     assert {"expect_column_values_to_be_unique", "expect_column_values_to_be_in_set", "expect_column_values_to_be_between"} <= kinds
-    again = run_cli("init-dataset", "sensors", "--from", str(src), home=home, extra_env=env_extra)
+    again = cli_main("init-dataset", "sensors", "--from", str(src), home=home, extra_env=env_extra)
     assert again.returncode == 2
     assert "--force" in again.stderr
 
@@ -227,13 +224,13 @@ def test_init_dataset_then_run_works_on_new_data_without_code_changes(tmp_path: 
     batch.loc[0, "Site"] = "mars"  # unknown category: quarantined row
     batch.loc[1, "Load (kW)"] = 400.0  # far outside the profiled range: quarantined row
     batch.to_csv(tmp_path / "day1.csv", index=False)
-    run = run_cli("run", "--input", str(tmp_path / "day1.csv"), "--dataset", "sensors", "--json", home=home, extra_env=env_extra)
+    run = cli_main("run", "--input", str(tmp_path / "day1.csv"), "--dataset", "sensors", "--json", home=home, extra_env=env_extra)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["rows_in"] == n
     assert out["rows_quarantined"] == 2
     assert out["rows_scored"] == n - 2
     # init-dataset starts with the autoencoder: sampling needs a VAE and says so
-    res = run_cli("sample", "--dataset", "sensors", "--n", "5", "--out", str(tmp_path / "s.csv"), home=home, extra_env=env_extra)
+    res = cli_main("sample", "--dataset", "sensors", "--n", "5", "--out", str(tmp_path / "s.csv"), home=home, extra_env=env_extra)
     assert res.returncode == 2
     assert "vae" in res.stderr

@@ -6,7 +6,7 @@ mode runs it) and that loading the bundle refuses it with a ``BundleError`` whil
 never appears. Tampering that a checksum catches is tested with the checksum left as it was;
 tampering by someone who can also rewrite ``metadata.json`` is tested with every checksum
 recomputed, so only safe mode and the allow-list of model classes stand in the way.
-(``tests/test_detector.py`` covers an edited calibration and an extra file.)
+(``tests/unit/test_detector.py`` covers an edited calibration and an extra file.)
 """
 
 from __future__ import annotations
@@ -23,36 +23,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.bundle import Bundle, BundleError, load_bundle
-from pipeline.demo_data import generate_purchases
-from pipeline.features import infer_schema
+from pipeline.bundle import BundleError, load_bundle
 from pipeline.serving import SentinelPyfunc
 from pipeline.storage import sha256_file
+from tests.conftest import TrainedBundles
 
-ID = "purchase_id"
 KINDS = ("ae", "vae", "pca")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 
 
 @pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    return generate_purchases(200, seed=21)[0]
+def frame(training_frame: pd.DataFrame) -> pd.DataFrame:
+    return training_frame
 
 
 @pytest.fixture(scope="module")
-def bundles(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One saved bundle per model kind (Keras models barely trained: only the files matter)."""
-    root = tmp_path_factory.mktemp("bundles")
-    schema = infer_schema(frame, exclude=(ID, "customer_id"))
-    out = {}
-    for kind in KINDS:
-        params = {"kind": kind, "trim_fraction": 0.0}
-        if kind != "pca":
-            params["model_params"] = {"epochs": 1}
-        bundle = Bundle.train(frame, schema, id_column=ID, detector_params=params)
-        out[kind] = bundle.save(root / kind)
-    return out
+def bundles(trained_bundles: TrainedBundles) -> dict[str, Path]:
+    """One saved bundle per model kind: the session's (only the files matter here). Shared:
+    every test that changes one works on a copy (``copy_of``)."""
+    return {kind: trained_bundles.folder(kind) for kind in KINDS}
 
 
 def copy_of(src: Path, tmp_path: Path, name: str = "bundle") -> Path:

@@ -15,25 +15,24 @@ import pytest
 
 from pipeline.bundle import Bundle
 from pipeline.config import SentinelError
-from pipeline.demo_data import generate_purchases
 from pipeline.features import CLIP, FeatureEncoder, SchemaMismatchError, infer_schema
 from pipeline.sample import MAX_SAMPLE_ROWS, sample_records
+from tests.conftest import TrainedBundles
 
 ID = ("purchase_id", "customer_id")
 N = 4000
 
 
 @pytest.fixture(scope="module")
-def training() -> pd.DataFrame:
-    return generate_purchases(2000, seed=7)[0]
+def training(training_frame: pd.DataFrame) -> pd.DataFrame:
+    return training_frame  # 2,000 purchases, seed 7
 
 
 @pytest.fixture(scope="module")
-def vae(training: pd.DataFrame) -> Bundle:
-    # A short training (the default would be 60 epochs); the tolerances below hold for it.
-    params = {"kind": "vae", "model_params": {"epochs": 15}}
-    schema = infer_schema(training, exclude=ID)
-    return Bundle.train(training, schema, id_column="purchase_id", detector_params=params)
+def vae(trained_bundles: TrainedBundles) -> Bundle:
+    # The session's VAE: a short training (15 epochs; the default would be 60) on ``training``;
+    # the tolerances below hold for it.
+    return trained_bundles.bundle("vae")
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +120,8 @@ def test_same_seed_same_records_also_after_reload(vae: Bundle, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("kind", ["pca", "ae"])
-def test_a_bundle_that_is_not_a_vae_is_refused(kind: str, training: pd.DataFrame) -> None:
-    small = training.head(200)
-    params = {"kind": kind, "model_params": {"epochs": 2}} if kind == "ae" else {"kind": kind}
-    bundle = Bundle.train(small, infer_schema(small, exclude=ID), detector_params=params)
+def test_a_bundle_that_is_not_a_vae_is_refused(kind: str, trained_bundles: TrainedBundles) -> None:
+    bundle = trained_bundles.bundle(kind)
     with pytest.raises(SentinelError, match=rf"'{kind}'.*\"kind\": \"vae\""):
         sample_records(bundle, 10)
 
@@ -135,7 +132,7 @@ def test_a_count_out_of_range_is_refused(n, vae: Bundle) -> None:
         sample_records(vae, n)
 
 
-# sample_to_file against the real MLflow registry: tests/test_cli.py (the ``sample`` command).
+# sample_to_file against the real MLflow registry: tests/integration/test_cli.py (the ``sample`` command).
 
 
 # -------------------------------------------------------- inverse transform

@@ -2,7 +2,7 @@
 
 Real components throughout: a model trained and registered in a real MLflow store (SQLite),
 the real Parquet files of the pipeline's steps. The DAG's own fan-out (mapped ``score_part``
-tasks) is exercised by ``tests/test_dag.py`` and ``tests/test_scheduler.py``.
+tasks) is exercised by ``tests/integration/test_dag.py`` and ``tests/system/test_scheduler.py``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""The model lifecycle against a real ``mlflow server`` process, and the registry's failure modes.
+"""The model lifecycle against a real ``mlflow server`` process.
 
 One tracking server per module (its own SQLite backend store and artifact root, on a free
-loopback port) runs as a subprocess; the CLI talks to it as a user's would. The server is
-stopped and restarted on the same port and store to show that an unreachable server fails a
-run quickly, with one line, and that the same command succeeds once the server is back,
-without a half-registered version. ``mlflow models serve`` then answers a scoring request for
-the champion with the pipeline's own scores.
+loopback port) runs as a subprocess; the CLI talks to it as a user's would (``run`` in a process
+of its own; ``generate`` and ``promote`` in the test process). The server is stopped and
+restarted on the same port and store to show that an unreachable server fails a run quickly,
+with one line, and that the same command succeeds once the server is back, without a
+half-registered version. ``mlflow models serve`` then answers a scoring request for
+the champion with the pipeline's own scores. (The registry's failure modes on the local store:
+tests/integration/test_registry.py.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import REPO, cli_env, cli_main, quick_expectations, run_cli
 
 BIN = Path(sys.executable).parent
 MODEL = "retail_purchases"
@@ -122,9 +124,13 @@ def first_run(server: TrackingServer, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("client")
     home = root / "var"
     batch = root / "in" / "day1.parquet"
-    gen = run_cli("generate", "--rows", "900", "--out", str(batch), "--seed", "4", home=home)
+    gen = cli_main("generate", "--rows", "900", "--out", str(batch), "--seed", "4", home=home)
     assert gen.returncode == 0, gen.stderr
-    env = {"SENTINEL_MLFLOW_TRACKING_URI": server.uri}
+    # the quick VAE: what is tested is the client and the server, not the model
+    env = {
+        "SENTINEL_MLFLOW_TRACKING_URI": server.uri,
+        "SENTINEL_EXPECTATIONS_DIR": str(quick_expectations(root)),
+    }
     res = run_cli(
         "run", "--input", str(batch), "--dataset", MODEL, "--json", home=home, extra_env=env
     )
@@ -239,7 +245,7 @@ def test_an_unreachable_server_fails_fast_and_the_rerun_after_a_restart_recovers
 ) -> None:
     home, env = first_run["home"], first_run["env"]
     day2 = first_run["root"] / "in" / "day2.parquet"
-    gen = run_cli(
+    gen = cli_main(
         "generate",
         "--rows",
         "900",
@@ -287,7 +293,7 @@ def test_an_unreachable_server_fails_fast_and_the_rerun_after_a_restart_recovers
 def test_promote_to_a_missing_version_is_one_line(
     server: TrackingServer, first_run: dict[str, Any]
 ) -> None:
-    res = run_cli(
+    res = cli_main(
         "promote",
         "--dataset",
         MODEL,
@@ -300,98 +306,3 @@ def test_promote_to_a_missing_version_is_one_line(
     assert "Traceback" not in res.stderr
     (line,) = _error_lines(res.stderr)
     assert f"model '{MODEL}' has no version 99 (registered versions: 1" in line
-
-
-@pytest.mark.parametrize("command", [["promote", "--version", "1"], ["rollback"]])
-def test_promote_or_rollback_of_a_dataset_with_no_model_is_one_line(
-    command: list[str], tmp_path: Path
-) -> None:
-    res = run_cli(command[0], "--dataset", MODEL, *command[1:], home=tmp_path / "var")
-    assert res.returncode == 2
-    assert "Traceback" not in res.stderr
-    (line,) = _error_lines(res.stderr)
-    assert f"no model is registered as '{MODEL}' yet" in line
-
-
-# ----------------------------------------------------------- registration comes last
-@pytest.fixture
-def small_bundle(tmp_path: Path) -> Path:
-    from pipeline.bundle import Bundle
-    from pipeline.demo_data import generate_purchases
-
-    df, _ = generate_purchases(300, seed=1)
-    schema = {"numeric": ["basket_value", "item_count"], "categorical": ["channel"],
-              "boolean": ["is_member"], "datetime": ["purchased_at"]}  # fmt: skip
-    bundle = Bundle.train(
-        df, schema, id_column="purchase_id", detector_params={"kind": "pca", "random_state": 0}
-    )
-    return bundle.save(tmp_path / "bundle")
-
-
-def _log_in_a_run(settings: Any, bundle_dir: Path) -> Any:
-    from pipeline import registry
-
-    mlflow = registry.configure(settings)
-    with mlflow.start_run(experiment_id=registry.ensure_experiment(settings, "tiny")):
-        return registry.log_bundle_model(settings, bundle_dir, "tiny")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("failure", ["upload fails", "a file is missing after the upload"])
-def test_no_version_is_registered_unless_every_artifact_is_logged(
-    failure: str, settings: Any, small_bundle: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mlflow import MlflowClient
-
-    from pipeline import registry
-
-    with monkeypatch.context() as mp:
-        if failure == "upload fails":
-            original = MlflowClient.log_model_artifacts
-
-            def upload_then_fail(self: Any, model_id: str, local_dir: str) -> None:
-                original(self, model_id, local_dir)
-                raise ConnectionError("connection reset while uploading")
-
-            mp.setattr(MlflowClient, "log_model_artifacts", upload_then_fail)
-            expected: type[Exception] = ConnectionError
-        else:
-            listed = MlflowClient.list_logged_model_artifacts
-
-            def without_a_file(self: Any, model_id: str, path: str | None = None) -> list:
-                files = listed(self, model_id, path)
-                return [f for f in files if not f.path.endswith("calibration.json")]
-
-            mp.setattr(MlflowClient, "list_logged_model_artifacts", without_a_file)
-            expected = RuntimeError
-        with pytest.raises(expected):
-            _log_in_a_run(settings, small_bundle)
-        assert registry.client(settings).search_model_versions("name='tiny'") == []
-    info = _log_in_a_run(settings, small_bundle)  # the retry registers version 1, complete
-    assert str(info.registered_model_version) == "1"
-
-
-def test_the_input_schema_accepts_what_the_pipeline_accepts(small_bundle: Path) -> None:
-    """MLflow enforces the signature before ``predict``: it must not refuse rows we can score."""
-    import numpy as np
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import validate_schema
-
-    from pipeline.bundle import load_bundle
-    from pipeline.demo_data import generate_purchases
-    from pipeline.serving import input_schema
-
-    schema = input_schema(load_bundle(small_bundle))
-    rows, _ = generate_purchases(20, seed=3)
-    assert rows["item_count"].dtype == "int64"
-    validate_schema(rows, schema)  # as generated, with a column the model does not use
-    odd = rows.drop(columns=["purchase_id"]).astype({"is_member": object, "item_count": float})
-    odd.loc[0, "is_member"] = None  # a missing boolean
-    odd.loc[1, "item_count"] = np.nan  # an integer column with a gap is float64
-    odd["basket_value"] = odd["basket_value"].round().astype("int64")  # whole prices, read as ints
-    odd["purchased_at"] = odd["purchased_at"].dt.tz_localize("UTC")  # the pipeline's timestamps
-    validate_schema(odd, schema)
-    odd["purchased_at"] = odd["purchased_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")  # as JSON has them
-    validate_schema(odd, schema)
-    with pytest.raises(MlflowException, match="basket_value"):
-        validate_schema(rows.drop(columns=["basket_value"]), schema)

@@ -19,7 +19,7 @@ from pipeline.demo_data import generate_purchases
 from pipeline.ingest import UnreadableBatchError, content_hash, normalise_columns, read_batch
 from pipeline.profile import sniff_csv
 from pipeline.validate import BatchRejected
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, cli_main
 
 ADBENCH = next(
     (p for p in (REPO.parent / "shared" / "data" / "adbench", Path("/work/shared/data/adbench")) if p.is_dir()),
@@ -116,12 +116,12 @@ def test_init_dataset_on_an_adbench_set_then_run(tmp_path: Path) -> None:
     day.drop(columns=["label"]).to_parquet(tmp_path / "day1.parquet", index=False)
     home, exp = tmp_path / "var", tmp_path / "expectations"
     env = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
-    res = run_cli("init-dataset", "cardio", "--from", str(tmp_path / "reference.parquet"), home=home, extra_env=env)
+    res = cli_main("init-dataset", "cardio", "--from", str(tmp_path / "reference.parquet"), home=home, extra_env=env)
     assert res.returncode == 0, res.stderr
     cfg = json.loads((exp / "cardio" / "dataset.json").read_text())
     assert cfg["id_column"] == "record_id"
     assert len(cfg["features"]["numeric"]) + len(cfg["features"]["categorical"]) + len(cfg["features"]["boolean"]) == df.shape[1] - 2
-    run = run_cli("run", "--input", str(tmp_path / "day1.parquet"), "--dataset", "cardio", "--json", home=home, extra_env=env)
+    run = cli_main("run", "--input", str(tmp_path / "day1.parquet"), "--dataset", "cardio", "--json", home=home, extra_env=env)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["rows_in"] == len(day)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.report import find_chromium, render_report, screenshot
-from tests.test_report import ID, model, scored_of, summary_of  # noqa: F401 - the fixture is used
+from tests.conftest import REPO
+from tests.unit.test_report import ID, model, scored_of, summary_of  # noqa: F401 - the fixture is used
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +34,6 @@ def test_report_renders_in_headless_chromium(model, tmp_path: Path) -> None:  # 
     assert img.std() > 10  # not a blank page: text, tables and plots drawn
     dark_rows = (img < 128).mean(axis=1)
     assert (dark_rows > 0.002).sum() > 400  # content over many lines of the page
-    target = Path(__file__).resolve().parent.parent / "var" / "browser"
+    target = REPO / "var" / "browser"
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy(png, target / "report_test.png")  # to look at after a run

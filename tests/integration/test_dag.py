@@ -15,7 +15,7 @@ import pytest
 from pipeline.airflow_local import airflow_env, run_dates
 from pipeline.config import Settings
 from pipeline.ingest import landing_partition
-from tests.conftest import REPO, write_batch
+from tests.conftest import REPO, quick_expectations, write_batch
 
 PARSE_CHECK = """
 import json, sys
@@ -79,10 +79,12 @@ def webhook(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.slow
 def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(
-    settings: Settings, webhook: list, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, webhook: list, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Parts of 300 rows: the good batch's 792 valid rows are scored by 3 mapped tasks.
     monkeypatch.setenv("SENTINEL_PART_ROWS", "300")
+    # The DAG's tasks train the quick VAE (what is tested is the DAG, not the model).
+    monkeypatch.setenv("SENTINEL_EXPECTATIONS_DIR", str(quick_expectations(tmp_path)))
     day = pd.Timestamp("2026-11-05").date()
     folder = landing_partition(settings.landing_dir, "retail_purchases", day)
     write_batch(folder / "good.parquet", rows=800, seed=21, anomaly_rate=0.03, bad_row_rate=0.01, day="2026-11-05")

@@ -4,16 +4,15 @@ gate, a reviewer's promote and rollback, and what a reviewer finds in MLflow."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from pipeline import drift, registry, status, tasks
+from pipeline import registry, status, tasks
 from pipeline.bundle import load_bundle
 from pipeline.config import Settings
 from pipeline.demo_data import generate_purchases
-from tests.conftest import REPO, run_cli
+from tests.conftest import cli_main, quick_expectations
 
 pytestmark = pytest.mark.slow
 DATASET = "retail_purchases"
@@ -21,14 +20,7 @@ DATASET = "retail_purchases"
 
 def make_settings(root: Path, lifecycle: dict | None = None) -> Settings:
     """A home with its own copy of the dataset (a small, quick VAE; optional lifecycle)."""
-    exp = root / "expectations"
-    shutil.copytree(REPO / "expectations" / DATASET, exp / DATASET)
-    cfg_path = exp / DATASET / "dataset.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["model"] = {"kind": "vae", "model_params": {"epochs": 12}}
-    if lifecycle:
-        cfg["lifecycle"] = lifecycle
-    cfg_path.write_text(json.dumps(cfg))
+    exp = quick_expectations(root, lifecycle)
     return Settings(home=root / "var", expectations_dir=exp, tracking_uri=f"sqlite:///{root / 'var' / 'mlflow' / 'mlflow.db'}",
                     landing_dir=root / "landing")
 
@@ -104,34 +96,20 @@ def test_gate_can_leave_a_challenger_for_a_reviewer_then_promote_and_rollback(tm
     assert "Waiting for a reviewer" in registry.client(s).get_model_version(DATASET, "2").description
 
     env = {"SENTINEL_EXPECTATIONS_DIR": str(s.expectations_dir), "SENTINEL_MLFLOW_TRACKING_URI": s.tracking_uri}
-    res = run_cli("promote", "--dataset", DATASET, "--version", "2", home=s.home, extra_env=env)
+    res = cli_main("promote", "--dataset", DATASET, "--version", "2", home=s.home, extra_env=env)
     assert res.returncode == 0, res.stderr
     assert registry.alias_version(s, DATASET) == "2"
     assert registry.alias_version(s, DATASET, registry.CHALLENGER) is None
-    st = json.loads(run_cli("status", "--json", home=s.home, extra_env=env).stdout)
+    st = json.loads(cli_main("status", "--json", home=s.home, extra_env=env).stdout)
     assert st["models"][0]["aliases"] == {"champion": "2", "previous_champion": "1"}
-    res = run_cli("rollback", "--dataset", DATASET, home=s.home, extra_env=env)
+    res = cli_main("rollback", "--dataset", DATASET, home=s.home, extra_env=env)
     assert res.returncode == 0, res.stderr
     assert registry.alias_version(s, DATASET) == "1"
     for args, needle in (
         (["promote", "--dataset", DATASET, "--version", "9"], "version 9"),
         (["promote", "--dataset", "no_such", "--version", "1"], "unknown dataset"),
     ):
-        res = run_cli(*args, home=s.home, extra_env=env)
+        res = cli_main(*args, home=s.home, extra_env=env)
         assert res.returncode == 2
         assert needle in res.stderr
         assert "Traceback" not in res.stderr
-
-
-def test_drift_figures_separate_same_and_shifted_batches(tmp_path: Path) -> None:
-    s = make_settings(tmp_path)
-    tasks.run_batch(deliver(tmp_path, "day1", 1, rows=1500), DATASET, settings=s)
-    bundle = load_bundle(registry.fetch_bundle(s, DATASET)[0])
-    same = drift.measure(bundle, generate_purchases(1500, seed=8)[0])
-    shifted_df = generate_purchases(1500, seed=8)[0]
-    shifted_df["basket_value"] *= 100  # amounts in cents
-    shifted_df["avg_item_price"] *= 100
-    shifted = drift.measure(bundle, shifted_df)
-    assert not drift.is_drifted(same, {})[0], same
-    assert drift.is_drifted(shifted, {})[0], shifted
-    assert shifted["energy_ratio"] > 3 * same["energy_ratio"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +31,7 @@ import pytest
 from pipeline.airflow_local import DAG_ID, airflow_env, ensure_db
 from pipeline.config import Settings
 from pipeline.ingest import landing_partition
-from tests.conftest import REPO, write_batch
+from tests.conftest import quick_expectations, write_batch
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 START_TIMEOUT_S = 180
@@ -161,19 +160,15 @@ def _wait_for(
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """An isolated home, and a copy of the dataset config whose promotion gate always passes
-    and whose drift limits are never crossed: the concurrent runs below then fine-tune and
-    move the aliases whatever their small holdouts say, so what is checked is the
+    """An isolated home, and a copy of the dataset config (with the quick VAE) whose promotion
+    gate always passes and whose drift limits are never crossed: the concurrent runs below then
+    fine-tune and move the aliases whatever their small holdouts say, so what is checked is the
     serialization of training, not the gate."""
-    expectations = tmp_path / "expectations"
-    shutil.copytree(REPO / "expectations" / "retail_purchases", expectations / "retail_purchases")
-    config_path = expectations / "retail_purchases" / "dataset.json"
-    config = json.loads(config_path.read_text())
-    config["lifecycle"] = {
+    lifecycle = {
         "gate": {"recon_tolerance": 1e6, "alert_rate_factor": 1e6, "auc_tolerance": 1.0},
         "drift": {"energy_ratio_limit": 1e9, "recon_shift_limit": 1e9},  # always fine-tune
     }
-    config_path.write_text(json.dumps(config))
+    expectations = quick_expectations(tmp_path, lifecycle)  # and the quick VAE
     monkeypatch.setenv("SENTINEL_HOME", str(tmp_path / "var"))
     monkeypatch.setenv("SENTINEL_EXPECTATIONS_DIR", str(expectations))
     monkeypatch.delenv("SENTINEL_MLFLOW_TRACKING_URI", raising=False)
