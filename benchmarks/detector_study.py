@@ -237,7 +237,7 @@ def cmd_choose(args: argparse.Namespace) -> None:
         base["fold"] = base["dataset"].map(fold_of)
         print("PyOD on the same sets and seeds:")
         print(base.groupby(["fold", "detector"])[["roc_auc", "avg_precision"]].mean().round(4).unstack(0).to_string())
-    md = [f"Cached evidence of {df['dataset'].nunique()} sets x seeds {sorted(df['seed'].unique())}; "
+    md = [f"Cached evidence of {df['dataset'].nunique()} sets x seeds {sorted(int(x) for x in df['seed'].unique())}; "
           f"{df['rule'].nunique()} candidate rules (`model|components|combination`).", ""]
     for pick, report in (("A", "B"), ("B", "A")):
         best = by.loc[pick].sort_values("roc_auc", ascending=False).head(args.top)

@@ -130,8 +130,20 @@ def configure(settings: Settings) -> Any:
     uris = dict.fromkeys((settings.tracking_uri, settings.model_registry_uri))
     for uri in uris:
         _prepare_store(uri)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.model_registry_uri)
+    # MLflow's setters also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ (for
+    # its own children). Those are the user's variables, which Settings reads: left there, a
+    # later Settings in this process (another SENTINEL_HOME) or any child would silently take
+    # this store for the user's choice. They are put back as they were.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.model_registry_uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return mlflow
 
 

@@ -21,10 +21,10 @@ from pipeline.registry import ui_command, without_credentials
         ("/tmp/mlruns", "/tmp/mlruns"),
         ("databricks", "databricks"),
         ("http://mlflow:5000", "http://mlflow:5000"),
-        ("https://user:s3cret@mlflow.example:8443/api?x=1#y", "https://mlflow.example:8443/api?x=1#y"),
+        ("https://user:fake-s3cret@mlflow.example:8443/api?x=1#y", "https://mlflow.example:8443/api?x=1#y"),
         ("postgresql://sentinel:pw@db/mlflow", "postgresql://db/mlflow"),
         ("http://token@[::1]:5000/", "http://[::1]:5000/"),
-        ("mysql+pymysql://u:p%40ss@db:3306/mlflow", "mysql+pymysql://db:3306/mlflow"),
+        ("mysql+pymysql://u:fake%40ss@db:3306/mlflow", "mysql+pymysql://db:3306/mlflow"),
     ],
 )
 def test_without_credentials_changes_only_the_credentials(uri: str, shown: str) -> None:
