@@ -78,6 +78,29 @@ def quick_expectations(root: Path, lifecycle: dict[str, Any] | None = None) -> P
     return exp
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_state_restored() -> Iterator[None]:
+    """Every test starts with the process's MLflow targets as the session found them.
+
+    MLflow keeps the tracking and registry URIs as module globals and its setters also write
+    ``MLFLOW_TRACKING_URI`` into ``os.environ``; the product honours that variable, so a test
+    that pointed MLflow at a server (since stopped) would send every later test there."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {k: os.environ.get(k) for k in names}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if "mlflow" in sys.modules:
+        import mlflow.tracking._model_registry.utils as registry_utils
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
+
+
 @pytest.fixture
 def sentinel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """The environment of a fresh install: ``SENTINEL_HOME`` in ``tmp_path``, no store set."""

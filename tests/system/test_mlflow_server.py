@@ -157,6 +157,7 @@ def test_a_run_registers_its_model_metrics_and_artifacts_on_the_server(
     assert "fit_seconds" in run.data.metrics
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server
     mlflow.set_tracking_uri(server.uri)
+    mlflow.set_registry_uri(server.uri)  # an earlier in-process run may have set another one
     model_uri = f"models:/{MODEL}/1"
     logged = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(model_uri)}
     assert {"MLmodel", "requirements.txt", "artifacts"} <= logged
