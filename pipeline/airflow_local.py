@@ -19,6 +19,8 @@ from pipeline.config import REPO_ROOT, Settings
 from pipeline.environment import Environment
 
 DAG_ID = "latent_anomaly"
+#: Prefix of the runner's one-line JSON result per DAG run on its stdout (the rest is log).
+RESULT_MARKER = "latent-sentinel dag-run: "
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -56,8 +58,8 @@ def run_dates(settings: Settings, dates: list[str], conf: dict[str, Any], log_fi
         )
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("SENTINEL_DAG_RUN "):
-                res = json.loads(line.removeprefix("SENTINEL_DAG_RUN "))
+            if line.startswith(RESULT_MARKER):
+                res = json.loads(line.removeprefix(RESULT_MARKER))
                 results.append(res)
                 print(f"  DAG run {res['run_id']} (data interval {res.get('interval')}): {res['state']}", flush=True)
             else:
@@ -91,7 +93,7 @@ def _main(argv: list[str]) -> int:
         failed += state != "success"
         sys.stdout.flush()
         interval = f"{run.data_interval_start:%Y-%m-%d} .. {run.data_interval_end:%Y-%m-%d}"
-        print("SENTINEL_DAG_RUN " + json.dumps({"logical_date": d, "state": state, "run_id": run.run_id, "interval": interval}), flush=True)
+        print(RESULT_MARKER + json.dumps({"logical_date": d, "state": state, "run_id": run.run_id, "interval": interval}), flush=True)
     return 1 if failed else 0
 
 

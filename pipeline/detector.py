@@ -111,7 +111,6 @@ MAX_COMBO_BLOCKS = 48  # categorical/boolean columns whose pairs are counted (1,
 FREQUENT_KEYS = 2048  # training records' most frequent keys kept with their shares
 #: The families, in a fixed order: the ``signal`` of a scored row is a position in it.
 SIGNALS = ("reconstruction", "latent", "marginal", "isolation", "combination", "duplicates")
-COMBO_SUM = True
 DUPLICATE_MARGIN = float(np.log(1e4))  # evidence of repeats counts only beyond p = 1e-4
 COMBO_MIN_EXPECTED = 10.0
 DIRECT = frozenset({"duplicates", "combos"})  # components whose values are -log p already
@@ -337,7 +336,7 @@ class CategoryCombinations:
             return np.zeros(len(codes)), np.full(len(codes), -1)
         per_pair = np.stack([t[codes[:, i], codes[:, j]] for (i, j), t in zip(self.pairs_, self.tables_, strict=True)], axis=1)
         worst = per_pair.argmax(axis=1)
-        value = (per_pair.sum(axis=1) if COMBO_SUM else per_pair[np.arange(len(codes)), worst]).astype("float64")
+        value = per_pair.sum(axis=1).astype("float64")  # several impossible pairs add up
         return value, np.where(value > 0, worst, -1)
 
     def pair_groups(self, worst: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -731,29 +730,27 @@ class LatentDetector:
         return {**t, **{k: v for k, v in logs.items() if k in DIRECT}}
 
     def _combine(self, logs: dict[str, np.ndarray]) -> np.ndarray:
+        return self._combine_and_signal(logs)[0]
+
+    def _combine_and_signal(self, logs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The raw score, and per row the position in ``SIGNALS`` of the family that gave the
+        most evidence (the evidence computed once for both)."""
         if not hasattr(self, "tails_"):  # a bundle saved before the tail calibration
             z = {k: (logs[k] - c) / s for k, (c, s) in self.calibration_.items()}
             w = self.latent_weight
-            return (1 - w) * z["recon"] + w * z["latent"]
+            return (1 - w) * z["recon"] + w * z["latent"], np.zeros(len(logs["recon"]), dtype="int8")
         t = self._evidence(logs)
         if self.combine == "fisher":  # the session-3 rule (bundles saved before families)
             w = self.latent_weight
-            t = {k: SIDE_WEIGHTS[k] * v for k, v in t.items()}
-            return (1 - w) * (t["recon"] + t["residual"]) + w * (t["latent"] + t["density"])
-        return combine_families(t, self.family_weights)
-
-    def signal_of(self, logs: dict[str, np.ndarray]) -> np.ndarray:
-        """Per row, the position in ``SIGNALS`` of the family that gave the most evidence."""
-        if not hasattr(self, "tails_") or self.combine == "fisher":
-            t = {"recon": np.zeros(len(logs["recon"]))}
-            if hasattr(self, "tails_"):
-                t = self._evidence(logs)
+            side = {k: SIDE_WEIGHTS[k] * v for k, v in t.items()}
+            raw = (1 - w) * (side["recon"] + side["residual"]) + w * (side["latent"] + side["density"])
             fams = family_evidence({k: v for k, v in t.items() if k in ("recon", "residual", "latent", "density")})
         else:
-            fams = family_evidence(self._evidence(logs), self.family_weights)
+            fams = family_evidence(t, self.family_weights)
+            raw = sum(fams.values())
         names = list(fams)
         best = np.argmax(np.stack([fams[f] for f in names]), axis=0)
-        return np.array([SIGNALS.index(f) for f in names], dtype="int8")[best]
+        return raw, np.array([SIGNALS.index(f) for f in names], dtype="int8")[best]
 
     def component_evidence(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """``-log p`` of every component for the encoded rows ``X`` (benchmarks and tests)."""
@@ -792,8 +789,7 @@ class LatentDetector:
         dist, nn = self._latent_distance(Zs, workers=workers)
         extras: dict[str, np.ndarray] = {}
         logs = {**self._component_logs(recon, residual, Zs, dist, X, extras), **self._direct_evidence(X, extras)}
-        raw = self._combine(logs)
-        signal = self.signal_of(logs)
+        raw, signal = self._combine_and_signal(logs)
         z = np.clip((raw - self.threshold_) / max(self.raw_scale_, EPS), -50, 50)
         score = 1.0 / (1.0 + np.exp(-z))
         return {

@@ -598,10 +598,10 @@ def score_part(part: Batch, settings: Settings | None = None) -> dict[str, Any]:
                 y = kinds.notna().to_numpy()
                 counts["true_anomalies"] += int(y.sum())
                 counts["caught"] += int((y & flag).sum())
-                for kind, hit in zip(kinds[y], flag[y], strict=True):
-                    true_caught = counts["by_kind"].setdefault(kind, [0, 0])
-                    true_caught[0] += 1
-                    true_caught[1] += int(hit)
+                per_kind = pd.DataFrame({"kind": kinds[y].to_numpy(), "hit": flag[y]}).groupby("kind")["hit"]
+                for kind, (n, hits) in per_kind.agg(["size", "sum"]).iterrows():  # one row per kind
+                    acc = counts["by_kind"].setdefault(str(kind), [0, 0])
+                    acc[0], acc[1] = acc[0] + int(n), acc[1] + int(hits)
             log.info("%s %s: %d/%d rows scored, %d alert(s)", bid, stem, progress["rows"],
                      progress["total_rows"], progress["alerts"])
 

@@ -18,7 +18,7 @@ SOURCES = sorted(p for d in ("pipeline", "dags", "models") for p in (REPO / d).r
 DECLARED = {*variable_names(Environment), *variable_names(NotifyEnvironment)}
 SET_FOR_LIBRARIES = {*environment.LIBRARY_DEFAULTS, *registry.SERVER_ENV_DEFAULTS}
 #: Written to stdout by the embedded DAG run for its parent to find; no variable.
-NOT_VARIABLES = {"SENTINEL_DAG_RUN"}
+NOT_VARIABLES: set[str] = set()
 
 
 def _environ_calls() -> dict[str, set[str]]:
