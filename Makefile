@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
 # Each first makes sure .venv exists with the pinned dependencies (constraints.txt) and the
-# project installed editable; that step re-runs only when pyproject.toml or constraints.txt change.
+# project installed editable (the venv's own setuptools is pinned too: the wheel test builds
+# without build isolation, and Python 3.11's bundled setuptools 65 cannot read pyproject's
+# SPDX licence); that step re-runs only when pyproject.toml or constraints.txt change.
 
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -16,6 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt setuptools wheel
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
