@@ -56,6 +56,10 @@ DEFAULT_DATASET = os.environ.get("SENTINEL_DATASET", "retail_purchases")
         ),
         "force_retrain": Param(False, type="boolean", description="retrain from scratch on recent batches"),
         "update_model": Param(True, type="boolean", description="fine-tune or retrain the champion on new batches"),
+        "detail": Param(
+            None, type=["null", "string"], enum=[None, "lean", "full"],
+            description="scored output: lean or full (per-feature errors, latents, inputs); empty = the dataset's",
+        ),
     },
     doc_md=__doc__,
 )
@@ -113,7 +117,7 @@ def latent_anomaly():
         from pipeline import tasks
         from pipeline.airflow_glue import run_step
 
-        return run_step(tasks.plan_parts, list(batches))
+        return run_step(tasks.plan_parts, list(batches), detail=get_current_context()["params"].get("detail") or None)
 
     @task
     def score_part(part: dict) -> dict:

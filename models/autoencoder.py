@@ -54,12 +54,11 @@ class AutoencoderModel(KerasLatentModel):
         model.build((None, n_features))
         return model
 
-    def encode(self, X: np.ndarray) -> np.ndarray:
+    def _layer_chains(self) -> tuple[list[Any], list[Any]]:
+        return list(self.model_.encoder.layers), list(self.model_.decoder.layers)
+
+    def _keras_encode(self, X: np.ndarray) -> np.ndarray:
         return self._chunked(self.model_.encoder, X)
 
-    def reconstruct(self, X: np.ndarray) -> np.ndarray:
-        return self._chunked(self.model_, X)
-
-    def encode_reconstruct(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        Z = self.encode(X)  # the model's call is decoder(encoder(x)): the same numbers
-        return Z, self._chunked(self.model_.decoder, Z)
+    def _keras_decode(self, Z: np.ndarray) -> np.ndarray:
+        return self._chunked(self.model_.decoder, Z)

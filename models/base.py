@@ -61,9 +61,17 @@ def make_latent_model(
     return AutoencoderModel(random_state=random_state, **arch)
 
 
-def load_latent_model(folder: Path) -> LatentModel:
+def load_latent_model(folder: Path, inference: bool = True) -> LatentModel:
+    """The latent model saved in ``folder``. With ``inference`` (the default), a Keras model
+    saved with its weights as plain arrays (``dense.npz``) comes back as a
+    ``models.dense.DenseInference``: it scores without importing TensorFlow and loads the Keras
+    model only if asked to train or save."""
     meta = json.loads((Path(folder) / "latent_model.json").read_text())
     kind = meta["kind"]
+    if inference and kind in ("ae", "vae") and (Path(folder) / "dense.npz").is_file():
+        from models.dense import DenseInference
+
+        return DenseInference.load(folder)
     if kind == "pca":
         from models.pca import PCAModel
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,69 +14,17 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 
+from models.dense import Chain, forward, save_chains  # noqa: E402
+from models.model_file import PACKAGE, UnsafeModelError  # noqa: E402, F401 - re-exported
+from models.model_file import check_model_file as check_keras_file  # noqa: E402
+
 INFERENCE_CHUNK = 65_536
 MIN_STEPS = 100
-PACKAGE = "latent_sentinel"
-# What a ``.keras`` file written by ``save`` holds, and every object its config may name besides
-# the model's own class: an allow-list checked before Keras reads the file, on top of Keras'
-# safe mode, so a Lambda layer, a function reference or a class from any other module is
-# refused without being deserialised.
-MODEL_FILE_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"})
-ALLOWED_OBJECTS = frozenset({("keras", "DTypePolicy"), ("keras.optimizers", "Adam")})
-MAX_CONFIG_BYTES = 1 << 20
-
-
-class UnsafeModelError(ValueError):
-    """A model file holds something this package never writes; it is not loaded."""
-
-
-def _named_objects(node: Any) -> list[dict[str, Any]]:
-    """Every dict in a Keras config that names a class or function to deserialise."""
-    found: list[dict[str, Any]] = []
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if "class_name" in item:
-                found.append(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
 
 
 def check_model_file(path: Path, model_class: type) -> None:
-    """Refuse ``path`` unless it is a ``.keras`` zip of ``model_class`` and allowed objects only.
-
-    Raises ``UnsafeModelError`` naming what was found; nothing in the file is deserialised.
-    """
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = {info.filename: info for info in zf.infolist()}
-            if unexpected := sorted(set(members) - MODEL_FILE_MEMBERS):
-                raise UnsafeModelError(
-                    f"{path.name} has unexpected member(s): {', '.join(unexpected)}"
-                )
-            if "config.json" not in members or members["config.json"].file_size > MAX_CONFIG_BYTES:
-                raise UnsafeModelError(f"{path.name} has no usable config.json")
-            config = json.loads(zf.read("config.json"))
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnsafeModelError(f"{path.name} is not a readable .keras file: {exc}") from exc
-    expected = (model_class.__module__, model_class.__name__, f"{PACKAGE}>{model_class.__name__}")
-    if (
-        not isinstance(config, dict)
-        or (config.get("module"), config.get("class_name"), config.get("registered_name"))
-        != expected
-    ):
-        found = config.get("class_name") if isinstance(config, dict) else type(config).__name__
-        raise UnsafeModelError(f"{path.name} holds a {found!r}, expected {model_class.__name__}")
-    for obj in _named_objects({k: v for k, v in config.items() if k != "class_name"}):
-        key = (obj.get("module"), obj.get("class_name"))
-        if key not in ALLOWED_OBJECTS or obj.get("registered_name") is not None:
-            raise UnsafeModelError(
-                f"{path.name} names {obj.get('module')}.{obj.get('class_name')}, which this "
-                "package never saves; refusing to load it"
-            )
+    """``models.model_file.check_model_file`` for ``model_class`` (a registered keras.Model)."""
+    check_keras_file(path, model_class.__module__, model_class.__name__)
 
 
 def dense_stack(widths: list[int], activation: str, seed: int, name: str) -> keras.Sequential:
@@ -90,6 +37,21 @@ def dense_stack(widths: list[int], activation: str, seed: int, name: str) -> ker
         for i, w in enumerate(widths)
     ]
     return keras.Sequential(layers, name=name)
+
+
+def dense_chain(layers: list[Any]) -> Chain | None:
+    """``(kernel, bias, relu)`` per layer when every layer is a ``Dense`` with a bias and a
+    ``relu`` or linear activation (what ``dense_stack`` builds); else ``None``."""
+    chain: Chain = []
+    for layer in layers:
+        if not isinstance(layer, keras.layers.Dense) or not layer.use_bias:
+            return None
+        act = getattr(layer.activation, "__name__", "")
+        if act not in ("relu", "linear"):
+            return None
+        kernel, bias = (np.asarray(keras.ops.convert_to_numpy(w), dtype="float32") for w in (layer.kernel, layer.bias))
+        chain.append((kernel, bias, act == "relu"))
+    return chain or None
 
 
 class KerasLatentModel:
@@ -161,6 +123,7 @@ class KerasLatentModel:
         if weights is not None:
             weights = weights[n_val:]
         fresh = not (warm_start and hasattr(self, "model_"))
+        self.__dict__.pop("_chains", None)  # the weights change: read them again after
         if fresh:
             self.model_ = self._build(X.shape[1])
         if fresh or learning_rate is not None or not getattr(self.model_, "compiled", False):
@@ -211,6 +174,47 @@ class KerasLatentModel:
         if not hasattr(self, "model_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() first")
 
+    def _layer_chains(self) -> tuple[list[Any], list[Any]]:
+        """The layers a row goes through to its latent position, and from there back."""
+        raise NotImplementedError
+
+    def dense_chains(self) -> dict[str, Chain] | None:
+        """The encoder's and the decoder's ``(kernel, bias, relu)`` per layer, read once per
+        trained state (``fit`` and ``load`` reset them); ``None`` when a layer is not a plain
+        ``Dense``."""
+        self._check()
+        if "_chains" not in self.__dict__:
+            enc, dec = self._layer_chains()
+            chains = {"encoder": dense_chain(enc), "decoder": dense_chain(dec)}
+            self._chains = None if None in chains.values() else chains
+        return self._chains
+
+    def encode(self, X: np.ndarray) -> np.ndarray:
+        """Latent positions, computed in NumPy from the Dense layers' weights.
+
+        Inference is a few small matrix products per row; an eager Keras call spends most of
+        its time around them (2.6x NumPy's time on 100,000 rows x 30 features here, the same
+        numbers). A model with other layers goes through Keras (``_keras_encode``)."""
+        chains = self.dense_chains()
+        return self._keras_encode(X) if chains is None else forward(chains["encoder"], X)
+
+    def decode(self, Z: np.ndarray) -> np.ndarray:
+        chains = self.dense_chains()
+        return self._keras_decode(Z) if chains is None else forward(chains["decoder"], Z)
+
+    def reconstruct(self, X: np.ndarray) -> np.ndarray:
+        return self.decode(self.encode(X))
+
+    def encode_reconstruct(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Z = self.encode(X)
+        return Z, self.decode(Z)
+
+    def _keras_encode(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _keras_decode(self, Z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     def _chunked(self, fn: Any, X: np.ndarray) -> np.ndarray:
         self._check()
         X = np.asarray(X, dtype="float32")
@@ -227,7 +231,10 @@ class KerasLatentModel:
         self.model_.save(folder / self.model_file)
         meta = folder / "latent_model.json"
         meta.write_text(json.dumps({"kind": self.kind, "params": self.get_params()}))
-        return [folder / self.model_file, meta]
+        chains = self.dense_chains()
+        # the weights again as plain arrays: scoring needs neither Keras nor TensorFlow
+        extra = [save_chains(folder, chains)] if chains is not None else []
+        return [folder / self.model_file, meta, *extra]
 
     @classmethod
     def load(cls, folder: Path) -> KerasLatentModel:

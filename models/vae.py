@@ -102,13 +102,14 @@ class VAEModel(KerasLatentModel):
         model.build((None, n_features))
         return model
 
-    def encode(self, X: np.ndarray) -> np.ndarray:
+    def _layer_chains(self) -> tuple[list[Any], list[Any]]:
+        m = self.model_  # at inference the sampling passes the posterior mean through
+        return [*m.body.layers, m.z_mean], list(m.decoder.layers)
+
+    def _keras_encode(self, X: np.ndarray) -> np.ndarray:
         return self._chunked(self.model_.encode_mean, X)
 
-    def reconstruct(self, X: np.ndarray) -> np.ndarray:
-        return self._chunked(lambda x: self.model_(x, training=False), X)
-
-    def decode(self, Z: np.ndarray) -> np.ndarray:
+    def _keras_decode(self, Z: np.ndarray) -> np.ndarray:
         return self._chunked(self.model_.decoder, Z)
 
     def encode_reconstruct(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,13 +4,17 @@ Layout of a bundle folder::
 
     features.json      fitted feature encoder (plain JSON)
     model.keras        the Keras latent model (or pca.npz for the linear baseline)
+    dense.npz          the Keras model's Dense weights as plain arrays: scoring runs from them
+                       in NumPy, without TensorFlow (``models.dense``; absent from bundles
+                       saved before it, which score through Keras)
     latent_model.json  which latent model and its parameters
     reference.npz      latent reference set (latents and record ids), no pickle
     calibration.json   score calibration and threshold
     metadata.json      dataset, id column, versions, and the SHA-256 of every file above
 
-``load_bundle`` checks every checksum before it loads anything, and loads Keras files in safe
-mode, so a swapped or edited file is refused before any of it runs.
+``load_bundle`` checks every checksum before it loads anything, checks the Keras file against
+an allow-list, and loads it (when training needs it) in safe mode, so a swapped or edited file
+is refused before any of it runs.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pipeline import __version__
 from pipeline.config import SentinelError
 from pipeline.detector import SIGNALS, LatentDetector
 from pipeline.features import FeatureEncoder, SchemaMismatchError
+from pipeline.stage_times import timed
 from pipeline.storage import atomic_dir, sha256_file
 
 BUNDLE_FORMAT = 1
@@ -96,8 +101,15 @@ class Bundle:
         columns from these. ``workers``: threads of the latent neighbour search."""
         if self.id_column and (df.columns == self.id_column).sum() > 1:
             raise SchemaMismatchError(f"input has duplicate column name(s) {self.id_column!r}")
-        X = self.encoder.transform(df)
+        with timed("encode"):
+            X = self.encoder.transform(df)
         s = self.detector.score_samples(X, neighbor_ids=False, workers=workers)
+        with timed("explain"):
+            return self._explained(s)
+
+    def _explained(self, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``score_arrays``' output from the detector's scores: the top features and their
+        shares, the segments."""
         per_feature = s.get("attribution", s["group_error"])  # what drove each row's signal
         total = per_feature.sum(axis=1, keepdims=True)
         # A row's largest shares are its largest errors: rank the errors, divide only the top k.

@@ -17,11 +17,14 @@ from typing import Any
 
 from pipeline.config import SentinelError, Settings
 from pipeline.environment import LIBRARY_DEFAULTS
+from pipeline.output_schema import DETAIL_LEVELS
 
 log = logging.getLogger("pipeline")
 
 EXIT_ERROR = 2
 EXIT_QUARANTINED = 3
+DETAIL_HELP = ("scored output: lean (id, score, flag, signal, top features, nearest normal ids, segment) "
+               "or full (also every input column, per-feature errors, latents); default: the dataset's output.detail")
 NOISY = ("great_expectations", "mlflow", "alembic", "urllib3", "absl", "tensorflow", "h5py", "matplotlib")
 
 
@@ -55,29 +58,28 @@ def _print_json(obj: Any) -> None:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pipeline.demo_data import generate_purchases, labels_path_for
-    from pipeline.storage import write_csv, write_parquet
+    from pipeline.demo_data import labels_path_for, write_purchases
 
     if args.dataset != "retail_purchases":
         raise SentinelError(f"generate knows only the demo dataset 'retail_purchases', not {args.dataset!r}")
     out = Path(args.out)
     if out.suffix not in (".parquet", ".csv"):
         raise SentinelError(f"--out must end in .parquet or .csv, got {args.out}")
-    df, labels = generate_purchases(
-        args.rows, seed=args.seed, anomaly_rate=args.anomaly_rate, bad_row_rate=args.bad_row_rate,
+    # chunk by chunk: a 10,000,000-row batch needs the memory of one 500,000-row chunk
+    rows, anomalies = write_purchases(
+        out, args.rows, seed=args.seed, anomaly_rate=args.anomaly_rate, bad_row_rate=args.bad_row_rate,
         broken=args.broken, day=args.day,
     )
-    (write_parquet if out.suffix == ".parquet" else write_csv)(out, df)
-    lab = Path(labels_path_for(str(out)))
-    write_csv(lab, labels)
-    print(f"wrote {len(df)} rows to {out} ({int(labels.is_anomaly.sum())} labelled anomalies in {lab})")
+    print(f"wrote {rows} rows to {out} ({anomalies} labelled anomalies in {labels_path_for(str(out))})")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import tasks
 
-    result = tasks.run_batch(args.input, args.dataset, args.batch_id, args.force_retrain, update=not args.no_update)
+    result = tasks.run_batch(
+        args.input, args.dataset, args.batch_id, args.force_retrain, update=not args.no_update, detail=args.detail
+    )
     if args.json:
         _print_json(result)
     elif result.get("state") == "duplicate":
@@ -96,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from pipeline import tasks
 
-    r = tasks.score_file(args.input, args.dataset, args.out)
+    r = tasks.score_file(args.input, args.dataset, args.out, detail=args.detail)
     print(f"scored {r['rows_scored']} rows, {r['alerts']} alerts, model {r['model_name']} v{r['model_version']}: {r['out']}")
     return 0
 
@@ -241,12 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force-retrain", action="store_true", help="retrain from scratch on recent batches")
     r.add_argument("--no-update", action="store_true", help="score with the champion as it is: no fine-tune or retrain")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--detail", choices=DETAIL_LEVELS, help=DETAIL_HELP)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("score", parents=[common], help="score a file with the champion, no training")
     s.add_argument("--input", required=True)
     s.add_argument("--dataset", required=True)
     s.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
+    s.add_argument("--detail", choices=DETAIL_LEVELS, help=DETAIL_HELP)
     s.set_defaults(func=cmd_score)
 
     st = sub.add_parser("status", parents=[common], help="what has been processed, and the registered models")

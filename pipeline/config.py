@@ -128,10 +128,18 @@ class DatasetConfig:
     csv: dict[str, Any] = field(default_factory=dict)
     lifecycle: dict[str, Any] = field(default_factory=dict)
     suite_path: Path | None = None
+    #: The scored output's detail level (``output.detail``): ``lean`` or ``full``.
+    detail: str = "lean"
 
     @property
     def feature_columns(self) -> list[str]:
         return [*self.numeric, *self.categorical, *self.boolean, *self.datetime]
+
+    @property
+    def output_columns(self) -> list[str]:
+        """Input columns the lean scored output keeps besides the id: the event time and the
+        ``passthrough`` columns."""
+        return list(dict.fromkeys([*([self.timestamp_column] if self.timestamp_column else []), *self.passthrough]))
 
     @property
     def model_name(self) -> str:
@@ -189,4 +197,5 @@ def load_dataset(settings: Settings, name: str) -> DatasetConfig:
         csv=spec.csv.model_dump(),
         lifecycle=spec.lifecycle.model_dump(exclude_unset=True),
         suite_path=folder / "suite.json",
+        detail=spec.output.detail,
     )

@@ -119,6 +119,17 @@ class ModelSpec(_Section):
     )
 
 
+class OutputSpec(_Section):
+    """What the scored output keeps (`pipeline/output_schema.py`, `docs/alerts.md`)."""
+
+    detail: Literal["lean", "full"] = _field(
+        "lean", "`lean`: per row the id, `passthrough` columns, score, flag, signal, top features, "
+        "nearest normal ids and segment; `full`: also every input column, the per-feature errors and "
+        "the latent coordinates. Alerts always have the full detail. `--detail` and the DAG param "
+        "`detail` override it.",
+    )
+
+
 class DriftLimits(_Section):
     """When a batch has drifted from the champion's training data (then: retrain)."""
 
@@ -172,6 +183,7 @@ class DatasetSpec(_Section):
     )
     csv: CsvOptions = _field(CsvOptions(), "How CSV batches are read.")
     lifecycle: Lifecycle = _field(Lifecycle(), "Training, fine-tuning and promotion.")
+    output: OutputSpec = _field(OutputSpec(), "What the scored output keeps.")
 
 
 def parse_dataset_file(path: Path) -> DatasetSpec:

@@ -19,6 +19,9 @@ column missing) so that batch-level quarantine has something to catch.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -211,6 +214,7 @@ def generate_purchases(
     broken: bool = False,
     day: str = "2026-11-01",
     batch_tag: str | None = None,
+    first_id: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate one batch of purchases and its labels.
 
@@ -223,6 +227,8 @@ def generate_purchases(
     broken : drop the required column ``basket_value`` so the whole batch fails validation.
     day : calendar day of the purchases (``YYYY-MM-DD``).
     batch_tag : prefix of the purchase ids; defaults to the day.
+    first_id : number of the first purchase id (a chunk of a larger batch starts after the
+        ones before it).
 
     Returns
     -------
@@ -237,7 +243,7 @@ def generate_purchases(
     df = _normal_purchases(rng, n_rows, start)
     df, kinds = _inject_anomalies(rng, df, anomaly_rate)
     tag = batch_tag or start.strftime("%Y%m%d")
-    df["purchase_id"] = [f"P{tag}-{i:07d}" for i in range(n_rows)]
+    df["purchase_id"] = [f"P{tag}-{i:07d}" for i in range(first_id, first_id + n_rows)]
     df["purchase_id"] = df["purchase_id"].astype(object)
     labels = pd.DataFrame(
         {
@@ -250,3 +256,52 @@ def generate_purchases(
     if broken:
         df = df.drop(columns=["basket_value"])
     return df, labels
+
+
+#: Rows generated at a time by ``write_purchases`` (about 150 MiB of frames at once).
+GENERATE_CHUNK = 500_000
+
+
+def write_purchases(
+    out: Path, n_rows: int, *, chunk_rows: int = GENERATE_CHUNK, seed: int = 0, **options: Any
+) -> tuple[int, int]:
+    """Generate ``n_rows`` purchases into ``out`` (``.parquet`` or ``.csv``) and their labels
+    beside it (``labels_path_for``), ``chunk_rows`` rows at a time, so memory stays that of
+    one chunk whatever ``n_rows`` is. Both files are written under temporary names and renamed
+    when whole. Up to ``chunk_rows`` rows, the batch is exactly ``generate_purchases``'s; a
+    larger one is chunks of it, each from its own seed (``(seed, chunk)``), with ids running on.
+    ``options`` go to ``generate_purchases``. Returns (rows, labelled anomalies)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.storage import atomic_path
+
+    if chunk_rows < 1:
+        raise SentinelError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    out = Path(out)
+    if out.suffix not in (".parquet", ".csv"):
+        raise SentinelError(f"--out must end in .parquet or .csv, got {out}")
+    lab = Path(labels_path_for(str(out)))
+    anomalies = 0
+    with atomic_path(out) as tmp, atomic_path(lab) as tmp_lab:
+        writer: pq.ParquetWriter | None = None
+        schema: pa.Schema | None = None
+        try:
+            for i, start in enumerate(range(0, max(n_rows, 1), chunk_rows)):
+                n = min(chunk_rows, n_rows - start)
+                chunk_seed = seed if n_rows <= chunk_rows else np.random.SeedSequence([seed, i])
+                df, labels = generate_purchases(n, seed=chunk_seed, first_id=start, **options)
+                anomalies += int(labels["is_anomaly"].sum())
+                if out.suffix == ".csv":
+                    df.to_csv(tmp, mode="a", header=i == 0, index=False)
+                else:
+                    table = pa.Table.from_pandas(df, preserve_index=False)
+                    if writer is None:
+                        schema = table.schema
+                        writer = pq.ParquetWriter(tmp, schema)
+                    writer.write_table(table.cast(schema))
+                labels.to_csv(tmp_lab, mode="a", header=i == 0, index=False)
+        finally:
+            if writer is not None:
+                writer.close()
+    return n_rows, anomalies

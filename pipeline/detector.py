@@ -35,6 +35,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from models import load_latent_model, make_latent_model
+from pipeline.stage_times import timed
 
 EPS = 1e-12
 TAIL_KNOTS = 256  # points of each component's training tail curve (calibration.json)
@@ -667,11 +668,13 @@ class LatentDetector:
         the per-column tail evidence, when given."""
         logs = {"recon": np.log(recon + EPS), "latent": np.log(dist + EPS)}
         if hasattr(self, "residual_whiten_"):  # absent from bundles saved before them
-            d = _mahalanobis(residual, self.residual_mean_, self.residual_whiten_)
-            logs["residual"] = np.log(d + EPS)
-            logs["density"] = np.log(_mahalanobis(Zs, self.density_mean_, self.density_whiten_) + EPS)
+            with timed("residual + density"):
+                d = _mahalanobis(residual, self.residual_mean_, self.residual_whiten_)
+                logs["residual"] = np.log(d + EPS)
+                logs["density"] = np.log(_mahalanobis(Zs, self.density_mean_, self.density_whiten_) + EPS)
         if hasattr(self, "tails_model_"):
-            total, per_column = self.tails_model_.score(X)
+            with timed("marginal tails"):
+                total, per_column = self.tails_model_.score(X)
             logs["tails"] = np.log(total + EPS)
             if extras is not None:
                 extras["tail_columns"] = per_column
@@ -683,10 +686,12 @@ class LatentDetector:
         out = {}
         extras = {} if extras is None else extras
         if hasattr(self, "duplicates_model_"):
-            out["duplicates"], extras["copies"] = self.duplicates_model_.score(X)
+            with timed("duplicates"):
+                out["duplicates"], extras["copies"] = self.duplicates_model_.score(X)
         if hasattr(self, "combos_model_"):
-            out["combos"], worst = self.combos_model_.score(X)
-            extras["combo_pair"] = self.combos_model_.pair_groups(worst, self.groups_)
+            with timed("combinations"):
+                out["combos"], worst = self.combos_model_.score(X)
+                extras["combo_pair"] = self.combos_model_.pair_groups(worst, self.groups_)
         return out
 
     def _by_group(self, M: np.ndarray) -> np.ndarray:
@@ -779,17 +784,21 @@ class LatentDetector:
             )
         if not np.isfinite(X).all():  # would come out as NaN scores, neither alert nor normal
             raise ValueError("score_samples got NaN or infinite values; encode the frame first")
-        if hasattr(self.model_, "encode_reconstruct"):
-            Z, X_hat = self.model_.encode_reconstruct(X)
-        else:  # a latent model from outside this package: two passes
-            Z, X_hat = self.model_.encode(X), self.model_.reconstruct(X)
-        recon, sq, residual = self._recon(X, X_hat)
-        Z = Z.astype("float64")
-        Zs = ((Z - self.latent_mean_) / self.latent_scale_).astype("float32")
-        dist, nn = self._latent_distance(Zs, workers=workers)
+        with timed("model pass"):
+            if hasattr(self.model_, "encode_reconstruct"):
+                Z, X_hat = self.model_.encode_reconstruct(X)
+            else:  # a latent model from outside this package: two passes
+                Z, X_hat = self.model_.encode(X), self.model_.reconstruct(X)
+        with timed("reconstruction error"):
+            recon, sq, residual = self._recon(X, X_hat)
+            Z = Z.astype("float64")
+            Zs = ((Z - self.latent_mean_) / self.latent_scale_).astype("float32")
+        with timed("latent k-NN"):
+            dist, nn = self._latent_distance(Zs, workers=workers)
         extras: dict[str, np.ndarray] = {}
         logs = {**self._component_logs(recon, residual, Zs, dist, X, extras), **self._direct_evidence(X, extras)}
-        raw, signal = self._combine_and_signal(logs)
+        with timed("combine"):
+            raw, signal = self._combine_and_signal(logs)
         z = np.clip((raw - self.threshold_) / max(self.raw_scale_, EPS), -50, 50)
         score = 1.0 / (1.0 + np.exp(-z))
         return {

@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +30,18 @@ import pyarrow.parquet as pq
 from pipeline.bundle import Bundle
 from pipeline.detector import SIGNALS
 from pipeline.features import SchemaMismatchError
+from pipeline.output_schema import (
+    CONSTANT_COLUMNS,
+    DEFAULT_DETAIL,
+    LIST_COLUMNS,
+    SCORE_TYPES,  # noqa: F401 - re-exported: the score columns' types
+    is_detail_column,
+    kept_input_columns,
+    kept_score_columns,
+    score_column_types,
+    with_detail,
+)
+from pipeline.stage_times import timed
 from pipeline.storage import atomic_path, open_parquet_stream
 
 log = logging.getLogger(__name__)
@@ -57,9 +69,10 @@ ALERT_COLUMNS = [
 SCORE_CHUNK = 200_000
 #: Chunks scored at once when streaming (each on its own thread; memory holds that many).
 SCORE_THREADS = max(1, min(2, os.cpu_count() or 1))
-#: Rows per chunk when streaming a Parquet input: as fast as 200,000 here (1 M rows x 30
-#: features, 2 cores) with ~0.4 GiB less peak memory.
-STREAM_CHUNK = 100_000
+#: Rows per chunk when streaming a Parquet input. Memory holds about four chunks (one read
+#: ahead, two scored at once, one being written) and their intermediate arrays: on 30 numeric
+#: features the scoring process peaks at ~0.76 GiB with 50,000 rows, ~1.1 GiB with 100,000.
+STREAM_CHUNK = 50_000
 
 
 def score_frame(bundle: Bundle, df: pd.DataFrame) -> pd.DataFrame:
@@ -83,6 +96,9 @@ def _empty_scored(bundle: Bundle, df: pd.DataFrame) -> pd.DataFrame:
 def alerts_table(
     scored: pd.DataFrame, id_column: str, batch_id: str, model_name: str, model_version: str
 ) -> pd.DataFrame:
+    """The flagged rows of ``scored``, ranked: ``ALERT_COLUMNS``, then the full detail of each
+    alert whatever the scored file's detail level: its input columns as scored, its
+    per-feature errors (``err__*``) and its latent coordinates (``latent_*``)."""
     flagged = scored[scored["is_anomaly"]].sort_values("raw_score", ascending=False)
     out = pd.DataFrame(
         {
@@ -103,33 +119,24 @@ def alerts_table(
             "model_name": model_name,
             "model_version": str(model_version),
         }
-    )
-    return out[ALERT_COLUMNS]
+    )[ALERT_COLUMNS]
+    taken = {*ALERT_COLUMNS, *SCORE_TYPES, *CONSTANT_COLUMNS, id_column}
+    inputs = [c for c in flagged.columns if c not in taken and not is_detail_column(c)]
+    detail = [c for c in flagged.columns if c not in taken and is_detail_column(c)]
+    extra = flagged[inputs + detail].reset_index(drop=True)
+    return pd.concat([out, extra], axis=1) if len(extra.columns) else out
 
 
 def alerts_for_csv(alerts: pd.DataFrame) -> pd.DataFrame:
     out = alerts.copy()
-    for col in ("top_features", "top_feature_shares", "nearest_normal_ids"):
-        out[col] = ["|".join(map(str, v)) for v in out[col]]
+    for col in LIST_COLUMNS:
+        if col in out.columns:  # a lean scored file has no top_feature_shares
+            out[col] = ["|".join(map(str, v)) for v in out[col]]
     return out
 
 
 # ------------------------------------------------------------------------ streaming scoring
 
-#: Columns ``Bundle.score_frame`` adds before the per-feature errors and the latents, with the
-#: Arrow types they are written with (fixed, so every chunk and an empty batch agree).
-SCORE_TYPES: dict[str, pa.DataType] = {
-    "score": pa.float64(),
-    "is_anomaly": pa.bool_(),
-    "raw_score": pa.float64(),
-    "recon_error": pa.float64(),
-    "latent_distance": pa.float64(),
-    "signal": pa.string(),
-    "copies_in_batch": pa.int64(),
-    "top_features": pa.list_(pa.string()),
-    "top_feature_shares": pa.list_(pa.float64()),
-    "nearest_normal_ids": pa.list_(pa.string()),
-}
 #: Edges of the score histogram kept for the report (the report's own 40 bins over [0, 1]).
 HIST_EDGES = np.linspace(0.0, 1.0, 41)
 MAX_ALERTS = 10_000
@@ -149,6 +156,8 @@ def score_parquet_stream(
     sample_rows: int = SAMPLE_ROWS,
     seed: int = 0,
     rows: tuple[int, int] | None = None,
+    detail: str = DEFAULT_DETAIL,
+    passthrough: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score a Parquet file or folder chunk by chunk into one Parquet file, in bounded memory.
 
@@ -159,10 +168,13 @@ def score_parquet_stream(
     whatever was at ``out_path`` before untouched. Memory holds about one chunk plus the
     bounded summaries below, whatever the size of the input.
 
-    The output has, in this order: the ``extra_columns`` (constant text), every input column
-    as read (Arrow types kept), then the columns ``score_frame`` adds (``SCORE_TYPES``,
-    ``err__<feature>``, ``latent_<j>``). Its schema is fixed before the first chunk, so every
-    chunk agrees and an empty input gives a valid empty file.
+    The output has, in this order: the ``extra_columns`` (constant text), the input columns it
+    keeps (Arrow types kept), then the score columns it keeps; which ones is the ``detail``
+    level's (``pipeline.output_schema``): ``lean`` keeps the id, the ``passthrough`` columns
+    and the lean score columns, ``full`` every input column and every score column
+    (``SCORE_TYPES``, ``err__<feature>``, ``latent_<j>``). The level is recorded in the
+    file's schema metadata. Its schema is fixed before the first chunk, so every chunk agrees
+    and an empty input gives a valid empty file.
 
     Parameters
     ----------
@@ -190,6 +202,11 @@ def score_parquet_stream(
         Score only the input's rows ``start`` to ``stop - 1`` (in the dataset's order): one
         part of a batch fanned out over several tasks. Only the row groups that hold them are
         read.
+    detail : {"lean", "full"}
+        How much of each row the output keeps (see above). ``on_chunk``, the top alerts and
+        the sample always get every score column.
+    passthrough : sequence of str
+        Input columns the lean output keeps besides the id (the dataset's ``passthrough``).
 
     Returns
     -------
@@ -215,16 +232,23 @@ def score_parquet_stream(
         raise SchemaMismatchError(f"{src} lacks feature column(s) {', '.join(map(repr, missing))}")
     id_col = bundle.id_column if bundle.id_column in in_schema.names else None
     needed = list(dict.fromkeys([*([id_col] if id_col else []), *bundle.encoder.input_columns]))
-    score_cols = _score_column_types(bundle)
+    score_cols = score_column_types(bundle)
     kept = [f for f in in_schema if f.name not in extra and f.name not in score_cols]
-    schema = pa.schema(
+    # Every column of a scored chunk (what on_chunk and the summaries see) ...
+    full_schema = pa.schema(
         [
             *(pa.field(name, pa.string()) for name in extra),
             *kept,
             *(pa.field(name, t) for name, t in score_cols.items()),
         ]
     )
-    schema = schema.with_metadata(_pandas_metadata(schema, in_schema, len(extra), score_cols))
+    # ... and the ones the file keeps at this detail level.
+    written_inputs = kept_input_columns([f.name for f in kept], detail, id_column=id_col, passthrough=passthrough)
+    written_scores = {c: score_cols[c] for c in kept_score_columns(score_cols, detail)}
+    written = [*extra, *written_inputs, *written_scores]
+    schema = pa.schema([full_schema.field(c) for c in written])
+    meta = _pandas_metadata(schema, in_schema, len(extra), written_scores)
+    schema = with_detail(schema.with_metadata(meta), detail)
     total = dataset.count_rows()
     if rows is not None:
         start, stop = int(rows[0]), int(rows[1])
@@ -234,7 +258,7 @@ def score_parquet_stream(
     kept_names = {f.name for f in kept}
     summary_names = [*extra, *(c for c in needed if c in kept_names), *score_cols]
     summary = _StreamSummary(
-        schema.empty_table().select(summary_names),
+        full_schema.empty_table().select(summary_names),
         max_alerts=max_alerts,
         sample_rows=sample_rows,
         seed=seed,
@@ -245,24 +269,35 @@ def score_parquet_stream(
             pq.ParquetWriter(tmp, schema, use_dictionary=_text_columns(schema))
         )
         try:
-            chunks = ((t, t.select(needed).to_pandas()) for t in _chunks(dataset, chunk_rows, rows))
+            def read() -> Iterator[tuple[pa.Table, pd.DataFrame]]:
+                source = _chunks(dataset, chunk_rows, rows)
+                while True:
+                    with timed("read"):
+                        table = next(source, None)
+                        if table is None:
+                            return
+                        frame = table.select(needed).to_pandas()
+                    yield table, frame
 
             def score(item: tuple[pa.Table, pd.DataFrame]) -> tuple[pa.Table, dict, list]:
                 # The chunks run on threads already: one thread per neighbour search each.
                 scores = bundle.score_arrays(item[1], workers=1 if SCORE_THREADS > 1 else -1)
-                return item[0], scores, _score_columns(scores, score_cols, lookups)
+                with timed("output columns"):
+                    return item[0], scores, _score_columns(scores, score_cols, lookups)
 
-            for table, scores, columns in _in_order(score, _prefetched(chunks), SCORE_THREADS):
+            for table, scores, columns in _in_order(score, _prefetched(read()), SCORE_THREADS):
                 n = table.num_rows
-                arrays = [
-                    *(pa.repeat(pa.scalar(v, pa.string()), n) for v in extra.values()),
-                    *(table.column(f.name) for f in kept),
-                    *columns,
-                ]
-                scored = pa.Table.from_arrays(arrays, schema=schema)
-                sink.write(scored)
-                view = scored.select(summary_names)
-                summary.add(view, scores)
+                with timed("output columns"):
+                    arrays = [
+                        *(pa.repeat(pa.scalar(v, pa.string()), n) for v in extra.values()),
+                        *(table.column(f.name) for f in kept),
+                        *columns,
+                    ]
+                    scored = pa.Table.from_arrays(arrays, schema=full_schema)
+                    sink.write(scored.select(written).replace_schema_metadata(schema.metadata))
+                    view = scored.select(summary_names)
+                with timed("summaries"):
+                    summary.add(view, scores)
                 if on_chunk is not None:
                     on_chunk(
                         view,
@@ -288,18 +323,6 @@ def score_parquet_stream(
         summary.alerts,
     )
     return {"path": str(out_path), **summary.result()}
-
-
-def _score_column_types(bundle: Bundle) -> dict[str, pa.DataType]:
-    """Every column ``Bundle.score_frame`` adds, in its order, with its Arrow type."""
-    names = bundle.encoder.feature_names
-    latent_dim = int(bundle.detector.reference_latents_.shape[1])
-    return {
-        **SCORE_TYPES,
-        **({"segment": pa.int64()} if bundle.metadata.get("segments") else {}),
-        **{f"err__{n}": pa.float32() for n in names},
-        **{f"latent_{j}": pa.float32() for j in range(latent_dim)},
-    }
 
 
 def _pandas_metadata(
@@ -554,7 +577,8 @@ class _BackgroundWriter:
         while (table := self.queue.get()) is not None:
             if self.error is None:  # after a failure, drain without writing
                 try:
-                    self.writer.write_table(table, row_group_size=table.num_rows)
+                    with timed("write"):
+                        self.writer.write_table(table, row_group_size=table.num_rows)
                 except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
                     self.error = exc
 

@@ -39,13 +39,15 @@ SIGNATURE_ROWS = 4
 def serving_frame(bundle: Any, model_input: pd.DataFrame) -> pd.DataFrame:
     """Score raw rows with ``bundle``; list-valued columns become ``"a|b|c"`` strings."""
     from pipeline.ingest import normalise_columns
+    from pipeline.output_schema import LIST_COLUMNS
 
     frame = normalise_columns(pd.DataFrame(model_input))
+    # every score column (the full detail, without the input columns): a request is small
     out = bundle.score_frame(frame, keep_columns=False)
     # Lists become "a|b|c" strings so that every serving format can carry them.
-    for col in ("top_features", "nearest_normal_ids"):
-        out[col] = ["|".join(map(str, v)) for v in out[col]]
-    out["top_feature_shares"] = ["|".join(f"{x:.4f}" for x in v) for v in out["top_feature_shares"]]
+    for col in LIST_COLUMNS:
+        fmt = (lambda x: f"{x:.4f}") if col == "top_feature_shares" else str
+        out[col] = ["|".join(map(fmt, v)) for v in out[col]]
     return out
 
 

@@ -40,6 +40,7 @@ from pipeline.ingest import (
     read_batch,
     stage_streaming,
 )
+from pipeline.output_schema import check_detail, select_scored, with_detail
 from pipeline.storage import (
     atomic_dir,
     atomic_path,
@@ -528,9 +529,13 @@ TOP_ALERT_ROWS = 50
 ROW_GROUP_ROWS = 100_000
 
 
-def plan_parts(batches: list[Batch], settings: Settings | None = None, rows_per_part: int | None = None) -> list[Batch]:
+def plan_parts(
+    batches: list[Batch], settings: Settings | None = None, rows_per_part: int | None = None, detail: str | None = None
+) -> list[Batch]:
     """Split each batch's valid rows into parts of ``rows_per_part`` rows (at least one part
-    per batch, so an empty batch still gets its empty outputs).
+    per batch, so an empty batch still gets its empty outputs). Each part carries the scored
+    output's ``detail`` level: ``detail`` (the DAG param), else the batch's, else the
+    dataset's ``output.detail``.
 
     The champion is read once, here, and every part scores with that version, so the parts of
     a batch agree even if another run promotes a new champion meanwhile.
@@ -546,11 +551,14 @@ def plan_parts(batches: list[Batch], settings: Settings | None = None, rows_per_
             if version is None:
                 raise registry.NoChampionError(f"model {cfg.model_name!r} has no champion to score with")
             versions[cfg.model_name] = version
+        if detail:
+            b = {**b, "detail": detail}
         n = pq.ParquetFile(b["valid"]).metadata.num_rows
         count = max(1, -(-n // size))
         for i in range(count):
             parts.append({
                 **{k: v for k, v in b.items() if k != "model"},
+                "detail": check_detail(b.get("detail") or cfg.detail),
                 "model_version": versions[cfg.model_name],
                 "part": i, "parts": count, "start": i * size, "stop": min(n, (i + 1) * size),
             })
@@ -612,6 +620,7 @@ def score_part(part: Batch, settings: Settings | None = None) -> dict[str, Any]:
             extra_columns={"batch_id": bid, "model_version": version},
             on_chunk=on_chunk, max_alerts=TOP_ALERT_ROWS, rows=(part["start"], part["stop"]),
             sample_rows=max(1, round(SAMPLE_ROWS * n / total)), seed=int(part["part"]),
+            detail=part.get("detail") or cfg.detail, passthrough=cfg.output_columns,
         )
         frame = pd.concat(alerts, ignore_index=True) if alerts else alerts_table(
             result["sample"].iloc[:0], cfg.id_column, bid, cfg.model_name, version)
@@ -714,7 +723,8 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
                   "precision": caught / len(alerts) if len(alerts) else 0.0,
                   "recall": caught / true if true else 0.0}
     write_json(out / "summary.json", {"rows": rows, "alerts": len(alerts), "score_hist": hist,
-                                      "segments": segments, "parts": len(group), "model_version": version})
+                                      "segments": segments, "parts": len(group), "model_version": version,
+                                      "detail": first.get("detail") or cfg.detail})
     scored_path = out / "scored.parquet"
     status.update(s, bid, state="scored", rows_scored=rows, alerts=len(alerts), model_name=cfg.model_name,
                   model_version=version, scores=str(scored_path), alerts_path=str(alerts_path),
@@ -832,8 +842,10 @@ def run_batch(
     force_retrain: bool = False,
     settings: Settings | None = None,
     update: bool = True,
+    detail: str | None = None,
 ) -> dict[str, Any]:
-    """One batch end to end, outside Airflow: the same steps the DAG runs."""
+    """One batch end to end, outside Airflow: the same steps the DAG runs. ``detail``: the
+    scored output's level (``lean``/``full``; default the dataset's ``output.detail``)."""
     s = _settings(settings)
     discover(dataset, input_path, settings=s)
     bid = check_name(batch_id, "batch id") if batch_id else batch_id_for(input_path)
@@ -846,17 +858,20 @@ def run_batch(
         with recorded_step(s, batch, "train"):
             model = train_or_update(dataset, [batch], force_retrain, settings=s, update=update)
         with recorded_step(s, batch, "score"):
-            batch = score(batch, model, settings=s)
+            batch = score({**batch, "detail": detail} if detail else batch, model, settings=s)
         batch = report(batch, settings=s)
         notify(batch, settings=s)
         return {**status.read(s, batch["batch_id"]), "model_action": model["action"]}
 
 
-def score_file(input_path: str, dataset: str, out: str, settings: Settings | None = None) -> dict[str, Any]:
+def score_file(
+    input_path: str, dataset: str, out: str, settings: Settings | None = None, detail: str | None = None
+) -> dict[str, Any]:
     """Score a file with the current champion, no validation gate and no training.
 
     ``out`` ends in ``.parquet`` (every row, scores and explanations) or ``.csv`` (the same,
-    list columns ``|``-joined). An input larger than the validation chunk size
+    list columns ``|``-joined); ``detail`` (default the dataset's ``output.detail``) is how
+    much of each row it keeps (``pipeline.output_schema``). An input larger than the validation chunk size
     (``SENTINEL_VALIDATE_CHUNK_ROWS`` rows, or a CSV over ``ingest.CSV_STREAM_BYTES``) is never
     loaded whole: it is staged as a stream and scored chunk by chunk (``_score_file_stream``),
     with ``model_version`` as the first column instead of the last.
@@ -870,24 +885,28 @@ def score_file(input_path: str, dataset: str, out: str, settings: Settings | Non
     out_path = Path(out)
     if out_path.suffix not in (".parquet", ".csv"):
         raise SentinelError(f"--out must end in .parquet or .csv, got {out}")
+    level = check_detail(detail or cfg.detail)
     bundle_dir, version = registry.fetch_bundle(s, cfg.model_name)
     if is_large_batch(input_path, validate_chunk_rows()):
-        rows, alerts = _score_file_stream(s, cfg, input_path, load_bundle(bundle_dir), str(version), out_path)
+        rows, alerts = _score_file_stream(s, cfg, input_path, load_bundle(bundle_dir), str(version), out_path, level)
     else:
         df = read_batch(input_path, cfg)
         scored = score_frame(load_bundle(bundle_dir), df)
         scored["model_version"] = str(version)
+        rows, alerts = len(scored), int(scored["is_anomaly"].sum())
+        scored = select_scored(scored, level, id_column=cfg.id_column, passthrough=cfg.output_columns)
         if out_path.suffix == ".csv":
             write_csv(out_path, alerts_for_csv(scored))
         else:
-            write_parquet(out_path, scored)
-        rows, alerts = len(scored), int(scored["is_anomaly"].sum())
+            table = pa.Table.from_pandas(scored, preserve_index=False)
+            with atomic_path(out_path) as tmp:
+                pq.write_table(table.replace_schema_metadata(with_detail(table.schema, level).metadata), tmp)
     return {"rows_scored": rows, "alerts": alerts,
             "model_name": cfg.model_name, "model_version": version, "out": str(out_path.resolve())}
 
 
 def _score_file_stream(
-    s: Settings, cfg: DatasetConfig, source: str, bundle: Any, version: str, out_path: Path
+    s: Settings, cfg: DatasetConfig, source: str, bundle: Any, version: str, out_path: Path, detail: str
 ) -> tuple[int, int]:
     """``score_file`` for an input larger than memory: staged record batch by record batch
     (normalised names) into a scratch folder, scored with ``score_parquet_stream``; a CSV
@@ -900,7 +919,8 @@ def _score_file_stream(
         staged = Path(scratch) / "input.parquet"
         stage_streaming(source, cfg, staged)
         target = out_path if out_path.suffix == ".parquet" else Path(scratch) / "scored.parquet"
-        result = score_parquet_stream(bundle, staged, target, extra_columns={"model_version": version})
+        result = score_parquet_stream(bundle, staged, target, extra_columns={"model_version": version},
+                                      detail=detail, passthrough=cfg.output_columns)
         if out_path.suffix == ".csv":
             with pq.ParquetFile(target) as pf, atomic_path(out_path) as tmp, tmp.open("w", newline="") as fh:
                 alerts_for_csv(pf.schema_arrow.empty_table().to_pandas()).to_csv(fh, index=False)

@@ -67,6 +67,30 @@ def test_score_uses_the_champion_without_training(trained: dict) -> None:
 
 
 @pytest.mark.slow
+def test_score_detail_lean_by_default_full_on_request(trained: dict) -> None:
+    """``score`` writes the lean output unless asked for ``--detail full``; the rows' scores
+    agree; an unknown level is refused in one line, before anything is scored."""
+    src = trained["root"] / "in" / "detail.parquet"
+    assert cli_main("generate", "--rows", "200", "--out", str(src), "--seed", "11", home=trained["home"]).returncode == 0
+    lean, full = trained["root"] / "lean.parquet", trained["root"] / "full.parquet"
+    args = ("score", "--input", str(src), "--dataset", "retail_purchases")
+    assert cli_main(*args, "--out", str(lean), home=trained["home"]).returncode == 0
+    assert cli_main(*args, "--out", str(full), "--detail", "full", home=trained["home"]).returncode == 0
+    a, b = pd.read_parquet(lean), pd.read_parquet(full)
+    assert {"purchase_id", "purchased_at", "customer_id", "score", "signal", "top_features"} <= set(a.columns)
+    assert not any(c.startswith("err__") for c in a.columns)
+    assert "basket_value" not in a.columns
+    assert any(c.startswith("err__") for c in b.columns)
+    assert "basket_value" in b.columns
+    assert (a["raw_score"].to_numpy() == b["raw_score"].to_numpy()).all()
+    bad = cli_main(*args, "--out", str(trained["root"] / "x.parquet"), "--detail", "everything", home=trained["home"])
+    assert bad.returncode == 2
+    assert "invalid choice: 'everything'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) <= 3
+    assert not (trained["root"] / "x.parquet").exists()
+
+
+@pytest.mark.slow
 def test_score_streams_an_input_larger_than_the_chunk_size(trained: dict) -> None:
     """Above ``SENTINEL_VALIDATE_CHUNK_ROWS`` rows the input is staged and scored as a stream
     (never loaded whole); the scores are those of the in-memory path, in both output formats."""

@@ -46,7 +46,7 @@ def test_dag_parses_without_errors_and_stays_thin(settings: Settings) -> None:
     assert res["found"]
     assert "anomaly-detection" in res["tags"]
     assert all(r >= 1 for r in res["retries"])
-    assert res["params"] == ["dataset", "force_retrain", "input_path", "update_model"]
+    assert res["params"] == ["dataset", "detail", "force_retrain", "input_path", "update_model"]
     assert res["tasks"] == ["discover", "ingest", "merge_parts", "notify", "plan_parts", "report", "score_part",
                             "train_or_update", "validate"]
     assert res["heavy_imports"] == [], "the DAG file must not import heavy modules at parse time"
@@ -119,7 +119,16 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(
     assert list(scored["purchase_id"]) == list(valid["purchase_id"])  # every row once, in order
     assert set(scored["model_version"]) == {"1"}
     assert not (settings.scores_dir(first) / "parts").exists()  # merged, then removed
-    assert {"score", "is_anomaly", "top_features", "nearest_normal_ids", "recon_error", "latent_distance"} <= set(scored.columns)
+    # the lean output (the default): the id, the event time, scores and explanations; alerts
+    # keep their full detail
+    assert {"purchase_id", "purchased_at", "score", "is_anomaly", "signal", "top_features", "nearest_normal_ids",
+            "segment"} <= set(scored.columns)
+    assert not any(c.startswith(("err__", "latent_")) for c in scored.columns)
+    assert "recon_error" not in scored.columns
+    alerts = pd.read_parquet(good["alerts_path"])
+    assert {"recon_error", "latent_distance", "basket_value"} <= set(alerts.columns)
+    assert any(c.startswith("err__") for c in alerts.columns)
+    assert any(c.startswith("latent_") for c in alerts.columns)
     alerts = pd.read_parquet(good["alerts_path"])
     assert len(alerts) == good["alerts"]
     assert (settings.quarantine_dir(first) / "rows.parquet").is_file()

@@ -32,7 +32,13 @@ def test_benchmark_command_writes_the_contract_json(
     assert rec["fit_s"] > 0
     assert rec["score_rows_per_s"] > 0
     assert rec["peak_rss_mb"] > 50
+    assert rec["cpu_s_per_million_rows"] > 0
+    assert 0 < rec["output_bytes_per_input_byte"] < 2  # the lean output (the default)
+    stages = rec["stage_s_per_million_rows"]
+    assert {"read", "encode", "model pass", "latent k-NN", "marginal tails", "write"} <= set(stages)
+    assert all(v >= 0 for v in stages.values())
     printed = capsys.readouterr().out
+    assert "thread-seconds per million rows by stage" in printed
     assert "| sentinel" in printed
     assert "sentinel scoring profile" in printed
     assert "score_parquet_stream" in printed
@@ -65,3 +71,5 @@ def test_benchmark_runs_the_pyod_baselines_under_their_contract_names(tmp_path: 
         assert rec["fit_s"] > 0
         assert rec["score_rows_per_s"] > 0
         assert rec["peak_rss_mb"] > 50
+        assert rec["stage_s_per_million_rows"] is None
+        assert rec["output_bytes_per_input_byte"] > 0

@@ -80,6 +80,7 @@ def test_stream_gives_the_in_memory_scores_and_bounded_summaries(
         extra_columns={"batch_id": "b1", "model_version": "7"},
         on_chunk=lambda chunk, progress: seen.append({**progress, "n": len(chunk)}),
         sample_rows=400,
+        detail="full",
     )
     ref = score_frame(bundle, pd.read_parquet(src))
     got = pd.read_parquet(out)
