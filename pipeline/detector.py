@@ -164,14 +164,19 @@ class MarginalTails:
         columns = np.ascontiguousarray(X.T)
         left = np.empty((d, len(X)), dtype="float32")
         right = np.empty((d, len(X)), dtype="float32")
+        ties = self._tie_runs()
         for j in range(d):  # one sorted search per column (vectorised over the rows)
             q = self.knots_[:, j]
             # NumPy's search is several times faster for sorted keys (each starts where the
             # last ended): sort the column, search, and put the counts back in row order.
             order = np.argsort(columns[j])
             keys = columns[j][order]
-            left[j, order] = np.searchsorted(q, keys, side="right")  # knots <= x
-            right[j, order] = m - np.searchsorted(q, keys, side="left")  # knots >= x
+            below = np.searchsorted(q, keys, side="left")  # knots < x
+            # knots == x: the run of equal knots starting at ``below`` when the knot there is x
+            # (one search instead of a second one with side="right"; the same counts)
+            at = np.minimum(below, m - 1)
+            left[j, order] = below + np.where(q[at] == keys, ties[at, j], 0)  # knots <= x
+            right[j, order] = m - below  # knots >= x
         left, right = np.ascontiguousarray(left.T), np.ascontiguousarray(right.T)  # row order, as summed before
         # -log of the smoothed tail probability (count + 1) / (m + 1), on each side
         log_m = np.float32(np.log(m + 1.0))
@@ -180,6 +185,17 @@ class MarginalTails:
         auto = np.where(self.skew_sign_ < 0, nl, nr)
         total = np.maximum(np.maximum(nl.sum(axis=1), nr.sum(axis=1)), auto.sum(axis=1))
         return total.astype("float64"), np.maximum(nl, nr)
+
+    def _tie_runs(self) -> np.ndarray:
+        """Per knot and column, how many knots from it on hold the same value (computed once)."""
+        runs = self.__dict__.get("tie_runs_")
+        if runs is None:
+            m = len(self.knots_)
+            runs = np.stack(
+                [np.searchsorted(q, q, side="right") - np.arange(m) for q in self.knots_.T], axis=1
+            ).astype("int32")
+            self.tie_runs_ = runs
+        return runs
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"tail_knots": self.knots_, "tail_skew": self.skew_sign_}
