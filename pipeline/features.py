@@ -84,6 +84,8 @@ def _huge_int_to_inf(v: Any) -> Any:
 
 
 def _as_float(s: pd.Series, col: str) -> np.ndarray:
+    if s.dtype.kind in "fiu":  # already numbers (NumPy float or integer): no parsing to do
+        return s.to_numpy(dtype="float64", na_value=np.nan)
     try:
         try:
             num = pd.to_numeric(s, errors="raise")
@@ -354,7 +356,10 @@ class FeatureEncoder:
         self._check_fitted()
         self._check_columns(df, self.state_["schema"])
         n = len(df)
-        parts: list[np.ndarray] = []
+        # Each block writes its columns straight into the float32 result (no stacking copy);
+        # the arithmetic stays in float64, so the values are those of computing it all first.
+        out = np.empty((n, sum(self.block_widths)), dtype="float32")
+        at = 0
         for b in self.state_["blocks"]:
             s = df[b["column"]]
             if b["kind"] == "numeric":
@@ -364,22 +369,26 @@ class FeatureEncoder:
                     if b["log"]:
                         x = np.sign(x) * np.log1p(np.abs(x))
                     z = (x - b["center"]) / b["scale"]
-                z = np.where(missing, 0.0, z)
-                z = np.clip(np.nan_to_num(z, posinf=CLIP, neginf=-CLIP), -CLIP, CLIP)
-                parts.append(z[:, None])
+                z[missing] = 0.0
+                np.nan_to_num(z, copy=False, posinf=CLIP, neginf=-CLIP)
+                out[:, at] = np.clip(z, -CLIP, CLIP, out=z)
+                at += 1
                 if b["indicator"]:
-                    parts.append(missing.astype("float64")[:, None])
+                    out[:, at] = missing
+                    at += 1
             elif b["kind"] == "categorical":
                 values = _as_str(s)
                 levels = b["levels"]
                 # object Index on both sides: pandas would otherwise infer an Arrow string
                 # type, which cannot hold text that is not valid Unicode (lone surrogates).
                 codes = pd.Index(levels, dtype=object).get_indexer(pd.Index(values, dtype=object))
-                onehot = np.zeros((n, len(levels) + 1))
-                onehot[np.arange(n), np.where(codes < 0, len(levels), codes)] = 1.0
-                parts.append(onehot)
+                block = out[:, at : at + len(levels) + 1]
+                block[:] = 0.0
+                block[np.arange(n), np.where(codes < 0, len(levels), codes)] = 1.0
+                at += len(levels) + 1
             elif b["kind"] == "boolean":
-                parts.append(as_bool01(s)[:, None])
+                out[:, at] = as_bool01(s)
+                at += 1
             else:  # datetime
                 t = _as_datetime(s)
                 hour = (t.dt.hour + t.dt.minute / 60.0).to_numpy(dtype="float64", na_value=np.nan)
@@ -387,8 +396,12 @@ class FeatureEncoder:
                 if b.get("weekday", True):
                     wday = t.dt.day_of_week.to_numpy(dtype="float64", na_value=np.nan)
                     cols += [np.sin(2 * np.pi * wday / 7), np.cos(2 * np.pi * wday / 7)]
-                parts.append(np.nan_to_num(np.column_stack(cols), nan=0.0))
-        return np.hstack(parts).astype("float32")
+                cols_ = np.nan_to_num(np.column_stack(cols), nan=0.0)
+                out[:, at : at + cols_.shape[1]] = cols_
+                at += cols_.shape[1]
+        if at != out.shape[1]:  # the blocks' widths and what they wrote must agree
+            raise RuntimeError(f"encoder wrote {at} columns, expected {out.shape[1]}")
+        return out
 
     def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
         return self.fit(df).transform(df)
