@@ -234,6 +234,11 @@ def score_parquet_stream(
     needed = list(dict.fromkeys([*([id_col] if id_col else []), *bundle.encoder.input_columns]))
     score_cols = score_column_types(bundle)
     kept = [f for f in in_schema if f.name not in extra and f.name not in score_cols]
+    written_inputs = kept_input_columns([f.name for f in kept], detail, id_column=id_col, passthrough=passthrough)
+    # Only the columns scoring or the output needs are read (all of them for the full output).
+    wanted = {*needed, *written_inputs}
+    kept = [f for f in kept if f.name in wanted or detail == "full"]
+    read_columns = [f.name for f in in_schema if f.name in wanted or f.name in {k.name for k in kept}]
     # Every column of a scored chunk (what on_chunk and the summaries see) ...
     full_schema = pa.schema(
         [
@@ -243,7 +248,6 @@ def score_parquet_stream(
         ]
     )
     # ... and the ones the file keeps at this detail level.
-    written_inputs = kept_input_columns([f.name for f in kept], detail, id_column=id_col, passthrough=passthrough)
     written_scores = {c: score_cols[c] for c in kept_score_columns(score_cols, detail)}
     written = [*extra, *written_inputs, *written_scores]
     schema = pa.schema([full_schema.field(c) for c in written])
@@ -270,7 +274,7 @@ def score_parquet_stream(
         )
         try:
             def read() -> Iterator[tuple[pa.Table, pd.DataFrame]]:
-                source = _chunks(dataset, chunk_rows, rows)
+                source = _chunks(dataset, chunk_rows, rows, read_columns)
                 while True:
                     with timed("read"):
                         table = next(source, None)
@@ -357,7 +361,7 @@ def _text_columns(schema: pa.Schema) -> list[str]:
 
 
 def _record_batches(
-    dataset: ds.Dataset, batch_rows: int, rows: tuple[int, int] | None = None
+    dataset: ds.Dataset, batch_rows: int, rows: tuple[int, int] | None = None, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Every record batch of the dataset's files in order (only the rows in ``rows``, if
     given), cast to the dataset's schema.
@@ -368,6 +372,8 @@ def _record_batches(
     outside ``rows`` are skipped from their metadata, without reading them.
     """
     schema = dataset.schema
+    if columns is not None:  # only these (in the dataset's order); the others are not decoded
+        schema = pa.schema([schema.field(c) for c in schema.names if c in set(columns)])
     start, stop = rows if rows is not None else (0, None)
     offset = 0  # rows of the dataset before the current file
     for path in dataset.files:
@@ -388,7 +394,9 @@ def _record_batches(
             offset += meta.num_rows
             if not groups:
                 continue
-            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups):
+            present = set(pf.schema_arrow.names)
+            names = [c for c in schema.names if c in present]
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=names):
                 lo = max(start - pos, 0)
                 hi = batch.num_rows if stop is None else min(batch.num_rows, stop - pos)
                 pos += batch.num_rows
@@ -412,12 +420,13 @@ def _record_batches(
 
 
 def _chunks(
-    dataset: ds.Dataset, chunk_rows: int, rows: tuple[int, int] | None = None
+    dataset: ds.Dataset, chunk_rows: int, rows: tuple[int, int] | None = None, columns: list[str] | None = None
 ) -> Iterator[pa.Table]:
-    """The dataset (its ``rows``) as tables of exactly ``chunk_rows`` rows (the last shorter)."""
+    """The dataset (its ``rows``; its ``columns``, default all) as tables of exactly
+    ``chunk_rows`` rows (the last shorter)."""
     pending: list[pa.RecordBatch] = []
     size = 0
-    for batch in _record_batches(dataset, chunk_rows, rows):
+    for batch in _record_batches(dataset, chunk_rows, rows, columns):
         if batch.num_rows == 0:
             continue
         pending.append(batch)

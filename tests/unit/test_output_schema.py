@@ -84,3 +84,16 @@ def test_alerts_and_in_memory_selection(bundle: Bundle) -> None:  # noqa: F811
     lean = select_scored(scored, "lean", id_column="record_id")
     assert list(lean.columns) == ["record_id", *(c for c in LEAN_SCORE_COLUMNS if c in scored.columns)]
     assert select_scored(scored, "full", id_column="record_id") is scored
+
+
+def test_the_reader_decodes_only_the_columns_asked_for(batch: tuple[Path, pd.DataFrame]) -> None:  # noqa: F811
+    """The lean scorer asks for the id, the features and the passthrough columns only, so a
+    wide input's other columns are never decoded."""
+    import pyarrow.dataset as ds
+
+    from pipeline.score import _chunks
+
+    src, df = batch
+    tables = list(_chunks(ds.dataset(str(src), format="parquet"), 1000, None, ["amount", "record_id"]))
+    assert [t.column_names for t in tables] == [["record_id", "amount"]] * 3
+    assert sum(t.num_rows for t in tables) == len(df)
