@@ -130,6 +130,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "updated_at": r.get("updated_at"),
             }
         )
+    from pipeline.feedback.service import attach_feedback
+
+    attach_feedback(settings, batches)  # feedback: {reviewed, confirmed, dismissed, precision}
     try:
         models = registry.list_models(settings) if _has_mlflow_store(settings) else []
     except registry.TrackingServerUnavailable as exc:  # the batches are still worth listing
@@ -212,6 +215,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Settings.from_env(), days=args.days, rows=args.rows, seed=args.seed)
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from pipeline.feedback.cli import run_feedback
+
+    return run_feedback(Settings.from_env(), args)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from pipeline.feedback.web import serve
+
+    return serve(Settings.from_env(), port=args.port)
+
+
 # -------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description="Latent Sentinel: anomaly detection for tabular batches.")
@@ -281,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rows", type=int, default=4000)
     d.add_argument("--seed", type=int, default=7)
     d.set_defaults(func=cmd_demo)
+
+    from pipeline.feedback.cli import add_parsers
+
+    add_parsers(sub, common, cmd_feedback, cmd_review)
     return p
 
 

@@ -1,0 +1,121 @@
+"""The feedback loop through the CLI on the session's champion: marking alerts, importing a
+case system's CSV (all or nothing), exporting, and the precision ``status --json`` shows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.conftest import cli_main, copy_of_champion
+
+DS = "retail_purchases"
+
+
+@pytest.fixture(scope="module")
+def state(champion_state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    st = copy_of_champion(champion_state, tmp_path_factory.mktemp("feedback") / "state")
+    alerts = pd.read_parquet(st["home"] / "scores" / "day1" / "alerts.parquet")
+    assert len(alerts) >= 6, "the champion's day1 needs a few alerts to review"
+    return {**st, "alerts": alerts}
+
+
+def feedback(home: Path, *args: str):
+    return cli_main("feedback", *args, home=home)
+
+
+def status_of(home: Path) -> dict[str, Any]:
+    r = cli_main("status", "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    (b,) = [b for b in json.loads(r.stdout)["batches"] if b["batch_id"] == "day1"]
+    return b
+
+
+def test_marks_import_export_and_precision_in_status(state: dict[str, Any], tmp_path: Path) -> None:
+    home, alerts = state["home"], state["alerts"]
+    ids = list(alerts["record_id"].astype(str))
+    assert status_of(home)["feedback"] == {"reviewed": 0, "confirmed": 0, "dismissed": 0,
+                                           "precision": None, "segments": {}}
+
+    r = feedback(home, "--dataset", DS, "--record", ids[0], "--label", "confirmed")
+    assert r.returncode == 0, r.stderr
+    assert f"record {ids[0]}: confirmed" in r.stdout
+    r = feedback(home, "--dataset", DS, "--record", ids[1], "--label", "dismissed", "--reason", "<b>promo</b>")
+    assert r.returncode == 0, r.stderr
+    # the second reviewer changes their mind on ids[1]: history keeps both, the later counts
+    r = feedback(home, "--dataset", DS, "--record", ids[1], "--label", "confirmed", "--reviewer", "bo")
+    assert r.returncode == 0, r.stderr
+
+    # refused in one line, nothing stored
+    for args, message in [
+        (("--dataset", DS, "--record", "P-NOT-THERE", "--label", "confirmed"), "is not an alert"),
+        (("--dataset", "no_such", "--record", ids[2], "--label", "confirmed"), "unknown dataset"),
+        (("--dataset", DS, "--record", ids[2], "--label", "maybe"), "label must be one of"),
+        (("--dataset", DS, "--record", ids[2], "--label", "dismissed", "--reason", "x" * 501), "at most 500"),
+        (("--dataset", DS, "--record", ids[2]), "needs --label"),
+        (("--dataset", DS, "--record", ids[2], "--label", "confirmed", "--batch", "day9"), "has no batch"),
+    ]:
+        r = feedback(home, *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.startswith("error: "), r.stderr
+        assert message in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1, r.stderr
+
+    # an import with a bad line is refused whole, naming the line
+    for name, content, fragments in [
+        ("bad", f"record_id,label,reason\n{ids[2]},dismissed,ok\n{ids[3]},wrong,\n{ids[4]},confirmed,\n",
+         ("line 3", "label must be one of", "nothing imported")),
+        ("missing", f"record,label\n{ids[2]},dismissed\n", ("line 1", "record_id,label[,reason]")),
+        ("unknown", f"record_id,label\n{ids[2]},dismissed\nP-NOT-THERE,dismissed\n", ("line 3", "P-NOT-THERE")),
+    ]:
+        path = tmp_path / f"{name}.csv"
+        path.write_text(content)
+        r = feedback(home, "import", str(path), "--dataset", DS)
+        assert r.returncode == 2, name
+        assert all(f in r.stderr for f in fragments), (name, r.stderr)
+    assert status_of(home)["feedback"]["reviewed"] == 2  # nothing of the three files
+
+    good = tmp_path / "cases.csv"
+    with good.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["record_id", "label", "reason"])
+        w.writerows([[ids[2], "dismissed", "seasonal, known"], [ids[3], "dismissed", ""], [ids[4], "confirmed", ""]])
+    r = feedback(home, "import", str(good), "--dataset", DS)
+    assert r.returncode == 0, r.stderr
+    assert "imported 3 decision(s)" in r.stdout
+
+    fb = status_of(home)["feedback"]
+    assert (fb["reviewed"], fb["confirmed"], fb["dismissed"]) == (5, 3, 2)
+    assert fb["precision"] == 0.6
+    segs = alerts.set_index(alerts["record_id"].astype(str)).loc[ids[:5], "segment"]
+    assert sum(s["reviewed"] for s in fb["segments"].values()) == 5
+    assert set(fb["segments"]) == {str(int(s)) for s in segs}
+
+    out = tmp_path / "export.csv"
+    r = feedback(home, "export", "--dataset", DS, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [(x["record_id"], x["label"]) for x in rows] == [
+        (ids[0], "confirmed"), (ids[1], "confirmed"), (ids[2], "dismissed"), (ids[3], "dismissed"), (ids[4], "confirmed")]
+    assert {x["batch_id"] for x in rows} == {"day1"}
+    assert {x["model_version"] for x in rows} == {"1"}
+    assert rows[1]["reviewer"] == "bo"
+    assert rows[2]["reason"] == "seasonal, known"
+
+
+def test_feedback_on_a_quarantined_batch_is_refused(state: dict[str, Any], tmp_path: Path) -> None:
+    home = state["home"]
+    broken = tmp_path / "partner.parquet"
+    assert cli_main("generate", "--rows", "200", "--out", str(broken), "--broken", home=home).returncode == 0
+    r = cli_main("run", "--input", str(broken), "--dataset", DS, home=home)
+    assert r.returncode == 3, r.stderr
+    (bid,) = [b["batch_id"] for b in json.loads(cli_main("status", "--json", home=home).stdout)["batches"]
+              if b["state"] == "quarantined"]
+    rid = str(pd.read_parquet(broken).iloc[0, 0])
+    r = feedback(home, "--dataset", DS, "--record", rid, "--label", "confirmed", "--batch", bid)
+    assert r.returncode == 2
+    assert "is quarantined" in r.stderr, r.stderr
