@@ -686,6 +686,7 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
     alerts = pd.concat([pd.read_parquet(folder / f"{st}.alerts.parquet") for st in stems], ignore_index=True)
     alerts = alerts.sort_values("raw_score", ascending=False, kind="stable").reset_index(drop=True)
     alerts["rank"] = range(1, len(alerts) + 1)
+    alerts = _mark_similar_to_dismissed(s, cfg, bid, version, alerts, out / "scored.parquet")
     alerts_path = write_parquet(out / "alerts.parquet", alerts)
     write_csv(out / "alerts.csv", alerts_for_csv(alerts))
     sample = pd.concat([pd.read_parquet(folder / f"{st}.sample.parquet") for st in stems], ignore_index=True)
@@ -725,6 +726,16 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
     return {**{k: v for k, v in first.items() if k not in ("part", "parts", "start", "stop")},
             "scored": str(scored_path), "alerts_path": str(alerts_path), "rows_scored": rows,
             "alerts": len(alerts), "model_version": version}
+
+
+def _mark_similar_to_dismissed(s: Settings, cfg: DatasetConfig, bid: str, version: str, alerts: pd.DataFrame,
+                               scored: Path) -> pd.DataFrame:
+    """The analysts' feedback: alerts like a dismissed one are marked and ranked last."""
+    from pipeline.bundle import load_bundle
+    from pipeline.feedback.suppression import annotate
+
+    return annotate(s, cfg, bid, alerts, scored,
+                    lambda: load_bundle(registry.fetch_bundle(s, cfg.model_name, version=version)[0]))
 
 
 def json_load(path: Path) -> Any:

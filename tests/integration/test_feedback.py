@@ -119,3 +119,38 @@ def test_feedback_on_a_quarantined_batch_is_refused(state: dict[str, Any], tmp_p
     r = feedback(home, "--dataset", DS, "--record", rid, "--label", "confirmed", "--batch", bid)
     assert r.returncode == 2
     assert "is quarantined" in r.stderr, r.stderr
+
+
+def test_labels_to_suppression_on_the_next_batch(state: dict[str, Any], tmp_path: Path) -> None:
+    """Day 1's alerts reviewed; day 2 carries exact copies (new ids) of two dismissed alerts and
+    of a confirmed one: the dismissed ones' copies are marked and ranked last, the confirmed
+    one's copy is not (its confirmed twin is nearer than any dismissed alert)."""
+    home, alerts = state["home"], state["alerts"]
+    plain = alerts[alerts["signal"] != "duplicates"].reset_index(drop=True)
+    assert len(plain) >= 3
+    dismissed, confirmed = list(plain["record_id"][:2]), str(plain["record_id"][2])
+    for rid in dismissed:
+        assert feedback(home, "--dataset", DS, "--record", rid, "--label", "dismissed", "--batch", "day1").returncode == 0
+    assert feedback(home, "--dataset", DS, "--record", confirmed, "--label", "confirmed", "--batch", "day1").returncode == 0
+
+    day1 = pd.read_parquet(state["batch"])
+    id_col = "purchase_id"
+    copies = day1[day1[id_col].astype(str).isin([*dismissed, confirmed])].copy()
+    copies[id_col] = "COPY-" + copies[id_col].astype(str)
+    gen = tmp_path / "fresh.parquet"
+    assert cli_main("generate", "--rows", "300", "--out", str(gen), "--seed", "11", home=home).returncode == 0
+    day2 = tmp_path / "day2.parquet"
+    pd.concat([pd.read_parquet(gen), copies], ignore_index=True).to_parquet(day2, index=False)
+    r = cli_main("run", "--input", str(day2), "--dataset", DS, "--batch-id", "day2", "--no-update", "--json", home=home)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    out = pd.read_parquet(home / "scores" / "day2" / "alerts.parquet")
+    mark = dict(zip(out["record_id"].astype(str), out["similar_to_dismissed"], strict=True))
+    for rid in dismissed:
+        assert mark[f"COPY-{rid}"] in dismissed  # its twin (or the other dismissed alert, if as near)
+    assert mark[f"COPY-{confirmed}"] == ""
+    marked = out["similar_to_dismissed"] != ""
+    assert out.loc[marked, "rank"].min() > out.loc[~marked, "rank"].max()  # ranked after, never dropped
+    assert len(out) == json.loads(r.stdout)["alerts"]
+    csv_out = pd.read_csv(home / "scores" / "day2" / "alerts.csv", keep_default_na=False)
+    assert (csv_out["similar_to_dismissed"] != "").sum() == marked.sum()
