@@ -797,8 +797,11 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
         "mlflow_run_url": _run_url(s, run_id),
         "mlflow_ui": registry.ui_command(s),
     }
+    from pipeline.feedback.report_section import build as feedback_section
+
     html_text = render_report(
-        summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg), **extra
+        summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg),
+        feedback=feedback_section(s, cfg, batch["batch_id"], scored), **extra
     )
     path = write_text(s.report_path(batch["batch_id"]), html_text)
     if run_id:

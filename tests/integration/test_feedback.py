@@ -154,3 +154,11 @@ def test_labels_to_suppression_on_the_next_batch(state: dict[str, Any], tmp_path
     assert len(out) == json.loads(r.stdout)["alerts"]
     csv_out = pd.read_csv(home / "scores" / "day2" / "alerts.csv", keep_default_na=False)
     assert (csv_out["similar_to_dismissed"] != "").sum() == marked.sum()
+
+    # the report links each alert to the review page and shows the loop: precision, the marks, advice
+    report = (home / "reports" / "day2" / "report.html").read_text()
+    assert "http://127.0.0.1:8765/?dataset=retail_purchases&amp;batch=day2&amp;record=" in report
+    assert "Precision of reviewed alerts" in report
+    assert f"like dismissed {mark[f'COPY-{dismissed[0]}']}" in report
+    assert "Threshold advice (preview)" in report
+    assert report.count("<img") == 5  # histogram, PCA map, t-SNE map, precision trend, alert-rate trend
