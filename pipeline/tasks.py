@@ -474,6 +474,7 @@ def train_or_update(
     update: bool = True,
 ) -> dict[str, Any]:
     """Train, fine-tune, retrain or keep the model (``pipeline.train`` decides and logs why)."""
+    from pipeline.feedback.learning import window_without_confirmed, without_confirmed
     from pipeline.train import train_or_update as decide
 
     s = _settings(settings)
@@ -484,7 +485,7 @@ def train_or_update(
     def frames() -> list[pd.DataFrame]:
         if "f" not in cache:
             per_batch = _training_rows_per_batch(len(batches))
-            cache["f"] = [read_bounded(b["valid"], per_batch) for b in batches]
+            cache["f"] = without_confirmed(s, cfg, [read_bounded(b["valid"], per_batch) for b in batches])
         return cache["f"]
 
     result = decide(
@@ -495,7 +496,7 @@ def train_or_update(
         force_retrain=force_retrain,
         update=update,
         labels_loader=lambda: _labels_for(batches, frames(), cfg.id_column),
-        window_loader=lambda exclude, limit: _recent_valid(s, dataset, exclude, limit),
+        window_loader=lambda exclude, limit: window_without_confirmed(s, cfg, _recent_valid(s, dataset, exclude, limit)),
         artifacts=[s.staging_dir(b["batch_id"]) / "validation.json" for b in batches],
         fingerprints=[str(b.get("content_sha256") or "") for b in batches],
     )

@@ -162,3 +162,41 @@ def test_labels_to_suppression_on_the_next_batch(state: dict[str, Any], tmp_path
     assert f"like dismissed {mark[f'COPY-{dismissed[0]}']}" in report
     assert "Threshold advice (preview)" in report
     assert report.count("<img") == 5  # histogram, PCA map, t-SNE map, precision trend, alert-rate trend
+
+
+def test_labels_reach_training_and_the_gate(state: dict[str, Any], tmp_path: Path) -> None:
+    """A retraining over day 1 leaves its confirmed alerts out of what it learns, and the gate
+    compares champion and challenger on the reviewed alerts (in the version's description)."""
+    from pipeline import registry
+    from tests.conftest import settings_of
+
+    home, alerts = state["home"], state["alerts"]
+    ids = list(alerts["record_id"].astype(str))
+    cases = tmp_path / "review.csv"
+    cases.write_text("record_id,label\n" + "".join(
+        f"{rid},{'confirmed' if i < 6 else 'dismissed'}\n" for i, rid in enumerate(ids[:8])))
+    assert feedback(home, "import", str(cases), "--dataset", DS).returncode == 0
+    batch = tmp_path / "day3.parquet"
+    assert cli_main("generate", "--rows", "600", "--out", str(batch), "--seed", "23", home=home).returncode == 0
+    r = cli_main("run", "--input", str(batch), "--dataset", DS, "--batch-id", "day3", "--force-retrain", "--json",
+                 home=home)
+    assert r.returncode == 0, r.stderr[-3000:]
+    confirmed = len({rid for rid, d in _latest_labels(home).items() if d == "confirmed"})
+    assert confirmed >= 6
+    assert f"training: {confirmed} confirmed anomalies left out" in r.stderr
+    out = json.loads(r.stdout)
+    client = registry.client(settings_of(home))
+    trained = client.search_model_versions(f"name='{out['model_name']}'")
+    newest = max(trained, key=lambda v: int(v.version))
+    assert int(newest.version) > 1
+    assert "reviewed alerts: challenger flags" in (newest.description or "")
+    run = client.get_run(newest.run_id)
+    assert run.data.metrics["holdout_reviewed_confirmed"] == confirmed
+    assert run.data.metrics["champion_holdout_reviewed_confirmed"] == confirmed
+
+
+def _latest_labels(home: Path) -> dict[str, str]:
+    from pipeline.feedback import store
+    from tests.conftest import settings_of
+
+    return {rid: d.label for (_, rid), d in store.latest(settings_of(home), DS).items()}
