@@ -29,6 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from pipeline.config import Settings, known_datasets
 from pipeline.errors import SentinelError
+from pipeline.feedback import alerts as queue
 from pipeline.feedback import service, store, view
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,19 @@ def create_app(settings_of: Callable[[], Settings] = Settings.from_env, *, revie
         resp = HTMLResponse(html)
         resp.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="strict", path="/")
         return resp
+
+    @app.get("/report", response_class=HTMLResponse)
+    async def report(request: Request, dataset: str, batch: str) -> Response:
+        """The batch's HTML report, so the page links back to it (the report is self-contained)."""
+        await reviewer_of(request)
+        s = settings_of()
+        if dataset not in known_datasets(s):
+            raise HTTPException(404, f"unknown dataset {dataset!r}")
+        rec = next((r for r in queue.batches(s, dataset) if r.get("batch_id") == batch), None)
+        path = Path(rec["report"]) if rec and rec.get("report") else None
+        if path is None or not path.is_file():
+            raise HTTPException(404, f"batch {batch!r} of {dataset!r} has no report")
+        return HTMLResponse(path.read_text(encoding="utf-8"))
 
     @app.post("/decide")
     async def decide(request: Request, dataset: str = Form(...), batch: str = Form(...), record: str = Form(...),

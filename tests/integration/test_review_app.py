@@ -63,3 +63,16 @@ def test_filters_refusals_escaping_and_redirects(app_state: dict[str, Any]) -> N
     other = TestClient(create_app(lambda: settings, reviewer=lambda request: "bo"))
     other.get("/")
     assert other.post("/decide", data={**form, "record": records[0], "label": "confirmed"}).status_code == 403
+
+
+def test_the_page_links_back_to_the_batch_report(app_state: dict[str, Any]) -> None:
+    client = TestClient(create_app(lambda: app_state["settings"], reviewer=lambda request: "ana"))
+    page = client.get("/?dataset=retail_purchases&batch=day1")
+    assert 'href="report?dataset=retail_purchases&amp;batch=day1"' in page.text
+    report = client.get("/report?dataset=retail_purchases&batch=day1")
+    assert report.status_code == 200
+    assert "Alert report · day1" in report.text
+    # and the report links its alerts to the review page
+    assert "http://127.0.0.1:8765/?dataset=retail_purchases&amp;batch=day1&amp;record=" in report.text
+    assert client.get("/report?dataset=retail_purchases&batch=../../etc").status_code == 404
+    assert client.get("/report?dataset=nope&batch=day1").status_code == 404
