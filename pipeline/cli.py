@@ -160,6 +160,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"quarantined={b['rows_quarantined']} alerts={b['alerts']} "
             f"model={'v' + str(b['model_version']) if b['model_version'] else '-'}"
         )
+        fb = b.get("feedback") or {}
+        if fb.get("reviewed"):
+            line += f" reviewed={fb['reviewed']} precision={fb['precision']:.0%}"
         if b.get("reason"):
             line += f"  reason: {b['reason']}"
         if b.get("failed_step"):

@@ -79,6 +79,9 @@ def print_feedback(settings: Settings, batches: list[dict[str, Any]], analyst: d
           f"marked similar_to_dismissed (ranked last), {m['true_marked']} of {m['true_alerts']} labelled "
           f"anomalies marked; recall of labelled anomalies {m['recall_all_alerts']:.0%} by all alerts, "
           f"{m['recall_unmarked_alerts']:.0%} by the unmarked ones")
+    from pipeline.feedback.demo import advice_line
+
+    print(advice_line(settings, DATASET, later[-1]) if later else "  threshold advice: no later batch")
 
 
 def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7) -> int:

@@ -74,3 +74,18 @@ def measure(settings: Settings, dataset: str, batch_ids: list[str]) -> dict[str,
     out["recall_all_alerts"] = out["true_alerts"] / t
     out["recall_unmarked_alerts"] = (out["true_alerts"] - out["true_marked"]) / t
     return out
+
+
+def advice_line(settings: Settings, dataset: str, batch_id: str) -> str:
+    """The report's threshold advice preview for ``batch_id``, as one summary line."""
+    from pipeline.feedback.report_section import threshold_advice
+
+    sample_path = settings.scores_dir(batch_id) / "sample.parquet"
+    advice = threshold_advice(settings, load_dataset(settings, dataset), pd.read_parquet(sample_path)) \
+        if sample_path.is_file() else None
+    if not advice:
+        return "  threshold advice: not enough reviewed alerts (needs confirmed and dismissed ones)"
+    parts = [f"keep {o['keep']:.0%} of confirmed: raw score >= {o['threshold']:.3f}, cuts {o['cut']} of "
+             f"{advice['dismissed']} dismissals, alert rate {o['alert_rate']:.2%}" for o in advice["options"]]
+    return (f"  threshold advice on {batch_id} (preview, alert rate now {advice['alert_rate_now']:.2%}): "
+            + "; ".join(parts))

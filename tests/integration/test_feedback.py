@@ -200,3 +200,26 @@ def _latest_labels(home: Path) -> dict[str, str]:
     from tests.conftest import settings_of
 
     return {rid: d.label for (_, rid), d in store.latest(settings_of(home), DS).items()}
+
+
+def test_the_demo_analyst_marks_from_the_labels_and_the_measure_counts(champion_state: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    from pipeline.demo_data import labels_path_for
+    from pipeline.feedback.demo import advice_line, measure, play_analyst
+    from tests.conftest import settings_of
+
+    st = copy_of_champion(champion_state, tmp_path / "state")
+    settings = settings_of(st["home"])
+    labels = pd.read_csv(labels_path_for(str(st["batch"])), dtype={"purchase_id": str})
+    truth = set(labels.loc[labels["is_anomaly"], "purchase_id"])
+    alerts = pd.read_parquet(st["home"] / "scores" / "day1" / "alerts.parquet")
+    real = alerts["record_id"].astype(str).isin(truth)
+    marked = play_analyst(settings, DS, ["day1"])
+    assert marked == {"confirmed": int(real.sum()), "dismissed": int((~real).sum())}
+    fb = status_of(st["home"])["feedback"]
+    assert (fb["confirmed"], fb["dismissed"]) == (marked["confirmed"], marked["dismissed"])
+    m = measure(settings, DS, ["day1"])  # day 1 scored before the marks: nothing marked similar
+    assert (m["alerts"], m["false_alerts"], m["true_alerts"]) == (len(alerts), int((~real).sum()), int(real.sum()))
+    assert m["false_marked"] == m["true_marked"] == 0
+    assert m["recall_all_alerts"] == m["recall_unmarked_alerts"] == real.sum() / len(truth)
+    assert advice_line(settings, DS, "day1").startswith("  threshold advice on day1 (preview")
