@@ -733,9 +733,9 @@ def _mark_similar_to_dismissed(s: Settings, cfg: DatasetConfig, bid: str, versio
                                scored: Path) -> pd.DataFrame:
     """The analysts' feedback: alerts like a dismissed one are marked and ranked last."""
     from pipeline.bundle import load_bundle
-    from pipeline.feedback.suppression import annotate
+    from pipeline.feedback.suppression import annotate_or_unmarked
 
-    return annotate(s, cfg, bid, alerts, scored,
+    return annotate_or_unmarked(s, cfg, bid, alerts, scored,
                     lambda: load_bundle(registry.fetch_bundle(s, cfg.model_name, version=version)[0]))
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import getpass
+import logging
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.config import Settings
 from pipeline.errors import SentinelError
@@ -16,6 +19,7 @@ from pipeline.feedback.store import LABELS, FeedbackError, NewDecision
 from pipeline.storage import atomic_path
 
 IMPORT_COLUMNS = ("record_id", "label", "reason")
+log = logging.getLogger(__name__)
 
 
 def default_reviewer() -> str:
@@ -133,5 +137,8 @@ def attach_feedback(settings: Settings, batches: list[dict[str, Any]]) -> None:
             try:
                 cache[ds] = batch_feedback(settings, ds) if ds and store.exists(settings) else {}
             except SentinelError:  # a dataset removed since: its batches have no feedback
+                cache[ds] = {}
+            except (SQLAlchemyError, ImportError) as exc:  # the store unreachable (or its driver missing)
+                log.warning("feedback store unavailable: %s", str(exc).splitlines()[0])
                 cache[ds] = {}
         b["feedback"] = cache[ds].get(b.get("batch_id"), empty)

@@ -120,6 +120,18 @@ def annotate(settings: Settings, cfg: DatasetConfig, batch_id: str, alerts: pd.D
     return alerts
 
 
+def annotate_or_unmarked(settings: Settings, cfg: DatasetConfig, batch_id: str, alerts: pd.DataFrame,
+                         scored_path: Path, bundle_loader: Any) -> pd.DataFrame:
+    """``annotate``, but a store that cannot be read never fails the batch's scoring: its alerts
+    are then written unmarked, and the log says why."""
+    try:
+        return annotate(settings, cfg, batch_id, alerts, scored_path, bundle_loader)
+    except Exception as exc:  # noqa: BLE001 - suppression is a ranking aid, the alerts come first
+        log.warning("%s: alerts left unmarked, the feedback store could not be used: %s", batch_id,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return alerts.assign(**{COLUMN: ""})
+
+
 def similar_map(settings: Settings, dataset: str) -> dict[tuple[str, str], str]:
     """``(batch, record) -> dismissed record id`` from the alerts files' suppression column."""
     out = {}

@@ -4,6 +4,7 @@ session's VAE: a dismissed record's exact copy is marked, a confirmed one beside
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.feedback.suppression import similar_to, standardised_latents
 
@@ -43,3 +44,18 @@ def test_on_the_vae_a_dismissed_records_copy_is_marked_and_a_different_one_is_no
     far = int(np.argmax(np.linalg.norm(z - z[0], axis=1)))
     marks = similar_to(z[[0, far]], typical[[0, far]], z[[0]], ["dismissed-0"], np.zeros((0, z.shape[1])))
     assert marks == ["dismissed-0", None]
+
+
+def test_a_store_that_cannot_be_read_leaves_the_alerts_unmarked(cfg, tmp_path, sentinel_env) -> None:
+    import pandas as pd
+
+    from pipeline.config import Settings
+    from pipeline.feedback.suppression import COLUMN, annotate_or_unmarked
+
+    sentinel_env.setenv("SENTINEL_DB_URL", f"sqlite:///{tmp_path}/not-a-db")
+    (tmp_path / "not-a-db").write_text("this is not a SQLite file")
+    alerts = pd.DataFrame({"record_id": ["a", "b"], "raw_score": [2.0, 1.0], "rank": [1, 2]})
+    out = annotate_or_unmarked(Settings.from_env(), cfg, "day9", alerts, tmp_path / "none.parquet",
+                               lambda: pytest.fail("no model is loaded without a readable store"))
+    assert list(out[COLUMN]) == ["", ""]
+    assert list(out["rank"]) == [1, 2]
