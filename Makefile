@@ -22,12 +22,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
-# The report's browser test needs Debian's chromium; installed once, from the Debian archive.
+# The report's browser test needs Debian's chromium, the review page's Selenium test its
+# chromium-driver too; each installed once, from the Debian archive.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium (for the report's browser test)"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium-driver (for the review page's Selenium test)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-driver; }
 
 demo: setup
 	$(BIN)/python -m pipeline demo

@@ -132,6 +132,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "updated_at": r.get("updated_at"),
             }
         )
+    from pipeline.feedback.service import attach_feedback
+
+    attach_feedback(settings, batches)  # feedback: {reviewed, confirmed, dismissed, precision}
     try:
         models = registry.list_models(settings) if _has_mlflow_store(settings) else []
     except registry.TrackingServerUnavailable as exc:  # the batches are still worth listing
@@ -159,6 +162,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"quarantined={b['rows_quarantined']} alerts={b['alerts']} "
             f"model={'v' + str(b['model_version']) if b['model_version'] else '-'}"
         )
+        fb = b.get("feedback") or {}
+        if fb.get("reviewed"):
+            line += f" reviewed={fb['reviewed']} precision={fb['precision']:.0%}"
         if b.get("reason"):
             line += f"  reason: {b['reason']}"
         if b.get("failed_step"):
@@ -212,6 +218,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
     return run_demo(Settings.from_env(), days=args.days, rows=args.rows, seed=args.seed)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from pipeline.feedback.cli import run_feedback
+
+    return run_feedback(Settings.from_env(), args)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from pipeline.feedback.web import serve
+
+    return serve(Settings.from_env(), port=args.port)
 
 
 # -------------------------------------------------------------------------------- parser
@@ -285,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rows", type=int, default=4000)
     d.add_argument("--seed", type=int, default=7)
     d.set_defaults(func=cmd_demo)
+
+    from pipeline.feedback.cli import add_parsers
+
+    add_parsers(sub, common, cmd_feedback, cmd_review)
     return p
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from pipeline import registry
 from pipeline.airflow_local import run_dates
@@ -47,6 +48,42 @@ def write_demo_batches(settings: Settings, days: int, rows: int, seed: int) -> l
     return written
 
 
+def analyst_step(settings: Settings, files: list[Path], dates: list[str]) -> dict[str, Any]:
+    """After day 2: mark day 2's alerts from the demo labels (confirmed if labelled, else dismissed)."""
+    from pipeline.feedback.demo import play_analyst
+
+    day2 = [f.stem for f in files if f.stem == f"purchases_{FIRST_DAY + timedelta(days=1):%Y%m%d}"]
+    if len(dates) < 3 or not day2:
+        return {}
+    marked = play_analyst(settings, DATASET, day2)
+    print(f"  analyst (from the demo labels): {marked['confirmed']} alert(s) of {day2[0]} confirmed, "
+          f"{marked['dismissed']} dismissed")
+    return {"reviewed": day2, **marked}
+
+
+def print_feedback(settings: Settings, batches: list[dict[str, Any]], analyst: dict[str, Any]) -> None:
+    """The loop in figures: precision of the reviewed batches, what suppression did on the later days."""
+    from pipeline.feedback.demo import measure
+
+    for b in batches:
+        fb = b.get("feedback") or {}
+        if fb.get("reviewed"):
+            print(f"  feedback {b['batch_id']}: {fb['reviewed']} reviewed, {fb['confirmed']} confirmed, "
+                  f"{fb['dismissed']} dismissed, precision {fb['precision']:.0%}")
+    if not analyst:
+        return
+    later = [b["batch_id"] for b in batches if b["batch_id"] not in analyst["reviewed"]
+             and b["batch_id"] > analyst["reviewed"][0] and b.get("alerts")]
+    m = measure(settings, DATASET, later)
+    print(f"  suppression on {', '.join(later)}: {m['false_marked']} of {m['false_alerts']} false alert(s) "
+          f"marked similar_to_dismissed (ranked last), {m['true_marked']} of {m['true_alerts']} labelled "
+          f"anomalies marked; recall of labelled anomalies {m['recall_all_alerts']:.0%} by all alerts, "
+          f"{m['recall_unmarked_alerts']:.0%} by the unmarked ones")
+    from pipeline.feedback.demo import advice_line
+
+    print(advice_line(settings, DATASET, later[-1]) if later else "  threshold advice: no later batch")
+
+
 def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7) -> int:
     from pipeline.cli import collect_status
 
@@ -58,7 +95,10 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     dates = [(FIRST_DAY + timedelta(days=i + 1)).isoformat() for i in range(days)]
     log_file = settings.home / "logs" / "demo-airflow.log"
     print(f"2/3 running the Airflow DAG 'latent_anomaly' for {len(dates)} days (log: {log_file})")
-    runs = run_dates(settings, dates, {"dataset": DATASET}, log_file)
+    # The analyst reviews the first two days' alerts before day 3 runs (pipeline.feedback.demo).
+    runs = run_dates(settings, dates[:2], {"dataset": DATASET}, log_file)
+    analyst = analyst_step(settings, files, dates)
+    runs += run_dates(settings, dates[2:], {"dataset": DATASET}, log_file) if dates[2:] else []
     st = collect_status(settings)
     batches = [b for b in st["batches"] if b["dataset"] == DATASET]
     print("3/3 summary")
@@ -84,6 +124,7 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
         print("  caught per kind: " + ", ".join(f"{k} {c}/{t} ({c / max(t, 1):.0%})" for k, (t, c) in sorted(by_kind.items())))
     for m in st["models"]:
         print(f"  model {m['name']}: versions {m['versions']}, aliases {m['aliases']}")
+    print_feedback(settings, batches, analyst)
     reports = [b["report"] for b in batches if b.get("report")]
     if reports:
         print(f"  latest report: {reports[-1]}")

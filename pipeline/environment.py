@@ -180,6 +180,18 @@ class Environment(_EnvironmentModel):
         "the DAG file is parsed).",
     )
 
+    db_url: str | None = env_field(
+        "SENTINEL_DB_URL", None,
+        "SQLAlchemy URL of the feedback store (the analysts' review decisions), e.g. "
+        "`postgresql+psycopg2://user:pass@host/db`; created and migrated by the pipeline.",
+        shown_default="`sqlite:///<SENTINEL_HOME>/feedback.db`", secret=True,
+    )
+    review_url: str = env_field(
+        "SENTINEL_REVIEW_URL", "http://127.0.0.1:8765",
+        "Base URL of the review page the reports link each alert to: `python -m pipeline "
+        "review`'s, or Airflow's API server followed by `/sentinel-review` when the plugin is mounted.",
+    )
+
     def tracking_uri_for(self, home: Path) -> str:
         """``SENTINEL_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``, else SQLite in ``home``."""
         return (

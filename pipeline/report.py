@@ -167,7 +167,8 @@ def _typical(col: pd.Series) -> Any:
     return float(col.median())
 
 
-def _alert_rows(scored: pd.DataFrame, id_column: str, n: int, top_alerts: pd.DataFrame | None = None) -> str:
+def _alert_rows(scored: pd.DataFrame, id_column: str, n: int, top_alerts: pd.DataFrame | None = None,
+                link: Any = None) -> str:
     """The top alerts (``top_alerts``, else the flagged rows of ``scored``): each driving
     feature's value next to the typical value of the record's segment (its normal records in
     ``scored``; the whole batch's when the segment has none)."""
@@ -198,8 +199,11 @@ def _alert_rows(scored: pd.DataFrame, id_column: str, n: int, top_alerts: pd.Dat
             )
         neighbours = ", ".join(html.escape(_clip(x, 40)) for x in list(r["nearest_normal_ids"])[:3])
         seg_cell = f"<td class=num>{int(r['segment'])}</td>" if has_seg else ""
+        record = html.escape(_clip(r[id_column], 40))
+        if link is not None:  # the alert on the review page (pipeline.feedback)
+            record = f"<a href='{html.escape(link(r[id_column]))}'>{record}</a>"
         out.append(
-            f"<tr><td class=num>{rank}</td><td>{html.escape(_clip(r[id_column], 40))}</td>"
+            f"<tr><td class=num>{rank}</td><td>{record}</td>"
             f"<td class=num>{r['score']:.3f}</td>{seg_cell}<td>{'<br>'.join(reasons)}</td>"
             f"<td class=muted>{neighbours}</td></tr>"
         )
@@ -225,6 +229,7 @@ def render_report(
     top_alerts: pd.DataFrame | None = None,
     score_hist: dict[str, list[Any]] | None = None,
     segment_counts: dict[str, dict[str, int]] | None = None,
+    feedback: dict[str, Any] | None = None,
 ) -> str:
     """The HTML text of one batch's report.
 
@@ -233,7 +238,8 @@ def render_report(
     figures then come from what was counted over every row while scoring: ``top_alerts`` (the
     highest-scored alerts), ``score_hist`` (``{"edges", "normal", "alert"}``) and
     ``segment_counts`` (``{"rows": {segment: n}, "alerts": {segment: n}}``). The report's size
-    is bounded either way.
+    is bounded either way. ``feedback`` (``pipeline.feedback.report_section.build``) adds the
+    review page's links, its plots beside the others and its section after the top alerts.
 
     ``schema`` (feature columns by kind) lets the report describe latent segments in the data's
     terms; without it segments are listed by size and alert rate only.
@@ -307,7 +313,8 @@ what sets each apart from this batch as a whole.</p>
         hist = score_histogram(None, score_hist) if rows_scored else None
     else:
         hist = score_histogram(scored) if len(scored) else None
-    plots = [hist, latent_map(scored), trend_plot(history or [])]
+    fb = feedback or {}
+    plots = [hist, latent_map(scored), *fb.get("plots", []), trend_plot(history or [])]
     plot_html = "".join(f"<img alt='plot' src='{p}'>" for p in plots if p)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
@@ -330,8 +337,9 @@ with the record's value and the typical value among the normal records of its se
 Resembles: the nearest normal training records in the latent space.</p>
 <table><thead><tr><th>#</th><th>record</th><th class=num>score</th>{'<th class=num>segment</th>' if 'segment' in scored.columns else ''}<th>why</th><th>resembles</th></tr></thead>
 <tbody>
-{_alert_rows(scored, id_column, TOP_ALERTS, top_alerts) or '<tr><td colspan=6>No alerts in this batch.</td></tr>'}
+{_alert_rows(scored, id_column, TOP_ALERTS, top_alerts, fb.get("link")) or '<tr><td colspan=6>No alerts in this batch.</td></tr>'}
 </tbody></table>
+{fb.get("html", "")}
 </body></html>
 """
 

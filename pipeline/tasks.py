@@ -475,6 +475,7 @@ def train_or_update(
     update: bool = True,
 ) -> dict[str, Any]:
     """Train, fine-tune, retrain or keep the model (``pipeline.train`` decides and logs why)."""
+    from pipeline.feedback.learning import window_without_confirmed, without_confirmed
     from pipeline.train import train_or_update as decide
 
     s = _settings(settings)
@@ -485,7 +486,7 @@ def train_or_update(
     def frames() -> list[pd.DataFrame]:
         if "f" not in cache:
             per_batch = _training_rows_per_batch(len(batches))
-            cache["f"] = [read_bounded(b["valid"], per_batch) for b in batches]
+            cache["f"] = without_confirmed(s, cfg, [read_bounded(b["valid"], per_batch) for b in batches])
         return cache["f"]
 
     result = decide(
@@ -496,7 +497,7 @@ def train_or_update(
         force_retrain=force_retrain,
         update=update,
         labels_loader=lambda: _labels_for(batches, frames(), cfg.id_column),
-        window_loader=lambda exclude, limit: _recent_valid(s, dataset, exclude, limit),
+        window_loader=lambda exclude, limit: window_without_confirmed(s, cfg, _recent_valid(s, dataset, exclude, limit)),
         artifacts=[s.staging_dir(b["batch_id"]) / "validation.json" for b in batches],
         fingerprints=[str(b.get("content_sha256") or "") for b in batches],
     )
@@ -695,6 +696,7 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
     alerts = pd.concat([pd.read_parquet(folder / f"{st}.alerts.parquet") for st in stems], ignore_index=True)
     alerts = alerts.sort_values("raw_score", ascending=False, kind="stable").reset_index(drop=True)
     alerts["rank"] = range(1, len(alerts) + 1)
+    alerts = _mark_similar_to_dismissed(s, cfg, bid, version, alerts, out / "scored.parquet")
     alerts_path = write_parquet(out / "alerts.parquet", alerts)
     write_csv(out / "alerts.csv", alerts_for_csv(alerts))
     sample = pd.concat([pd.read_parquet(folder / f"{st}.sample.parquet") for st in stems], ignore_index=True)
@@ -735,6 +737,16 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
     return {**{k: v for k, v in first.items() if k not in ("part", "parts", "start", "stop")},
             "scored": str(scored_path), "alerts_path": str(alerts_path), "rows_scored": rows,
             "alerts": len(alerts), "model_version": version}
+
+
+def _mark_similar_to_dismissed(s: Settings, cfg: DatasetConfig, bid: str, version: str, alerts: pd.DataFrame,
+                               scored: Path) -> pd.DataFrame:
+    """The analysts' feedback: alerts like a dismissed one are marked and ranked last."""
+    from pipeline.bundle import load_bundle
+    from pipeline.feedback.suppression import annotate_or_unmarked
+
+    return annotate_or_unmarked(s, cfg, bid, alerts, scored,
+                    lambda: load_bundle(registry.fetch_bundle(s, cfg.model_name, version=version)[0]))
 
 
 def json_load(path: Path) -> Any:
@@ -796,8 +808,11 @@ def report(batch: Batch, settings: Settings | None = None) -> Batch:
         "mlflow_run_url": _run_url(s, run_id),
         "mlflow_ui": registry.ui_command(s),
     }
+    from pipeline.feedback.report_section import build as feedback_section
+
     html_text = render_report(
-        summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg), **extra
+        summary=summary, scored=scored, id_column=cfg.id_column, history=history, schema=schema_of(cfg),
+        feedback=feedback_section(s, cfg, batch["batch_id"], scored), **extra
     )
     path = write_text(s.report_path(batch["batch_id"]), html_text)
     if run_id:

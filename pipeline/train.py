@@ -34,6 +34,7 @@ from pipeline import registry
 from pipeline.bundle import Bundle
 from pipeline.config import REPO_ROOT, DatasetConfig, Settings
 from pipeline.dataset_spec import Lifecycle
+from pipeline.feedback.learning import reviewed_check, reviewed_figures
 from pipeline.segments import fit_segments, latent_matrix
 from pipeline.storage import file_lock, sweep_temporaries
 
@@ -144,6 +145,9 @@ def gate(cfg: DatasetConfig, champion: dict[str, float] | None, challenger: dict
         else:
             checks.append((True, f"holdout ROC-AUC {challenger['roc_auc']:.3f} vs champion {champion['roc_auc']:.3f} "
                                  f"(not checked: {int(challenger['labelled_anomalies'])} labelled anomalies, fewer than 10)"))
+    reviewed = reviewed_check(champion, challenger)  # the analysts' confirmed and dismissed alerts
+    if reviewed is not None:
+        checks.append(reviewed)
     return all(ok for ok, _ in checks), [("pass: " if ok else "FAIL: ") + text for ok, text in checks]
 
 
@@ -415,6 +419,8 @@ def _train_or_update_locked(
     key = training_key(cfg.name, champion, mode, window_ids, fingerprints)
     adopted = registry.version_with_tag(settings, name, "training_key", key)
     champ_hold = _holdout_figures(champ_bundle, holdout, y_hold) if champ_bundle is not None else None
+    if champ_hold is not None:  # before a fine-tune changes the champion in place
+        champ_hold.update(reviewed_figures(settings, cfg, champ_bundle))
     if adopted is not None:
         # A killed run registered this version for this very training, but did not finish
         # (gate, aliases). Finish it instead of training and registering a second one.
@@ -462,6 +468,8 @@ def _gate_and_alias(settings: Settings, cfg: DatasetConfig, life: dict[str, Any]
                     window_ids: list[str], figures: dict[str, float]) -> dict[str, Any]:
     name = cfg.model_name
     chal_hold = _holdout_figures(result["bundle"], holdout, y_hold)
+    if champ_hold:
+        chal_hold.update(reviewed_figures(settings, cfg, result["bundle"]))
     passed, checks = gate(cfg, champ_hold, chal_hold)
     version = result["version"]
     c = registry.client(settings)
