@@ -65,7 +65,22 @@ def _rows(path: Path, id_column: str, ids: list[str]) -> pd.DataFrame:
     if not ids or not path.is_file():
         return pd.DataFrame()
     dataset = ds.dataset(path)
+    if id_column not in dataset.schema.names:
+        return pd.DataFrame()
     return dataset.to_table(filter=ds.field(id_column).cast("string").isin(ids)).to_pandas()
+
+
+def alert_rows(settings: Settings, cfg: DatasetConfig, batch_id: str, ids: list[str]) -> pd.DataFrame:
+    """The input rows of the alerts ``ids`` of ``batch_id``, with their id in ``cfg.id_column``.
+
+    From the batch's ``alerts.parquet``, which keeps every alert in full detail (its input
+    columns too) whatever the scored file's level; from ``scored.parquet`` for outputs written
+    before alerts carried their inputs (when the scored file still had every column)."""
+    folder = settings.scores_dir(batch_id)
+    rows = _rows(folder / "alerts.parquet", "record_id", ids)
+    if len(rows) and set(cfg.feature_columns) <= set(rows.columns):
+        return rows.assign(**{cfg.id_column: rows["record_id"].astype(str)})
+    return _rows(folder / "scored.parquet", cfg.id_column, ids)
 
 
 def reviewed_rows(settings: Settings, cfg: DatasetConfig, exclude_batch: str) -> dict[str, pd.DataFrame]:
@@ -77,7 +92,7 @@ def reviewed_rows(settings: Settings, cfg: DatasetConfig, exclude_batch: str) ->
         by_batch.setdefault(d.batch_id, {})[d.record_id] = d.label
     out: dict[str, list[pd.DataFrame]] = {"confirmed": [], "dismissed": []}
     for bid, labels in by_batch.items():
-        rows = _rows(settings.scores_dir(bid) / "scored.parquet", cfg.id_column, list(labels))
+        rows = alert_rows(settings, cfg, bid, list(labels))
         if not len(rows):
             continue
         rows = rows.drop_duplicates(cfg.id_column)
@@ -103,7 +118,11 @@ def annotate(settings: Settings, cfg: DatasetConfig, batch_id: str, alerts: pd.D
         return alerts
     bundle = bundle_loader()
     ids = alerts["record_id"].astype(str).tolist()
-    rows = _rows(scored_path, cfg.id_column, ids).drop_duplicates(cfg.id_column)
+    if set(cfg.feature_columns) <= set(alerts.columns):  # the alerts carry their input columns
+        rows = alerts.assign(**{cfg.id_column: alerts["record_id"].astype(str)})
+    else:
+        rows = _rows(scored_path, cfg.id_column, ids)
+    rows = rows.drop_duplicates(cfg.id_column)
     rows = rows.set_index(rows[cfg.id_column].astype(str)).loc[[i for i in ids if i in set(rows[cfg.id_column].astype(str))]]
     z = standardised_latents(bundle, rows.reset_index(drop=True))
     typical = alerts.set_index(alerts["record_id"].astype(str)).loc[rows.index, "latent_distance"].to_numpy()

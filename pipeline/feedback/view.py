@@ -72,15 +72,22 @@ def typical_values(sample_path: Path, columns: list[str]) -> dict[int, dict[str,
     return out
 
 
-def record_values(scored_path: Path, id_column: str, ids: list[str], columns: list[str]) -> dict[str, dict[str, Any]]:
-    """The input values of ``ids`` from the batch's scored file (a filtered scan, any size)."""
-    if not ids or not scored_path.is_file():
-        return {}
-    dataset = ds.dataset(scored_path)
-    cols = [c for c in dict.fromkeys([id_column, *columns]) if c in dataset.schema.names]
-    table = dataset.to_table(columns=cols, filter=ds.field(id_column).cast("string").isin(ids))
-    frame = table.to_pandas()
-    return {str(r[id_column]): r for r in frame.to_dict("records")}
+def record_values(scored_path: Path, id_column: str, ids: list[str], columns: list[str],
+                  alerts_path: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The input values of the alerts ``ids`` (a filtered scan, any size): from the batch's
+    ``alerts.parquet``, where every alert keeps its input columns whatever the scored file's
+    detail; from the scored file for outputs written before that."""
+    for path, key in ((alerts_path, "record_id"), (scored_path, id_column)):
+        if not ids or path is None or not Path(path).is_file():
+            continue
+        dataset = ds.dataset(path)
+        names = dataset.schema.names
+        if key not in names or not set(columns) <= set(names):
+            continue
+        cols = list(dict.fromkeys([key, *columns]))
+        table = dataset.to_table(columns=cols, filter=ds.field(key).cast("string").isin(ids))
+        return {str(r[key]): r for r in table.to_pandas().to_dict("records")}
+    return {}
 
 
 def load_queue(settings: Settings, dataset: str, *, batch: str | None = None, segment: int | None = None,
@@ -125,7 +132,8 @@ def load_queue(settings: Settings, dataset: str, *, batch: str | None = None, se
         keep = keep[:room]
         feats = sorted({f for row, _, _ in keep for f in row.top_features})
         values = record_values(Path(rec.get("scores") or settings.scores_dir(rec["batch_id"]) / "scored.parquet"),
-                               cfg.id_column, [row.record_id for row, _, _ in keep], feats)
+                               cfg.id_column, [row.record_id for row, _, _ in keep], feats,
+                               alerts_path=Path(rec["alerts_path"]) if rec.get("alerts_path") else None)
         typical = typical_values(settings.scores_dir(rec["batch_id"]) / "sample.parquet", feats)
         for row, d, sim in keep:
             seg = int(row.segment) if "segment" in alerts.columns else None

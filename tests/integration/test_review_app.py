@@ -76,3 +76,22 @@ def test_the_page_links_back_to_the_batch_report(app_state: dict[str, Any]) -> N
     assert "http://127.0.0.1:8765/?dataset=retail_purchases&amp;batch=day1&amp;record=" in report.text
     assert client.get("/report?dataset=retail_purchases&batch=../../etc").status_code == 404
     assert client.get("/report?dataset=nope&batch=day1").status_code == 404
+
+
+def test_the_queue_shows_each_alerts_values_from_its_full_detail(app_state: dict[str, Any]) -> None:
+    """The scored file is lean (no feature columns); the values an analyst checks come from
+    ``alerts.parquet``, where each alert keeps its input columns."""
+    import pandas as pd
+
+    from pipeline import status
+    from pipeline.feedback.view import load_queue
+
+    settings = app_state["settings"]
+    rec = status.read(settings, "day1")
+    assert "basket_value" not in pd.read_parquet(rec["scores"]).columns
+    queue = load_queue(settings, "retail_purchases", batch="day1")
+    assert queue["alerts"]
+    for view in queue["alerts"][:5]:
+        shown = {f["name"]: f["value"] for f in view.features}
+        assert shown
+        assert all(v != "-" for v in shown.values()), shown
