@@ -38,8 +38,8 @@ def is_due(policy: dict[str, Any], state: dict[str, Any], champion: str | None,
            now: datetime | None = None) -> tuple[bool, str]:
     """Whether this batch's fine-tune is due, and why (one line either way).
 
-    ``state`` counts the batches kept since the last registered version; a state about another
-    version than the champion's lineage (none yet, or lost) counts from zero.
+    ``state`` counts the batches kept since the last registered version (a missing state
+    counts from zero); ``champion`` is the version they were scored by, for the message.
     """
     every = int(policy.get("batches") or 1)
     kept = list(state.get("kept") or [])
@@ -53,7 +53,8 @@ def is_due(policy: dict[str, Any], state: dict[str, Any], champion: str | None,
         age = (now - datetime.fromisoformat(since)).total_seconds() / 86400
         if age >= float(days):
             return True, f"fine-tune due: {age:.1f} days since the last registered version (register_every {days:g} days)"
-    return False, f"kept: {count} of {every} batches towards the next registered fine-tune"
+    return False, (f"kept: {count} of {every} batches towards the next registered fine-tune"
+                   + (f" (scored by version {champion})" if champion else ""))
 
 
 def record_kept(settings: Settings, name: str, batch_ids: list[str]) -> dict[str, Any]:

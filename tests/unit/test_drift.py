@@ -25,7 +25,7 @@ def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_o
     trained_bundles: TrainedBundles,
 ) -> None:
     """Calibrated on rows the model never saw, an unchanged batch reads about 1x the baseline
-    (measured 0.3-1.3x, docs/model-lifecycle.md) at any size; prices tripled are past the
+    (measured 0.3-2.0x, docs/model-lifecycle.md) at any size; prices tripled are past the
     default limit (3x)."""
     import copy
 
@@ -38,7 +38,7 @@ def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_o
     limits = DriftLimits().model_dump()
     for rows, seed in ((300, 21), (1200, 22)):
         same = drift.measure(bundle, generate_purchases(rows, seed=seed)[0])
-        assert 0.2 < same["energy_ratio"] < 2.0, same  # the gap is estimated on 600 rows: noisy
+        assert 0.2 < same["energy_ratio"] < 2.5, same  # measured 0.34-1.95 over 9 calibrations
         assert not drift.is_drifted(same, limits)[0], same
     tripled = generate_purchases(1200, seed=22)[0]
     tripled["avg_item_price"] *= 3
