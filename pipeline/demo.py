@@ -58,7 +58,12 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     dates = [(FIRST_DAY + timedelta(days=i + 1)).isoformat() for i in range(days)]
     log_file = settings.home / "logs" / "demo-airflow.log"
     print(f"2/3 running the Airflow DAG 'latent_anomaly' for {len(dates)} days (log: {log_file})")
-    runs = run_dates(settings, dates, {"dataset": DATASET}, log_file)
+    # review=false: dag.test cannot answer the approval step's form (docs/model-lifecycle.md)
+    runs = run_dates(settings, dates, {"dataset": DATASET, "review": False}, log_file)
+    from pipeline.lifecycle.demo_review import run_review_batches
+
+    print("   then a forced retrain and a batch of one repeated record (tasks.run_batch), for review:")
+    review_lines = run_review_batches(settings, DATASET, FIRST_DAY, days, rows, seed)
     st = collect_status(settings)
     batches = [b for b in st["batches"] if b["dataset"] == DATASET]
     print("3/3 summary")
@@ -84,6 +89,7 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
         print("  caught per kind: " + ", ".join(f"{k} {c}/{t} ({c / max(t, 1):.0%})" for k, (t, c) in sorted(by_kind.items())))
     for m in st["models"]:
         print(f"  model {m['name']}: versions {m['versions']}, aliases {m['aliases']}")
+    print("\n".join(review_lines))
     reports = [b["report"] for b in batches if b.get("report")]
     if reports:
         print(f"  latest report: {reports[-1]}")

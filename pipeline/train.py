@@ -305,7 +305,8 @@ def _describe(det_kind: str, mode: str, rows: int, batch_ids: list[str], reason:
     if promoted is True:
         lines.append("Promoted to champion by the gate.")
     elif promoted is False:
-        lines.append("Waiting for a reviewer: 'python -m pipeline promote --dataset <dataset> --version <n>'.")
+        lines.append("Waiting for a reviewer: the DAG's review step (Airflow, Required Actions), or "
+                     "'python -m pipeline promote' / 'reject' with --dataset and --version.")
     return "\n".join(lines)
 
 
