@@ -13,6 +13,9 @@ param, and for each batch:
    training data (or `force_retrain`): retrain on recent batches; otherwise fine-tune the
    champion on the new batch. Each new version is a `challenger` until the gate (or a
    reviewer) promotes it;
+   **review** (beside scoring, never before it): a challenger the gate did not promote waits
+   for a reviewer on the Required Actions page (Approve / Reject / Decide later, with the
+   gate's evidence); the decision applies to the next batch, a timeout changes nothing;
 4. **plan_parts / score_part / merge_parts**: every valid row scored by `@champion`
    (scores, flag, top features, nearest normal records). Each batch is split into parts of
    `SENTINEL_PART_ROWS` rows (default 1,000,000; one part for a smaller batch); the parts
@@ -37,8 +40,12 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+from pipeline.lifecycle.approval import ModelReviewOperator
+
 SCHEDULE = os.environ.get("SENTINEL_SCHEDULE", "@daily")
 DEFAULT_DATASET = os.environ.get("SENTINEL_DATASET", "retail_purchases")
+REVIEW_TIMEOUT_MINUTES = float(os.environ.get("SENTINEL_REVIEW_TIMEOUT_MINUTES", "4320"))
+REVIEWERS = os.environ.get("SENTINEL_REVIEWERS", "")
 
 
 @dag(
@@ -60,6 +67,7 @@ DEFAULT_DATASET = os.environ.get("SENTINEL_DATASET", "retail_purchases")
             None, type=["null", "string"], enum=[None, "lean", "full"],
             description="scored output: lean or full (per-feature errors, latents, inputs); empty = the dataset's",
         ),
+        "review": Param(True, type="boolean", description="ask a reviewer about a challenger the gate did not promote"),
     },
     doc_md=__doc__,
 )
@@ -148,7 +156,13 @@ def latent_anomaly():
         return run_step(tasks.notify, batch)
 
     validated = validate.expand(batch=ingest.expand(source=discover()))
-    parts = plan_parts(train_or_update(validated))
+    trained = train_or_update(validated)
+    # Beside scoring: the batch is scored by the champion while the challenger waits.
+    trained >> ModelReviewOperator(
+        task_id="review", timeout_minutes=REVIEW_TIMEOUT_MINUTES,
+        reviewers=REVIEWERS,
+    )
+    parts = plan_parts(trained)
     scored = merge_parts(parts, score_part.expand(part=parts))
     notify.expand(batch=report.expand(batch=scored))
 

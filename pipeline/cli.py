@@ -130,6 +130,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "labels": r.get("labels"),
                 "source": r.get("source"),
                 "updated_at": r.get("updated_at"),
+                "batch_alerts": r.get("batch_alerts") or [],
             }
         )
     from pipeline.feedback.service import attach_feedback
@@ -141,7 +142,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         log.warning("%s", exc)
         models = []
     uri = registry.without_credentials(settings.tracking_uri)
-    return {"home": str(settings.home), "tracking_uri": uri, "batches": batches, "models": models}
+    alerts = [{"batch_id": b["batch_id"], "dataset": b["dataset"], **a} for b in batches for a in b["batch_alerts"]]
+    return {"home": str(settings.home), "tracking_uri": uri, "batches": batches, "models": models,
+            "batch_alerts": alerts}
 
 
 def _has_mlflow_store(settings: Settings) -> bool:
@@ -169,6 +172,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             line += f"  reason: {b['reason']}"
         if b.get("failed_step"):
             line += f"  failed at step {b['failed_step']}: {b['error']}; {b['next_step']}"
+        for alert in b.get("batch_alerts") or []:
+            line += f"  BATCH ALERT: {alert.get('message')}"
         print(line)
     for m in st["models"]:
         print(f"model {m['name']}: versions {m['versions']}, aliases {m['aliases']}")
@@ -176,24 +181,35 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline import registry
     from pipeline.config import load_dataset
+    from pipeline.lifecycle import review
 
     s = Settings.from_env()
     cfg = load_dataset(s, args.dataset)
-    old = registry.promote(s, cfg.model_name, str(args.version))
-    print(f"{cfg.model_name}: version {args.version} is champion (was {old})")
+    done = review.decide(s, cfg.model_name, str(args.version), "approve", reviewer=args.reviewer, reason=args.reason)
+    print(f"{cfg.model_name}: version {args.version} is champion (was {done['previous_champion']})")
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    from pipeline.config import load_dataset
+    from pipeline.lifecycle import review
+
+    s = Settings.from_env()
+    cfg = load_dataset(s, args.dataset)
+    review.decide(s, cfg.model_name, str(args.version), "reject", reviewer=args.reviewer, reason=args.reason)
+    print(f"{cfg.model_name}: version {args.version} rejected; it stays registered and is never promoted")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from pipeline import registry
     from pipeline.config import load_dataset
+    from pipeline.lifecycle import review
 
     s = Settings.from_env()
     cfg = load_dataset(s, args.dataset)
-    v = registry.rollback(s, cfg.model_name)
-    print(f"{cfg.model_name}: rolled back, version {v} is champion")
+    done = review.rollback(s, cfg.model_name, reviewer=args.reviewer, reason=args.reason)
+    print(f"{cfg.model_name}: rolled back, version {done['version']} is champion")
     return 0
 
 
@@ -280,9 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--version", required=True, type=int)
     pr.set_defaults(func=cmd_promote)
 
+    rj = sub.add_parser("reject", parents=[common], help="reject a version: tagged, kept, never promoted")
+    rj.add_argument("--dataset", required=True)
+    rj.add_argument("--version", required=True, type=int)
+    rj.set_defaults(func=cmd_reject)
+
     rb = sub.add_parser("rollback", parents=[common], help="restore the previous champion")
     rb.add_argument("--dataset", required=True)
     rb.set_defaults(func=cmd_rollback)
+    for review_cmd in (pr, rj, rb):  # recorded on the version (sentinel.reviewer, sentinel.review_reason)
+        review_cmd.add_argument("--reviewer", default=None, help="who decides (default: the login name)")
+        review_cmd.add_argument("--reason", default="", help="why, in a few words")
 
     i = sub.add_parser("init-dataset", parents=[common], help="profile a reference batch into a dataset config and GX suite")
     i.add_argument("name")

@@ -134,7 +134,8 @@ class DriftLimits(_Section):
     """When a batch has drifted from the champion's training data (then: retrain)."""
 
     energy_ratio_limit: float = _field(
-        15.0, "Largest latent energy distance from the training latents, as a multiple of its sampling baseline.", gt=0
+        3.0, "Largest latent energy distance from the training latents, as a multiple of its calibrated "
+        "baseline (an unchanged batch reads about 1).", gt=0
     )
     recon_shift_limit: float = _field(
         1.5, "Largest median reconstruction error, as a multiple of the training median.", gt=0
@@ -150,6 +151,26 @@ class Gate(_Section):
     auc_tolerance: float = _field(0.01, "Allowed drop of the ROC AUC on labelled rows.", ge=0)
 
 
+class RegisterEvery(_Section):
+    """When a routine fine-tune is due (a new version); between two, the champion is kept."""
+
+    batches: int = _field(7, "A fine-tune is registered every this many batches (kept batches count).", ge=1)
+    days: float | None = _field(
+        None, "Also due once this many days passed since the last registered version.", gt=0
+    )
+
+
+class BatchAlertLimits(_Section):
+    """When a batch is itself unusual: a batch alert, and it is not learned without review."""
+
+    duplicate_share: float = _field(
+        0.5, "Largest share of rows that repeat another row of the batch (the id aside).", gt=0, le=1
+    )
+    far_energy_ratio: float = _field(
+        50.0, "Largest calibrated latent energy ratio from the champion's training data.", gt=0
+    )
+
+
 class Lifecycle(_Section):
     """How the champion is kept, fine-tuned or retrained as batches arrive."""
 
@@ -162,6 +183,8 @@ class Lifecycle(_Section):
     )
     drift: DriftLimits = _field(DriftLimits(), "Drift limits.")
     gate: Gate = _field(Gate(), "The promotion gate.")
+    register_every: RegisterEvery = _field(RegisterEvery(), "How often a routine fine-tune is registered.")
+    batch_alerts: BatchAlertLimits = _field(BatchAlertLimits(), "Batch alert limits.")
 
 
 class DatasetSpec(_Section):

@@ -96,9 +96,15 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     log_file = settings.home / "logs" / "demo-airflow.log"
     print(f"2/3 running the Airflow DAG 'latent_anomaly' for {len(dates)} days (log: {log_file})")
     # The analyst reviews the first two days' alerts before day 3 runs (pipeline.feedback.demo).
-    runs = run_dates(settings, dates[:2], {"dataset": DATASET}, log_file)
+    # review=false: dag.test cannot answer the approval step's form (docs/model-lifecycle.md)
+    conf = {"dataset": DATASET, "review": False}
+    runs = run_dates(settings, dates[:2], conf, log_file)
     analyst = analyst_step(settings, files, dates)
-    runs += run_dates(settings, dates[2:], {"dataset": DATASET}, log_file) if dates[2:] else []
+    runs += run_dates(settings, dates[2:], conf, log_file) if dates[2:] else []
+    from pipeline.lifecycle.demo_review import run_review_batches
+
+    print("   then a forced retrain and a batch of one repeated record (tasks.run_batch), for review:")
+    review_lines = run_review_batches(settings, DATASET, FIRST_DAY, days, rows, seed)
     st = collect_status(settings)
     batches = [b for b in st["batches"] if b["dataset"] == DATASET]
     print("3/3 summary")
@@ -125,6 +131,7 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     for m in st["models"]:
         print(f"  model {m['name']}: versions {m['versions']}, aliases {m['aliases']}")
     print_feedback(settings, batches, analyst)
+    print("\n".join(review_lines))
     reports = [b["report"] for b in batches if b.get("report")]
     if reports:
         print(f"  latest report: {reports[-1]}")

@@ -81,8 +81,11 @@ def _normal_purchases(rng: np.random.Generator, n: int, start: pd.Timestamp) -> 
     discount_pct = np.where(used_coupon, rng.choice([10.0, 15.0, 20.0, 30.0], size=n), 0.0)
     basket_value = item_count * avg_item_price * (1.0 - discount_pct / 100.0)
     is_member = rng.random(n) < (0.2 + 0.7 * engagement)
+    # Non-members' tenure is drawn per row: one draw for the whole batch (as it was) gave every
+    # non-member of a batch the same tenure, a different one per batch, so two batches of this
+    # generator were never from one distribution (drift read 2-21x on "unchanged" batches).
     tenure_days = np.where(
-        is_member, rng.gamma(2.0, 250.0 * (0.5 + engagement)), rng.gamma(1.2, 60.0)
+        is_member, rng.gamma(2.0, 250.0 * (0.5 + engagement)), rng.gamma(1.2, 60.0, size=n)
     ).round()
     web_like = channel != "store"
     session_minutes = np.where(

@@ -174,6 +174,17 @@ class Environment(_EnvironmentModel):
         "SENTINEL_SCHEDULE", "@daily",
         "Cron expression or preset of the DAG `latent_anomaly` (read when the DAG file is parsed).",
     )
+    review_timeout_minutes: float = env_field(
+        "SENTINEL_REVIEW_TIMEOUT_MINUTES", 4320.0,
+        "How long the DAG's approval step waits for a reviewer before nothing changes (read "
+        "when the DAG file is parsed).",
+        gt=0,
+    )
+    reviewers: str = env_field(
+        "SENTINEL_REVIEWERS", "",
+        "Comma-separated Airflow user ids who may answer the approval step; empty: anyone who "
+        "may edit the DAG (read when the DAG file is parsed).",
+    )
     dataset: str = env_field(
         "SENTINEL_DATASET", "retail_purchases",
         "Dataset a DAG run processes unless its `dataset` parameter says otherwise (read when "

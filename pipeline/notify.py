@@ -446,6 +446,8 @@ def build_message(
         "report": _clip(summary.get("report")),
         "reason": _clip(summary.get("reason")),
         "top_alerts": _top_alerts(frame, max(int(top_n), 0)),
+        "batch_alerts": [_clip(a.get("message")) for a in summary.get("batch_alerts") or []
+                         if isinstance(a, Mapping)],
     }
 
 
@@ -520,7 +522,8 @@ def email_text(payload: Mapping[str, Any]) -> tuple[str, str]:
     dataset, batch = payload.get("dataset") or "?", payload.get("batch_id") or "?"
     n_alerts = payload.get("alerts")
     state = payload.get("state") or "reported"
-    subject = _clip(f"[latent-sentinel] {dataset} {batch}: {n_alerts} alert(s), {state}", 150) or ""
+    unusual = ", BATCH ALERT" if payload.get("batch_alerts") else ""
+    subject = _clip(f"[latent-sentinel] {dataset} {batch}: {n_alerts} alert(s), {state}{unusual}", 150) or ""
     rate = payload.get("alert_rate")
     lines = [
         f"Dataset:  {dataset}",
@@ -535,6 +538,8 @@ def email_text(payload: Mapping[str, Any]) -> tuple[str, str]:
     ]
     if payload.get("reason"):
         lines.append(f"Reason:   {payload['reason']}")
+    for message in payload.get("batch_alerts") or []:  # the batch itself is unusual
+        lines.append(f"BATCH ALERT: {message}")
     top = payload.get("top_alerts") or []
     if top:
         lines += ["", f"Top {len(top)} alert(s):"]

@@ -325,6 +325,7 @@ what sets each apart from this batch as a whole.</p>
 <h1>Alert report · {html.escape(s['batch_id'])}</h1>
 <p class=sub>dataset <b>{html.escape(str(s.get('dataset')))}</b> · generated {generated}</p>
 <div class=cards>{card_html}</div>
+{_batch_alert_html(s.get("batch_alerts"))}
 <h2>Data quality</h2>
 <p>{html.escape(str(dq))}{docs_html}</p>
 {label_html}{mlflow_html}
@@ -342,6 +343,16 @@ Resembles: the nearest normal training records in the latent space.</p>
 {fb.get("html", "")}
 </body></html>
 """
+
+
+def _batch_alert_html(alerts: Any) -> str:
+    """The batch itself is unusual (``pipeline.lifecycle.batch_alerts``): said before anything else."""
+    items = [a for a in alerts or [] if isinstance(a, dict) and a.get("message")]
+    if not items:
+        return ""
+    lines = "".join(f"<li>{html.escape(str(a['message']))}</li>" for a in items)
+    return (f"<div class='card alert batch-alert'><b>Batch alert</b><ul>{lines}</ul>"
+            "<span>not learned without review: a version trained on it waits for a reviewer</span></div>")
 
 
 def render_rejected_report(summary: dict[str, Any]) -> str:

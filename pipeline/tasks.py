@@ -503,7 +503,8 @@ def train_or_update(
     )
     for b in batches:
         status.update(s, b["batch_id"], model_action=result["action"], model_reason=result["reason"],
-                      drift=result.get("drift") or None)
+                      drift=result.get("drift") or None,
+                      batch_alerts=(result.get("batch_alerts") or {}).get(b["batch_id"]) or [])
     return result
 
 

@@ -35,6 +35,7 @@ from pipeline.bundle import Bundle
 from pipeline.config import REPO_ROOT, DatasetConfig, Settings
 from pipeline.dataset_spec import Lifecycle
 from pipeline.feedback.learning import reviewed_check, reviewed_figures
+from pipeline.lifecycle import batch_alerts, cadence
 from pipeline.segments import fit_segments, latent_matrix
 from pipeline.storage import file_lock, sweep_temporaries
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_TRAIN_ROWS = 200_000
 HOLDOUT_SHARE = 0.2
 MAX_TRAINED_IDS = 200  # batch ids remembered in a bundle's metadata
+MIN_CALIBRATION_ROWS = 40  # unseen rows needed to calibrate a version's drift baseline
 #: ``dataset.json``'s ``lifecycle`` defaults, declared with their meaning in ``dataset_spec``.
 LIFECYCLE_DEFAULTS: dict[str, Any] = Lifecycle().model_dump()
 
@@ -95,7 +97,7 @@ def _label_metrics(scored: pd.DataFrame, labels: pd.Series | None) -> dict[str, 
 def lifecycle_of(cfg: DatasetConfig) -> dict[str, Any]:
     raw = dict(cfg.lifecycle or {})
     out = {**LIFECYCLE_DEFAULTS, **raw}
-    for key in ("drift", "gate"):
+    for key in ("drift", "gate", "register_every", "batch_alerts"):
         out[key] = {**LIFECYCLE_DEFAULTS[key], **(raw.get(key) or {})}
     return out
 
@@ -185,10 +187,13 @@ def train_and_register(
     exclude: np.ndarray | None = None,
     seed: int = 0,
     training_key: str | None = None,
+    unseen: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Train (``mode`` "train"/"retrain") or fine-tune (``parent``'s bundle) on ``df``; log one
     MLflow run with its figures and artifacts; register a new version (tagged with
-    ``training_key`` when given). Returns the bundle too."""
+    ``training_key`` when given, and the evidence tags of ``lifecycle.evidence``). ``unseen``:
+    rows it does not train on, which calibrate its drift baseline (``drift.calibrate``).
+    Returns the bundle too."""
     mlflow = registry.configure(settings)
     experiment_id = registry.ensure_experiment(settings, cfg.name)
     if exclude is not None and len(df) > MAX_TRAIN_ROWS:  # keep the flags with their rows
@@ -218,6 +223,12 @@ def train_and_register(
     fit_s = time.perf_counter() - t0
     scored = bundle.score_frame(df, keep_columns=False)
     bundle.metadata["segments"] = fit_segments(latent_matrix(scored), seed=seed)
+    if unseen is not None and len(unseen) >= MIN_CALIBRATION_ROWS:
+        from pipeline import drift
+
+        bundle.metadata["drift_calibration"] = drift.calibrate(bundle, unseen, seed=seed)
+    else:  # a version of a tiny batch: the noise baseline alone (reads a few times high)
+        bundle.metadata.pop("drift_calibration", None)
     det = bundle.detector
     history = getattr(det.model_, "history_", {})
     metrics = {
@@ -273,9 +284,11 @@ def train_and_register(
         for path in artifacts or []:
             if Path(path).is_file():
                 mlflow.log_artifact(str(path), artifact_path=f"validation/{Path(path).parent.name}")
+        from pipeline.lifecycle import evidence
+
         info = registry.log_bundle_model(
             settings, bundle_dir, cfg.model_name,
-            tags={"training_key": training_key} if training_key else None,
+            tags=evidence.registration_tags(mode, batch_ids, training_key),
         )
         run_id = run.info.run_id
     version = str(info.registered_model_version)
@@ -296,7 +309,8 @@ def _describe(det_kind: str, mode: str, rows: int, batch_ids: list[str], reason:
     if promoted is True:
         lines.append("Promoted to champion by the gate.")
     elif promoted is False:
-        lines.append("Waiting for a reviewer: 'python -m pipeline promote --dataset <dataset> --version <n>'.")
+        lines.append("Waiting for a reviewer: the DAG's review step (Airflow, Required Actions), or "
+                     "'python -m pipeline promote' / 'reject' with --dataset and --version.")
     return "\n".join(lines)
 
 
@@ -390,10 +404,11 @@ def _train_or_update_locked(
     frames = load_frames()
     new = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     labels = labels_loader() if labels_loader else None
-    if champion is None:  # nothing to compare with: learn from every row
-        train_df, holdout, y_train, y_hold = new, new, labels, labels
-    else:
-        train_df, holdout, y_train, y_hold = split_holdout(new, labels)
+    # 20 % held out: the gate's holdout, and the unseen rows that calibrate the new version's
+    # drift baseline (a first training too: its gate has no champion to compare with).
+    train_df, holdout, y_train, y_hold = split_holdout(new, labels)
+    alerts = {bid: batch_alerts.check(frame, cfg.feature_columns, None, life["batch_alerts"])
+              for bid, frame in zip(batch_ids, frames, strict=False)}
     figures: dict[str, float] = {}
     if champion is None:
         mode, reason = "train", "no champion yet"
@@ -401,6 +416,8 @@ def _train_or_update_locked(
         from pipeline import drift
 
         figures = drift.measure(champ_bundle, new)
+        far = batch_alerts.check(new.iloc[:0], [], figures, life["batch_alerts"])
+        alerts = {bid: [*found, *far] for bid, found in alerts.items()}
         drifted, why = drift.is_drifted(figures, life["drift"])
         if force_retrain:
             mode, reason = "retrain", f"retrain forced by the caller ({why})"
@@ -408,7 +425,35 @@ def _train_or_update_locked(
             mode, reason = "retrain", why
         else:
             mode, reason = "fine-tune", why
+    alert_list = [a for found in alerts.values() for a in found]
+    champ_hold = _holdout_figures(champ_bundle, holdout, y_hold) if champ_bundle is not None else None
+    if champ_hold is not None:  # before a fine-tune changes the champion in place
+        champ_hold.update(reviewed_figures(settings, cfg, champ_bundle))
     window_ids = list(batch_ids)
+    if mode == "fine-tune":
+        # Registered only when due (lifecycle.register_every), or when the batch needs a
+        # reviewer's eye: the champion fails the gate on it, or it raised a batch alert.
+        champ_ok, champ_checks = gate(cfg, None, champ_hold)
+        due, why_due = cadence.is_due(life["register_every"], cadence.read_state(settings, name), champion)
+        if not (due or not champ_ok or alert_list):
+            cadence.record_kept(settings, name, batch_ids)
+            return {**base, "action": "kept", "version": champion, "reason": f"{why_due}; {reason}",
+                    "drift": figures, "batch_alerts": alerts}
+        if not champ_ok:
+            reason += "; the champion fails the gate on this batch (" + "; ".join(
+                c for c in champ_checks if c.startswith("FAIL")) + ")"
+        elif alert_list:
+            reason += "; batch alert: " + "; ".join(a["message"] for a in alert_list)
+        else:
+            reason += f"; {why_due}"
+        kept = [b for b in cadence.read_state(settings, name).get("kept") or [] if b not in batch_ids]
+        if kept and window_loader is not None:  # learn what was kept since the last version
+            seen = list(champ_bundle.metadata.get("batch_ids", [])) if champ_bundle is not None else []
+            past_frames, past_ids = window_loader(exclude=[*batch_ids, *seen], limit=len(kept))
+            if past_frames:
+                train_df = pd.concat([*past_frames, train_df], ignore_index=True)
+                window_ids = [*past_ids, *batch_ids]
+                y_train = None
     if mode == "retrain" and window_loader is not None:
         past_frames, past_ids = window_loader(exclude=batch_ids, limit=int(life["window_batches"]))
         if past_frames:
@@ -418,9 +463,6 @@ def _train_or_update_locked(
 
     key = training_key(cfg.name, champion, mode, window_ids, fingerprints)
     adopted = registry.version_with_tag(settings, name, "training_key", key)
-    champ_hold = _holdout_figures(champ_bundle, holdout, y_hold) if champ_bundle is not None else None
-    if champ_hold is not None:  # before a fine-tune changes the champion in place
-        champ_hold.update(reviewed_figures(settings, cfg, champ_bundle))
     if adopted is not None:
         # A killed run registered this version for this very training, but did not finish
         # (gate, aliases). Finish it instead of training and registering a second one.
@@ -434,15 +476,16 @@ def _train_or_update_locked(
         registry.client(settings).set_terminated(adopted.run_id, status="FINISHED")
     else:
         result = _train_new(settings, cfg, life, champ_bundle, champion, train_df, window_ids, mode,
-                            reason, y_train, figures, artifacts, key)
-    return _gate_and_alias(settings, cfg, life, champion, champ_hold, result, holdout, y_hold,
-                           mode, reason, len(train_df), window_ids, figures)
+                            reason, y_train, figures, artifacts, key, holdout)
+    out = _gate_and_alias(settings, cfg, life, champion, champ_hold, result, holdout, y_hold,
+                          mode, reason, len(train_df), window_ids, figures, alert_list)
+    return {**out, "batch_alerts": alerts}
 
 
 def _train_new(settings: Settings, cfg: DatasetConfig, life: dict[str, Any], champ_bundle: Bundle | None,
                champion: str | None, train_df: pd.DataFrame, window_ids: list[str], mode: str, reason: str,
                y_train: pd.Series | None, figures: dict[str, float], artifacts: list[Path] | None,
-               key: str) -> dict[str, Any]:
+               key: str, unseen: pd.DataFrame | None = None) -> dict[str, Any]:
     suspect = None
     if champ_bundle is not None:
         # Learn from what the champion finds normal: rows it scores as suspect (its anomalies
@@ -459,18 +502,24 @@ def _train_new(settings: Settings, cfg: DatasetConfig, life: dict[str, Any], cha
     extra = {**{f"drift_{k}": float(v) for k, v in figures.items()}, "excluded_suspect_rows": float(excluded)}
     return train_and_register(settings, cfg, train_df, window_ids, mode=mode, reason=reason, parent=parent,
                               labels=y_train, extra_metrics=extra, artifacts=artifacts, exclude=suspect,
-                              training_key=key)
+                              training_key=key, unseen=unseen)
 
 
 def _gate_and_alias(settings: Settings, cfg: DatasetConfig, life: dict[str, Any], champion: str | None,
                     champ_hold: dict[str, float] | None, result: dict[str, Any], holdout: pd.DataFrame,
                     y_hold: pd.Series | None, mode: str, reason: str, train_rows: int,
-                    window_ids: list[str], figures: dict[str, float]) -> dict[str, Any]:
+                    window_ids: list[str], figures: dict[str, float],
+                    alerts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    from pipeline.lifecycle import evidence, review
+
     name = cfg.model_name
+    alerts = alerts or []
     chal_hold = _holdout_figures(result["bundle"], holdout, y_hold)
     if champ_hold:
         chal_hold.update(reviewed_figures(settings, cfg, result["bundle"]))
     passed, checks = gate(cfg, champ_hold, chal_hold)
+    if alerts and champion is not None:
+        checks.append("REVIEW: batch alert: " + "; ".join(a["message"] for a in alerts))
     version = result["version"]
     c = registry.client(settings)
     for key, value in chal_hold.items():
@@ -478,19 +527,25 @@ def _gate_and_alias(settings: Settings, cfg: DatasetConfig, life: dict[str, Any]
     if champ_hold:
         for key, value in champ_hold.items():
             c.log_metric(result["run_id"], f"champion_holdout_{key}", value)
+    promoted = champion is None or (passed and bool(life["gate"]["auto_promote"]) and not alerts)
+    tags = evidence.gate_tags(passed, chal_hold, champ_hold, figures, alerts,
+                              review.NOT_NEEDED if promoted else review.PENDING)
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, value)
     if champion is None:
-        registry.promote(settings, name, version)
-        action, promoted = "trained", None
+        review.decide(settings, name, version, "approve", reviewer="gate", via="first version")
+        action, shown = "trained", None
     else:
         registry.set_alias(settings, name, registry.CHALLENGER, version)
-        promoted = passed and bool(life["gate"]["auto_promote"])
         if promoted:
-            registry.promote(settings, name, version)
+            review.decide(settings, name, version, "approve", reviewer="gate", via="gate")
         verb = "fine-tuned" if mode == "fine-tune" else "retrained"
-        action = f"{verb}-{'promoted' if promoted else 'awaiting-review'}"
+        action, shown = f"{verb}-{'promoted' if promoted else 'awaiting-review'}", promoted
     c.update_model_version(name, version, description=_describe(
-        result["bundle"].detector.kind, mode, train_rows, window_ids, reason, champion, checks, promoted))
+        result["bundle"].detector.kind, mode, train_rows, window_ids, reason, champion, checks, shown))
+    c.update_registered_model(name, description=evidence.model_description(cfg, life))
     c.set_tag(result["run_id"], "gate", "passed" if passed else "failed")
+    cadence.record_registered(settings, name, version)
     now_champion = registry.alias_version(settings, name, registry.CHAMPION)
     return {
         "model_name": name,
@@ -501,4 +556,6 @@ def _gate_and_alias(settings: Settings, cfg: DatasetConfig, life: dict[str, Any]
         "run_id": result["run_id"],
         "drift": figures,
         "gate": checks,
+        "awaiting_review": champion is not None and not promoted,
+        "holdout": {"challenger": chal_hold, "champion": champ_hold},
     }

@@ -46,9 +46,9 @@ def test_dag_parses_without_errors_and_stays_thin(settings: Settings) -> None:
     assert res["found"]
     assert "anomaly-detection" in res["tags"]
     assert all(r >= 1 for r in res["retries"])
-    assert res["params"] == ["dataset", "detail", "force_retrain", "input_path", "update_model"]
-    assert res["tasks"] == ["discover", "ingest", "merge_parts", "notify", "plan_parts", "report", "score_part",
-                            "train_or_update", "validate"]
+    assert res["params"] == ["dataset", "detail", "force_retrain", "input_path", "review", "update_model"]
+    assert res["tasks"] == ["discover", "ingest", "merge_parts", "notify", "plan_parts", "report", "review",
+                            "score_part", "train_or_update", "validate"]
     assert res["heavy_imports"] == [], "the DAG file must not import heavy modules at parse time"
 
 

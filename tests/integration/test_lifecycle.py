@@ -52,7 +52,7 @@ def test_train_fine_tune_keep_and_drift_retrain(tmp_path: Path) -> None:
     assert tuned.metadata["parent_version"] == "1"
     assert tuned.metadata["batch_ids"] == ["day1", "day2"]
     rec = status.read(s, "day2")
-    assert rec["drift"]["energy_ratio"] < 15
+    assert rec["drift"]["energy_ratio"] < 3  # calibrated: an unchanged batch reads about 1
     assert rec["model_action"] == "fine-tuned-promoted"
 
     again = tasks.run_batch(str(tmp_path / "in" / "day2.parquet"), DATASET, settings=s)
@@ -70,7 +70,7 @@ def test_train_fine_tune_keep_and_drift_retrain(tmp_path: Path) -> None:
     run = c.get_run(v3.run_id)
     assert run.data.tags["train_mode"] == "retrain"
     assert run.data.params["training_window"].split(",") == ["day1", "day2", "day3"]  # recent batches
-    assert run.data.metrics["drift_energy_ratio"] > 15
+    assert run.data.metrics["drift_energy_ratio"] > 3
     for key in ("holdout_recon_ratio", "holdout_alert_rate", "champion_holdout_recon_ratio", "train_alert_rate", "fit_seconds"):
         assert key in run.data.metrics, key
     assert [m.step for m in c.get_metric_history(v3.run_id, "epoch_loss")][:3] == [0, 1, 2]

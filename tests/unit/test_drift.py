@@ -19,3 +19,30 @@ def test_drift_figures_separate_same_and_shifted_batches(trained_bundles: Traine
     assert not drift.is_drifted(same, {})[0], same
     assert drift.is_drifted(shifted, {})[0], shifted
     assert shifted["energy_ratio"] > 3 * same["energy_ratio"]
+
+
+def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_on_shifted(
+    trained_bundles: TrainedBundles,
+) -> None:
+    """Calibrated on rows the model never saw, an unchanged batch reads about 1x the baseline
+    (measured 0.3-2.0x, docs/model-lifecycle.md) at any size; prices tripled are past the
+    default limit (3x)."""
+    import copy
+
+    from pipeline.dataset_spec import DriftLimits
+
+    bundle = copy.copy(trained_bundles.bundle("vae"))  # the session's bundle stays as it is
+    bundle.metadata = {**bundle.metadata,
+                       "drift_calibration": drift.calibrate(bundle, generate_purchases(600, seed=9)[0])}
+    assert bundle.metadata["drift_calibration"]["energy_gap"] >= 0
+    limits = DriftLimits().model_dump()
+    for rows, seed in ((300, 21), (1200, 22)):
+        same = drift.measure(bundle, generate_purchases(rows, seed=seed)[0])
+        assert 0.2 < same["energy_ratio"] < 2.5, same  # measured 0.34-1.95 over 9 calibrations
+        assert not drift.is_drifted(same, limits)[0], same
+    tripled = generate_purchases(1200, seed=22)[0]
+    tripled["avg_item_price"] *= 3
+    tripled["basket_value"] *= 3
+    shifted = drift.measure(bundle, tripled)
+    assert drift.is_drifted(shifted, limits)[0], shifted
+    assert shifted["energy_ratio"] > limits["energy_ratio_limit"]

@@ -66,7 +66,7 @@ def test_every_field_has_a_name_and_a_description(model: type) -> None:
 
 
 def test_the_dag_file_defaults_are_the_declared_ones() -> None:
-    """The DAG file reads its two variables itself (no pipeline import at parse time)."""
+    """The DAG file reads its variables itself (no pipeline import at parse time)."""
     tree = ast.parse((REPO / "dags" / "latent_anomaly.py").read_text(encoding="utf-8"))
     defaults = {
         call.args[0].value: call.args[1].value
@@ -74,7 +74,9 @@ def test_the_dag_file_defaults_are_the_declared_ones() -> None:
         if isinstance(call, ast.Call) and ast.unparse(call.func) == "os.environ.get"
     }
     env = Environment.from_env({})
-    assert defaults == {"SENTINEL_SCHEDULE": env.schedule, "SENTINEL_DATASET": env.dataset}
+    assert defaults == {"SENTINEL_SCHEDULE": env.schedule, "SENTINEL_DATASET": env.dataset,
+                        "SENTINEL_REVIEW_TIMEOUT_MINUTES": f"{env.review_timeout_minutes:g}",
+                        "SENTINEL_REVIEWERS": env.reviewers}
 
 
 def test_defaults_and_an_empty_value() -> None:
