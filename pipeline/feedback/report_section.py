@@ -51,6 +51,9 @@ def precision_trend(rows: list[tuple[str, dict[str, Any]]]) -> str | None:
     return _fig_to_data_uri(fig)
 
 
+MIN_DISTINCT_POINTS = 10
+
+
 def tsne_map(sample: pd.DataFrame, id_column: str, marks: dict[str, str], max_points: int = TSNE_POINTS,
              seed: int = 0) -> str | None:
     """t-SNE of the sample's latent vectors: normal rows faint, alerts red, alerts similar to
@@ -75,6 +78,12 @@ def tsne_map(sample: pd.DataFrame, id_column: str, marks: dict[str, str], max_po
     rng = np.random.default_rng(seed)
     keep[rng.choice(rest, size=min(room, len(rest)), replace=False)] = True
     Z, flag, ids = Z[keep], flag[keep], ids[keep]
+    # A batch of one repeated record leaves (almost) one latent position: t-SNE's PCA start
+    # divides by a zero spread and its Barnes-Hut tree then crashes the process on NaN
+    # coordinates (a segmentation fault, not an exception). No map for fewer than 10
+    # distinct positions; the PCA map beside it still shows the batch.
+    if len(np.unique(np.round(Z.astype("float64"), 6), axis=0)) < MIN_DISTINCT_POINTS:
+        return None
     P = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(Z) - 1) / 3), max_iter=500,
              random_state=seed).fit_transform(Z.astype("float64"))
     kind = np.array([marks.get(i, "") for i in ids])
