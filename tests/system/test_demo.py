@@ -1,0 +1,44 @@
+"""The demo's job end to end (what ``make demo`` runs: ``python -m pipeline demo``), smaller:
+three days through the real DAG, the analyst's marks after day 2, then the two review batches.
+It must leave what the README says it shows: rows that add up, a version the gate promoted
+and one waiting for a reviewer, each with its evidence tags in the MLflow registry, a model
+description, and the analyst's feedback in ``status``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import registry
+from pipeline.cli import collect_status
+from pipeline.demo import DATASET, run_demo
+from tests.conftest import settings_of
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_leaves_a_promoted_version_one_waiting_and_the_analysts_feedback(tmp_path: Path) -> None:
+    settings = settings_of(tmp_path / "var")
+    assert run_demo(settings, days=3, rows=1500, seed=7) == 0
+
+    st = collect_status(settings)
+    batches = [b for b in st["batches"] if b["dataset"] == DATASET]
+    assert len(batches) == 3 + 1 + 2  # three days, the broken partner feed, the two review batches
+    for b in batches:
+        assert b["rows_in"] == (b["rows_scored"] or 0) + (b["rows_quarantined"] or 0), b
+    reviewed = [b for b in batches if (b.get("feedback") or {}).get("reviewed")]
+    assert reviewed, "the analyst's marks after day 2 are missing from status"
+    assert all(0 <= b["feedback"]["precision"] <= 1 for b in reviewed)
+
+    client = registry.client(settings)
+    model = client.get_registered_model(DATASET)
+    assert "retail_purchases" in model.description
+    tags = {v.version: v.tags for v in client.search_model_versions(f"name='{DATASET}'")}
+    assert all({"sentinel.action", "sentinel.gate", "sentinel.review"} <= set(t) for t in tags.values()), tags
+    champion = model.aliases["champion"]
+    assert tags[champion]["sentinel.gate"] == "pass"
+    assert tags[champion]["sentinel.action"] == "retrain"  # the demo's forced retrain, promoted
+    waiting = [v for v, t in tags.items() if t["sentinel.review"] == "pending"]
+    assert waiting == [model.aliases["challenger"]]  # the repeated-record batch's version
+    assert tags[waiting[0]]["sentinel.gate"] == "fail"
