@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser demo test test-fast lint config-docs bench-adbench bench-throughput screenshot clean
+.PHONY: setup browser postgres demo test test-fast lint config-docs bench-adbench bench-throughput screenshot clean
 
 setup: $(STAMP)
 
@@ -34,10 +34,18 @@ browser:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-driver; }
 
+# The feedback store's PostgreSQL test starts a private cluster of Debian's postgresql (the
+# deployed stack's database); installed once, from the Debian archive, when no server is found.
+postgres:
+	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql (for the feedback store's PostgreSQL test)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
+
 demo: setup
 	$(BIN)/python -m pipeline demo
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/python -m pytest
 
 # The unit tier only (tests/unit: no subprocess, no server, tiny data): under 3 minutes.
