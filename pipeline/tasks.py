@@ -675,7 +675,10 @@ def merge_parts(parts: list[Batch], done: list[dict[str, Any]] | None = None, se
 
 
 def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
-    from pipeline.score import alerts_for_csv  # not at the top: it loads the model libraries
+    from pipeline.score import (  # not at the top: it loads the model libraries
+        ALERT_COLUMNS,
+        alerts_for_csv,
+    )
 
     first = group[0]
     cfg = load_dataset(s, first["dataset"])
@@ -698,6 +701,9 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
     alerts = alerts.sort_values("raw_score", ascending=False, kind="stable").reset_index(drop=True)
     alerts["rank"] = range(1, len(alerts) + 1)
     alerts = _mark_similar_to_dismissed(s, cfg, bid, version, alerts, out / "scored.parquet")
+    # the documented columns first (docs/alerts.md), then each alert's full detail
+    head = [c for c in (*ALERT_COLUMNS, "similar_to_dismissed") if c in alerts.columns]
+    alerts = alerts[[*head, *(c for c in alerts.columns if c not in head)]]
     alerts_path = write_parquet(out / "alerts.parquet", alerts)
     write_csv(out / "alerts.csv", alerts_for_csv(alerts))
     sample = pd.concat([pd.read_parquet(folder / f"{st}.sample.parquet") for st in stems], ignore_index=True)

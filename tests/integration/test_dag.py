@@ -126,6 +126,10 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(
     assert not any(c.startswith(("err__", "latent_")) for c in scored.columns)
     assert "recon_error" not in scored.columns
     alerts = pd.read_parquet(good["alerts_path"])
+    from pipeline.score import ALERT_COLUMNS
+
+    # the documented columns first, in order, then each alert's full detail
+    assert list(alerts.columns)[: len(ALERT_COLUMNS) + 1] == [*ALERT_COLUMNS, "similar_to_dismissed"]
     assert {"recon_error", "latent_distance", "basket_value"} <= set(alerts.columns)
     assert any(c.startswith("err__") for c in alerts.columns)
     assert any(c.startswith("latent_") for c in alerts.columns)
