@@ -194,7 +194,7 @@ class Environment(_EnvironmentModel):
     db_url: str | None = env_field(
         "SENTINEL_DB_URL", None,
         "SQLAlchemy URL of the feedback store (the analysts' review decisions), e.g. "
-        "`postgresql+psycopg2://user:pass@host/db`; created and migrated by the pipeline.",
+        "`postgresql+psycopg2://sentinel@db:5432/feedback` (a password from `~/.pgpass` or the deployment's secret store, never in a file of the repository); created and migrated by the pipeline.",
         shown_default="`sqlite:///<SENTINEL_HOME>/feedback.db`", secret=True,
     )
     review_url: str = env_field(
