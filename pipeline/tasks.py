@@ -685,6 +685,9 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
     version = str(first["model_version"])
     out = s.scores_dir(bid)
     folder = out / "parts"
+    done = _merged_already(s, bid, group, version)
+    if done is not None:
+        return done
     summaries = []
     for p in group:
         path = folder / f"{_part_stem(p)}.json"
@@ -744,6 +747,28 @@ def _merge_batch(s: Settings, bid: str, group: list[Batch]) -> Batch:
     return {**{k: v for k, v in first.items() if k not in ("part", "parts", "start", "stop")},
             "scored": str(scored_path), "alerts_path": str(alerts_path), "rows_scored": rows,
             "alerts": len(alerts), "model_version": version}
+
+
+def _merged_already(s: Settings, bid: str, group: list[Batch], version: str) -> Batch | None:
+    """The batch as merged, when this plan's parts are gone because its merge already ran:
+    another run of the same batch merged the same parts (two DAG runs of one batch score it
+    with the same pinned champion, and the first merge removes the parts both wrote), or this
+    task's earlier attempt finished the merge and died before reporting success. ``None`` when
+    any part is still there or the record is not this plan's outcome (another version, another
+    number of parts): then the parts are merged, or their absence is an error."""
+    folder = s.scores_dir(bid) / "parts"
+    if any((folder / f"{_part_stem(p)}.json").is_file() for p in group):
+        return None
+    rec = status.read(s, bid)  # {} when the batch has no record
+    scored_path = s.scores_dir(bid) / "scored.parquet"
+    if not (rec.get("state") in ("scored", "reported") and str(rec.get("model_version")) == version
+            and rec.get("scoring_parts") == len(group) and scored_path.is_file()):
+        return None
+    log.info("batch %s was merged already (version %s, %d part(s)): nothing left to merge", bid, version, len(group))
+    first = group[0]
+    return {**{k: v for k, v in first.items() if k not in ("part", "parts", "start", "stop")},
+            "scored": str(scored_path), "alerts_path": rec.get("alerts_path"), "rows_scored": rec.get("rows_scored"),
+            "alerts": rec.get("alerts"), "model_version": version}
 
 
 def _mark_similar_to_dismissed(s: Settings, cfg: DatasetConfig, bid: str, version: str, alerts: pd.DataFrame,

@@ -121,6 +121,29 @@ def test_parts_of_an_older_plan_are_not_merged(batch: dict[str, Any]) -> None:
         tasks.merge_parts(stale, settings=s)
 
 
+@pytest.mark.slow
+def test_a_second_merge_of_the_same_plan_finds_it_merged(batch: dict[str, Any]) -> None:
+    """Two DAG runs of one batch score it with the same pinned champion into the same parts;
+    the first merge removes them. The second merge (or a retry of a merge that finished and
+    died before saying so) finds the batch merged by this plan and returns it; the merge of a
+    different plan with its parts gone is still refused."""
+    s, b = batch["settings"], batch["batch"]
+    parts = tasks.plan_parts([b], settings=s, rows_per_part=250)
+    for p in parts:
+        tasks.score_part(p, settings=s)
+    (first,) = tasks.merge_parts(parts, settings=s)
+    scored = s.scores_dir(b["batch_id"]) / "scored.parquet"
+    before = scored.stat().st_mtime_ns
+    (again,) = tasks.merge_parts(parts, settings=s)
+    assert again["scored"] == first["scored"]
+    assert (again["rows_scored"], again["alerts"]) == (first["rows_scored"], first["alerts"])
+    assert scored.stat().st_mtime_ns == before  # nothing rewritten
+    other = tasks.plan_parts([b], settings=s, rows_per_part=400)
+    assert len(other) != len(parts)
+    with pytest.raises(RuntimeError, match="has no result"):
+        tasks.merge_parts(other, settings=s)
+
+
 def test_part_size_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTINEL_PART_ROWS", "lots")
     with pytest.raises(SentinelError, match="SENTINEL_PART_ROWS"):
