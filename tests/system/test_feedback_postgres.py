@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.feedback import store
 from pipeline.feedback.store import FeedbackError, NewDecision
+from tests.unit.test_feedback_store import two_reviewers_at_once
 
 pytestmark = pytest.mark.slow
 
@@ -91,24 +91,7 @@ def test_the_store_on_postgresql(pg_settings: Settings, postgres_url: str, tmp_p
     assert [h.label for h in store.history(pg_settings, "retail_purchases", record_id="r1")] == ["dismissed", "confirmed"]
     assert store.latest(pg_settings, "retail_purchases")[("b1", "r1")].reviewer == "bo"
 
-    barrier, errors = threading.Barrier(2), []
-
-    def review(label: str, who: str) -> None:
-        try:
-            barrier.wait(10)
-            store.add(pg_settings, [d("r9", label, reviewer=who)])
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=review, args=a) for a in (("confirmed", "ana"), ("dismissed", "bo"))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
-    hist = store.history(pg_settings, "retail_purchases", record_id="r9")
-    assert sorted(h.reviewer for h in hist) == ["ana", "bo"]
-    assert store.latest(pg_settings, "retail_purchases")[("b1", "r9")].id == max(h.id for h in hist)
+    two_reviewers_at_once(pg_settings)
 
     with pytest.raises(exc.IntegrityError, match="ck_feedback_decision_label|check constraint"), engine.begin() as con:
         con.execute(text("INSERT INTO feedback_decision (dataset, batch_id, record_id, label, reviewer, decided_at)"

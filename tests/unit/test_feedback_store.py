@@ -53,15 +53,16 @@ def test_history_is_kept_and_the_latest_decision_counts(settings: Settings) -> N
     assert store.latest(settings, "retail_purchases")[("b1", "r1")].label == "confirmed"
 
 
-def test_two_reviewers_at_once_both_land_and_the_later_counts(settings: Settings) -> None:
-    store.add(settings, [d("seed", "confirmed")])  # migrated before the race
+def two_reviewers_at_once(settings: Settings, record: str = "r9") -> None:
+    """Two reviewers mark ``record`` at the same moment (threads behind a barrier): both land in
+    history and the later one counts. Shared with the PostgreSQL test."""
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
     def review(label: str, who: str) -> None:
         try:
-            barrier.wait(5)
-            store.add(settings, [d("r9", label, reviewer=who)])
+            barrier.wait(10)
+            store.add(settings, [d(record, label, reviewer=who)])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -69,11 +70,16 @@ def test_two_reviewers_at_once_both_land_and_the_later_counts(settings: Settings
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(60)
     assert not errors
-    hist = store.history(settings, "retail_purchases", record_id="r9")
+    hist = store.history(settings, "retail_purchases", record_id=record)
     assert sorted(h.reviewer for h in hist) == ["ana", "bo"]
-    assert store.latest(settings, "retail_purchases")[("b1", "r9")].id == max(h.id for h in hist)
+    assert store.latest(settings, "retail_purchases")[("b1", record)].id == max(h.id for h in hist)
+
+
+def test_two_reviewers_at_once_both_land_and_the_later_counts(settings: Settings) -> None:
+    store.add(settings, [d("seed", "confirmed")])  # migrated before the race
+    two_reviewers_at_once(settings)
 
 
 def test_bad_decisions_are_refused_in_one_line_and_a_batch_is_all_or_nothing(settings: Settings) -> None:
