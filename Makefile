@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser postgres demo test test-fast lint config-docs bench-adbench bench-throughput screenshot clean
+.PHONY: setup browser postgres redis stack stack-down stack-status demo test test-fast lint config-docs bench-adbench bench-throughput screenshot clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt setuptools wheel
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,stack]"
 	@touch $(STAMP)
 
 # The report's browser test needs Debian's chromium, the review page's Selenium test its
@@ -42,10 +42,30 @@ postgres:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
 
+# The stack's Redis (the Celery broker), from the Debian archive, when no server is found.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing Debian's redis-server (for the multi-machine stack)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
+
+# The multi-machine stack as processes on this host under supervisord (docs/deploy.md):
+# PostgreSQL, Redis, the MLflow server, Airflow with SENTINEL_WORKERS Celery workers.
+# Without root or sudo the Debian packages are not installed, and `up` says what to install.
+CAN_INSTALL := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && echo yes)
+stack: setup $(if $(CAN_INSTALL),postgres redis)
+	$(BIN)/python -m pipeline.stack up
+
+stack-down: setup
+	$(BIN)/python -m pipeline.stack down
+
+stack-status: setup
+	$(BIN)/python -m pipeline.stack status
+
 demo: setup
 	$(BIN)/python -m pipeline demo
 
-test: setup browser postgres
+test: setup browser postgres redis
 	$(BIN)/python -m pytest
 
 # The unit tier only (tests/unit: no subprocess, no server, tiny data): under 3 minutes.

@@ -46,6 +46,7 @@ SCHEDULE = os.environ.get("SENTINEL_SCHEDULE", "@daily")
 DEFAULT_DATASET = os.environ.get("SENTINEL_DATASET", "retail_purchases")
 REVIEW_TIMEOUT_MINUTES = float(os.environ.get("SENTINEL_REVIEW_TIMEOUT_MINUTES", "4320"))
 REVIEWERS = os.environ.get("SENTINEL_REVIEWERS", "")
+RETRY_DELAY_S = float(os.environ.get("SENTINEL_RETRY_DELAY_S", "60"))
 
 
 @dag(
@@ -55,7 +56,7 @@ REVIEWERS = os.environ.get("SENTINEL_REVIEWERS", "")
     catchup=False,
     max_active_runs=4,
     tags=["anomaly-detection", "latent-sentinel", "mlflow", "great-expectations"],
-    default_args={"owner": "latent-sentinel", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={"owner": "latent-sentinel", "retries": 2, "retry_delay": timedelta(seconds=RETRY_DELAY_S)},
     params={
         "dataset": Param(DEFAULT_DATASET, type="string", description="dataset in expectations/"),
         "input_path": Param(

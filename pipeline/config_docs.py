@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from pipeline.dataset_spec import DatasetSpec, section_model
-from pipeline.environment import LIBRARY_DEFAULTS, Environment, NotifyEnvironment
+from pipeline.environment import LIBRARY_DEFAULTS, Environment, NotifyEnvironment, StackEnvironment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOC_PATH = Path("docs") / "configuration.md"
@@ -132,6 +132,10 @@ def render_markdown() -> str:
         "is built, with the same rules as the connections' fields.",
         "",
         *_env_table(NotifyEnvironment),
+        "",
+        f"### The stack on one host\n\n{_doc(StackEnvironment)} See `docs/deploy.md`.",
+        "",
+        *_env_table(StackEnvironment),
         "",
         "### Set for the libraries",
         "",

@@ -185,6 +185,12 @@ class Environment(_EnvironmentModel):
         "Comma-separated Airflow user ids who may answer the approval step; empty: anyone who "
         "may edit the DAG (read when the DAG file is parsed).",
     )
+    retry_delay_s: float = env_field(
+        "SENTINEL_RETRY_DELAY_S", 60.0,
+        "Seconds before a failed DAG task is tried again (each task has 2 retries; read when "
+        "the DAG file is parsed).",
+        ge=0,
+    )
     dataset: str = env_field(
         "SENTINEL_DATASET", "retail_purchases",
         "Dataset a DAG run processes unless its `dataset` parameter says otherwise (read when "
@@ -294,6 +300,67 @@ class NotifyEnvironment(_EnvironmentModel):
         "AIRFLOW_CONN_SENTINEL_WEBHOOK", None,
         "Airflow's own form of the connection `sentinel_webhook`; used when "
         "`SENTINEL_WEBHOOK_URL` is unset.", secret=True,
+    )
+
+
+class StackEnvironment(_EnvironmentModel):
+    """The multi-machine stack run as processes on one host (`make stack`, `python -m
+    pipeline.stack`): where its data lives, its loopback ports and how many Celery workers.
+    Every port can be moved; a port in use is named with the variable that moves it. Airflow's
+    own `AIRFLOW__*` variables set in the environment win over what the stack sets."""
+
+    stack_dir: Path | None = env_field(
+        "SENTINEL_STACK_DIR", None,
+        "The stack's own data: PostgreSQL cluster, Redis, MLflow artifacts, Airflow home, logs, "
+        "the supervisor's configuration.",
+        shown_default="`<SENTINEL_HOME>/stack`",
+    )
+    env_file: Path = env_field(
+        "SENTINEL_STACK_ENV_FILE", Path(".env"),
+        "The generated secrets (created on first start, mode 0600, never printed); "
+        "`docker-compose.yml` reads the same file.",
+    )
+    workers: int = env_field(
+        "SENTINEL_WORKERS", 2, "Celery workers, each with its own name (`worker-1`, ...).",
+        ge=1, le=64,
+    )
+    worker_concurrency: int = env_field(
+        "SENTINEL_WORKER_CONCURRENCY", 1, "Tasks each Celery worker runs at a time.", ge=1,
+    )
+    postgres_port: int = env_field(
+        "SENTINEL_STACK_POSTGRES_PORT", 5433,
+        "PostgreSQL (Airflow's, MLflow's and the feedback store's databases).", ge=1, le=65535,
+    )
+    redis_port: int = env_field(
+        "SENTINEL_STACK_REDIS_PORT", 6380, "Redis, the Celery broker.", ge=1, le=65535,
+    )
+    mlflow_port: int = env_field(
+        "SENTINEL_STACK_MLFLOW_PORT", 5000, "MLflow tracking server (proxied artifacts).",
+        ge=1, le=65535,
+    )
+    airflow_port: int = env_field(
+        "SENTINEL_STACK_AIRFLOW_PORT", 8080, "Airflow's API server (UI, REST and execution API).",
+        ge=1, le=65535,
+    )
+    supervisor_port: int = env_field(
+        "SENTINEL_STACK_SUPERVISOR_PORT", 9001,
+        "The process supervisor's control port (supervisord's XML-RPC, password in the env file).",
+        ge=1, le=65535,
+    )
+    log_port: int = env_field(
+        "SENTINEL_STACK_LOG_PORT", 8793,
+        "First of the log-server ports: the triggerer's, then one per worker (`+1`, `+2`, ...).",
+        ge=1, le=65535,
+    )
+    start_timeout_s: float = env_field(
+        "SENTINEL_STACK_START_TIMEOUT_S", 300.0,
+        "How long `make stack` waits for every service to report healthy.", gt=0,
+    )
+    worker_name: str | None = env_field(
+        "SENTINEL_WORKER_NAME", None,
+        "Set by the stack in each Celery worker's environment: the worker's name, which its task "
+        "instances show as their host.",
+        shown_default="unset: the host's name",
     )
 
 

@@ -11,11 +11,12 @@ import pytest
 
 from pipeline import environment, registry
 from pipeline.config import SentinelError
-from pipeline.environment import Environment, NotifyEnvironment, variable_names
+from pipeline.environment import Environment, NotifyEnvironment, StackEnvironment, variable_names
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for d in ("pipeline", "dags", "models") for p in (REPO / d).rglob("*.py"))
-DECLARED = {*variable_names(Environment), *variable_names(NotifyEnvironment)}
+DECLARED = {*variable_names(Environment), *variable_names(NotifyEnvironment),
+            *variable_names(StackEnvironment)}
 SET_FOR_LIBRARIES = {*environment.LIBRARY_DEFAULTS, *registry.SERVER_ENV_DEFAULTS}
 #: Written to stdout by the embedded DAG run for its parent to find; no variable.
 NOT_VARIABLES: set[str] = set()
@@ -76,7 +77,8 @@ def test_the_dag_file_defaults_are_the_declared_ones() -> None:
     env = Environment.from_env({})
     assert defaults == {"SENTINEL_SCHEDULE": env.schedule, "SENTINEL_DATASET": env.dataset,
                         "SENTINEL_REVIEW_TIMEOUT_MINUTES": f"{env.review_timeout_minutes:g}",
-                        "SENTINEL_REVIEWERS": env.reviewers}
+                        "SENTINEL_REVIEWERS": env.reviewers,
+                        "SENTINEL_RETRY_DELAY_S": f"{env.retry_delay_s:g}"}
 
 
 def test_defaults_and_an_empty_value() -> None:

@@ -1,0 +1,188 @@
+"""The stack's programs, the environment they share, and the supervisor's configuration.
+
+One table (``programs``) says what runs: the command, its start order (supervisord starts low
+priorities first and stops them last) and how it stops. PostgreSQL and Redis start with the
+supervisor; the rest are started by ``control.up`` once the database is migrated.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from pipeline.stack.layout import HOST, StackLayout, server_program
+
+#: ``[core] hostname_callable`` of each worker: its own name in the task instances, so a
+#: person (and the system tests) can see which worker ran which try. Several machines keep
+#: Airflow's default (the host's name) instead.
+WORKER_HOSTNAME_CALLABLE = "pipeline.stack.services.worker_hostname"
+POSTGRES_USER = "postgres"  # Debian's server user; PostgreSQL refuses to run as root
+
+
+def worker_hostname() -> str:
+    return os.environ.get("SENTINEL_WORKER_NAME") or os.uname().nodename
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    command: str
+    priority: int
+    autostart: bool = False
+    startsecs: int = 3
+    stopsignal: str = "TERM"
+    stopwaitsecs: int = 30
+    user: str | None = None
+    environment: str = ""
+    directory: str = "/"
+
+
+def _bin(name: str) -> str:
+    """A console script of this venv (airflow, mlflow, supervisord)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def _cmd(*parts: object) -> str:
+    # supervisord expands %(...)s in commands: a literal % is written %%
+    return " ".join(shlex.quote(str(p)) for p in parts).replace("%", "%%")
+
+
+def as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def programs(layout: StackLayout) -> list[Program]:
+    airflow = _bin("airflow")
+    postgres = server_program("postgres") or "postgres"
+    work = str(layout.root)
+    progs = [
+        Program(
+            "postgres",
+            _cmd(postgres, "-D", layout.pg_data, "-p", layout.postgres_port,
+                 "-k", layout.pg_socket_dir, "-c", f"listen_addresses={HOST}"),
+            priority=10, autostart=True, stopsignal="INT", stopwaitsecs=60,
+            user=POSTGRES_USER if as_root() else None, directory=work,
+        ),
+        Program("redis", _cmd(server_program("redis-server") or "redis-server",
+                              layout.redis_dir / "redis.conf"),
+                priority=10, autostart=True, directory=work),
+        Program(
+            "mlflow",
+            _cmd(_bin("mlflow"), "server", "--host", HOST, "--port", layout.mlflow_port,
+                 "--workers", 1, "--serve-artifacts", "--artifacts-destination", layout.artifacts),
+            priority=20, startsecs=5, directory=work,
+        ),
+        Program("airflow-apiserver",
+                _cmd(airflow, "api-server", "--host", HOST, "--port", layout.airflow_port,
+                     "--workers", 1),
+                priority=30, startsecs=5, directory=work),
+        Program("airflow-scheduler", _cmd(airflow, "scheduler"), priority=30, startsecs=5,
+                directory=work),
+        Program("airflow-dag-processor", _cmd(airflow, "dag-processor"), priority=30, startsecs=5,
+                directory=work),
+        Program("airflow-triggerer", _cmd(airflow, "triggerer"), priority=30, startsecs=5,
+                directory=work),
+    ]
+    for i, name in enumerate(layout.worker_names(), start=1):
+        env = {
+            "SENTINEL_WORKER_NAME": name,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": WORKER_HOSTNAME_CALLABLE,
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(layout.log_port + i),
+        }
+        progs.append(Program(
+            name,
+            _cmd(airflow, "celery", "worker", "--celery-hostname", f"{name}@%h",
+                 "--concurrency", layout.worker_concurrency, "--without-gossip",
+                 "--without-mingle"),
+            priority=40, startsecs=5, stopwaitsecs=30, directory=work,
+            environment=",".join(f'{k}="{v}"' for k, v in env.items()),
+        ))
+    return progs
+
+
+def airflow_programs(layout: StackLayout) -> list[str]:
+    """What ``up`` starts after the database is ready, in start order."""
+    return [p.name for p in programs(layout) if not p.autostart]
+
+
+def render_supervisor_conf(layout: StackLayout) -> str:
+    templates = Environment(
+        loader=FileSystemLoader(Path(__file__).parent), undefined=StrictUndefined,
+        keep_trailing_newline=True, autoescape=False,
+    )
+    return templates.get_template("supervisord.conf.j2").render(
+        root=layout.root, logs=layout.logs, host=HOST, supervisor_port=layout.supervisor_port,
+        user=pwd.getpwuid(os.geteuid()).pw_name, programs=programs(layout),
+    )
+
+
+def render_redis_conf(layout: StackLayout, password: str) -> str:
+    return "\n".join([
+        "# Generated by `python -m pipeline.stack up`; holds a secret (mode 0600).",
+        f"bind {HOST}",
+        f"port {layout.redis_port}",
+        f"dir {layout.redis_dir}",
+        "daemonize no",
+        "appendonly yes",  # queued Celery messages survive a restart
+        f"requirepass {password}",
+        "",
+    ])
+
+
+#: Airflow settings the stack sets unless the environment already does (a test or an operator
+#: may shorten timeouts this way); everything else in ``stack_environment`` is what makes the
+#: processes one stack and is always set.
+AIRFLOW_TUNABLES = {
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__API__WORKERS": "1",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+}
+
+
+def stack_environment(layout: StackLayout, secrets: dict[str, str]) -> dict[str, str]:
+    """The environment of the supervisor, inherited by every program."""
+    passwords_file = layout.airflow_home / "simple_auth_manager_passwords.json"
+    forced = {
+        # the pipeline: shared state, the data contracts, MLflow and the feedback store
+        "SENTINEL_HOME": str(layout.home),
+        "SENTINEL_EXPECTATIONS_DIR": str(layout.expectations_dir),
+        "SENTINEL_MLFLOW_TRACKING_URI": layout.mlflow_url,
+        "MLFLOW_TRACKING_URI": layout.mlflow_url,
+        "SENTINEL_DB_URL": layout.database_url(secrets, "feedback"),
+        "SENTINEL_REVIEW_URL": f"{layout.airflow_url}/sentinel-review",
+        # the MLflow server's own store (read by `mlflow server` only)
+        "MLFLOW_BACKEND_STORE_URI": layout.database_url(secrets, "mlflow"),
+        # Airflow with Celery on PostgreSQL and Redis
+        "AIRFLOW_HOME": str(layout.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(layout.dags_folder),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": layout.database_url(secrets, "airflow"),
+        "AIRFLOW__CELERY__BROKER_URL": layout.broker_url(secrets),
+        "AIRFLOW__CELERY__RESULT_BACKEND": layout.database_url(secrets, "airflow", "db+postgresql+psycopg2"),
+        "AIRFLOW__CORE__FERNET_KEY": secrets["AIRFLOW_FERNET_KEY"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets["AIRFLOW_JWT_SECRET"],
+        "AIRFLOW__API__SECRET_KEY": secrets["AIRFLOW_API_SECRET_KEY"],
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{layout.airflow_url}/execution/",
+        "AIRFLOW__API__BASE_URL": layout.airflow_url,
+        "AIRFLOW__API__HOST": HOST,
+        "AIRFLOW__API__PORT": str(layout.airflow_port),
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{secrets['AIRFLOW_ADMIN_USER']}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(layout.log_port),
+        # the supervisor's own control password (its configuration refers to it by name)
+        "SUPERVISOR_PASSWORD": secrets["SUPERVISOR_PASSWORD"],
+    }
+    env = {**os.environ}
+    for key, value in AIRFLOW_TUNABLES.items():
+        env.setdefault(key, value)
+    env.update(forced)
+    return env
