@@ -1,4 +1,4 @@
-"""``python -m pipeline.stack up|down|status [--json]`` (``make stack``, ``make stack-down``,
+"""``python -m pipeline.stack up|down|status [--json]|secrets`` (``make stack``, ``make stack-down``,
 ``make stack-status``)."""
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start every service and wait until each is healthy")
     sub.add_parser("down", help="mark runs in flight failed, then stop every service")
+    sub.add_parser("secrets", help="only generate the secrets file (.env), e.g. for docker compose")
     st = sub.add_parser("status", help="each service's state and health")
     st.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args(argv)
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             _print_urls(layout)
         elif args.command == "down":
             control.down(layout)
+        elif args.command == "secrets":
+            from pipeline.stack.layout import ensure_secrets
+
+            _, added = ensure_secrets(layout.env_file)
+            control.say(f"{len(added)} secret(s) generated into {layout.env_file} (mode 0600; "
+                        "values not shown)" if added else f"{layout.env_file} has every secret already")
         else:
             state = control.status(layout)
             if args.json:

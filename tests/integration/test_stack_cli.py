@@ -79,3 +79,16 @@ def test_down_and_status_of_a_stack_that_is_not_running(tmp_path: Path) -> None:
     assert st["running"] is False
     assert st["services"] == []
     assert st["workers"] == ["worker-1", "worker-2"]
+
+
+def test_secrets_alone_for_compose(tmp_path: Path) -> None:
+    res = stack_cli(tmp_path, "secrets")
+    assert res.returncode == 0, res.stderr
+    assert "10 secret(s) generated" in res.stdout
+    env_file = tmp_path / ".env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    assert all(v and v not in res.stdout for v in values.values() if len(v) > 8)
+    again = stack_cli(tmp_path, "secrets")
+    assert "has every secret already" in again.stdout
+    assert env_file.read_text().count("POSTGRES_PASSWORD=") == 1

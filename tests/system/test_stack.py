@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.stack import control
+from pipeline.stack.ephemeral import ephemeral_env, layout_of, run_stack_cli
 from pipeline.stack.layout import StackLayout, read_env_file
 from tests.conftest import REPO, quick_expectations, write_batch
 
@@ -46,28 +46,6 @@ pytestmark = pytest.mark.slow
 DAG_ID = "latent_anomaly"
 RUN_TIMEOUT_S = 900
 PART_ROWS = 25_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_run_of_ports(n: int) -> int:
-    """A first port of ``n`` consecutive free ones (the log servers' range)."""
-    for _ in range(50):
-        first = free_port()
-        if first + n >= 65535:
-            continue
-        try:
-            for p in range(first, first + n):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError("no run of free ports")
 
 
 @dataclass
@@ -80,8 +58,7 @@ class Stack:
     client: httpx.Client
 
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.stack", *args], cwd=REPO, env=self.env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return run_stack_cli(self.env, *args, timeout=timeout)
 
     def rpc(self) -> Any:
         return control.supervisor(self.layout, self.secrets).supervisor
@@ -177,41 +154,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "drift": {"energy_ratio_limit": 1e9, "recon_shift_limit": 1e9},
     }
     expectations = quick_expectations(root, lifecycle)
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("SENTINEL_", "AIRFLOW", "MLFLOW_"))
-    }
-    env.update({
-        "SENTINEL_HOME": str(root / "var"),
-        "SENTINEL_EXPECTATIONS_DIR": str(expectations),
-        "SENTINEL_STACK_DIR": str(root / "stack"),
-        "SENTINEL_STACK_ENV_FILE": str(root / ".env"),
-        "SENTINEL_WORKERS": "2",
-        "SENTINEL_STACK_POSTGRES_PORT": str(free_port()),
-        "SENTINEL_STACK_REDIS_PORT": str(free_port()),
-        "SENTINEL_STACK_MLFLOW_PORT": str(free_port()),
-        "SENTINEL_STACK_AIRFLOW_PORT": str(free_port()),
-        "SENTINEL_STACK_SUPERVISOR_PORT": str(free_port()),
-        "SENTINEL_STACK_LOG_PORT": str(free_run_of_ports(3)),
-        "SENTINEL_PART_ROWS": str(PART_ROWS),
-        "SENTINEL_RETRY_DELAY_S": "5",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs the tests trigger
-    })
-    up = subprocess.run([sys.executable, "-m", "pipeline.stack", "up"], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=900, check=False)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        layout = StackLayout.from_env()
-        settings = Settings.from_env()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    env = ephemeral_env(
+        root, workers=2,
+        SENTINEL_EXPECTATIONS_DIR=str(expectations),
+        SENTINEL_PART_ROWS=str(PART_ROWS),
+        SENTINEL_RETRY_DELAY_S="5",
+        AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="20",
+        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+    )
+    up = run_stack_cli(env, "up")
+    layout, settings = layout_of(env)
     secrets = read_env_file(layout.env_file)
     try:
         assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
@@ -229,8 +181,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert s.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
         yield s
     finally:
-        down = subprocess.run([sys.executable, "-m", "pipeline.stack", "down"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600, check=False)
+        down = run_stack_cli(env, "down", timeout=600)
         print(down.stdout, down.stderr)
         shutil.rmtree(root, ignore_errors=True)
 

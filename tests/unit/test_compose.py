@@ -13,6 +13,7 @@ COMPOSE = REPO / "docker-compose.yml"
 SECRETS = {
     "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_USER",
     "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
+    "REDIS_PASSWORD",
 }
 
 
@@ -34,13 +35,25 @@ def test_every_component_is_there_and_health_checked() -> None:
     assert "ports" not in worker
     env = services["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:${REDIS_PASSWORD")
+    assert env["SENTINEL_EXPECTATIONS_DIR"] == "/opt/sentinel/expectations"  # installed non-editable
     assert "postgres:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert env["SENTINEL_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     command = " ".join(services["mlflow"]["command"])
     assert "postgres:5432/mlflow" in command
-    assert "s3://" in command
-    assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert "--serve-artifacts --artifacts-destination" in command  # proxied: workers need no S3
+    mlflow_env = services["mlflow"]["environment"]
+    assert mlflow_env["MLFLOW_ARTIFACTS_DESTINATION"].endswith(":-/opt/mlflow-artifacts}")
+    assert mlflow_env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert services["minio"]["profiles"] == ["minio"]  # optional
+    assert services["mlflow"]["depends_on"]["minio-init"]["required"] is False
+
+
+def test_one_env_file_for_make_stack_and_compose() -> None:
+    """`make stack` generates the keys compose reads (and its supervisor's own password)."""
+    from pipeline.stack.layout import SECRETS as GENERATED
+
+    assert set(GENERATED) == SECRETS | {"SUPERVISOR_PASSWORD"}
 
 
 def test_images_are_pinned_and_the_project_image_uses_the_lock_file() -> None:
