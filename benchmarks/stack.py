@@ -16,7 +16,10 @@ state a team sees every day (the champion exists). Of the second run it reports:
 - ``scoring_s``: the first part's start to the last part's end (the parallel phase);
 - ``parts``, ``part_task_s``: the number of parts and the mean ``score_part`` task duration;
 - ``dispatch_s``: the mean time a task waited between being queued and starting (the
-  scheduler, the broker and a worker picking it up): the per-task overhead of the executor;
+  scheduler, the broker and a worker picking it up);
+- ``part_overhead_s``: per part, the parallel phase's worker-seconds not spent inside a
+  ``score_part`` task, ``(scoring_s x workers - sum of part durations) / parts``: what the
+  executor costs per task (dispatch, a task process's start, heartbeats);
 - ``tasks``: task instances in the run.
 
 Prints a markdown table and the 2-worker speed-up of the parallel phase; ``--out`` writes the
@@ -88,6 +91,7 @@ def one_run(client: Any, run_id: str, batch: Path, timeout_s: float = 3600) -> d
         "scoring_s": round((max(_ts(t["end_date"]) for t in parts)
                             - min(_ts(t["start_date"]) for t in parts)).total_seconds(), 1),
         "parts": len(parts),
+        "_part_total_s": sum(t["duration"] for t in parts),
         "part_task_s": round(sum(t["duration"] for t in parts) / len(parts), 2),
         "dispatch_s": round(sum(waits) / len(waits), 2) if waits else None,
         "tasks": len(ran),
@@ -126,9 +130,12 @@ def bench(workers: int, rows: int, part_rows: int, seed: int) -> dict[str, Any]:
             res = one_run(client, f"bench__{label}", batch)
             if label == "first":
                 out["first_run_wall_s"] = res["wall_s"]
+                continue
             else:
+                total = res.pop("_part_total_s")
                 out.update(res)
                 out["rows_per_s"] = round(rows / res["wall_s"])
+                out["part_overhead_s"] = round((res["scoring_s"] * workers - total) / res["parts"], 2)
         client.close()
         return out
     finally:
@@ -138,7 +145,7 @@ def bench(workers: int, rows: int, part_rows: int, seed: int) -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     cols = ["workers", "rows", "parts", "wall_s", "rows_per_s", "first_part_s", "scoring_s",
-            "part_task_s", "dispatch_s", "tasks", "first_run_wall_s", "stack_start_s"]
+            "part_task_s", "part_overhead_s", "dispatch_s", "tasks", "first_run_wall_s", "stack_start_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in results:
         lines.append("| " + " | ".join(f"{r.get(c):,}" if isinstance(r.get(c), int) else str(r.get(c))
