@@ -1,5 +1,8 @@
 """The per-batch alert report: one self-contained HTML file (plots inlined as PNG data URIs).
 
+Python computes what the report shows; the Jinja2 templates in ``templates/report/`` lay it
+out and escape every value.
+
 It answers, without a notebook: how many rows came in and what happened to them, how sure the
 model is (score distribution and threshold), where the alerts sit in the latent space, why each
 top alert was flagged (its features against the typical value), and which normal records it
@@ -9,28 +12,21 @@ resembles.
 from __future__ import annotations
 
 import base64
-import html
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 TOP_ALERTS = 20
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1f2933;padding:0 1rem}
-h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #e4e7eb;padding-bottom:.3rem}
-.sub{color:#52606d;margin-top:0}.cards{display:flex;flex-wrap:wrap;gap:.8rem}
-.card{border:1px solid #e4e7eb;border-radius:6px;padding:.6rem .9rem;min-width:120px}
-.card b{display:block;font-size:1.3rem}.card span{color:#52606d;font-size:.85rem}
-.alert b{color:#c0392b}table{border-collapse:collapse;width:100%;font-size:.85rem}
-th,td{border-bottom:1px solid #e4e7eb;padding:.35rem .5rem;text-align:left;vertical-align:top}
-th{background:#f5f7fa}.num{text-align:right;font-variant-numeric:tabular-nums}
-.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots img{max-width:100%;width:520px;border:1px solid #e4e7eb}
-code{background:#f5f7fa;padding:0 .25rem;border-radius:3px}.muted{color:#7b8794}
-"""
+TEMPLATES = Path(__file__).parent / "templates" / "report"
+_jinja = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2"]),
+                     undefined=StrictUndefined, keep_trailing_newline=True)
 
 
 def _fig_to_data_uri(fig: Any) -> str:
@@ -150,7 +146,7 @@ def _clip(v: Any, limit: int = CELL_LIMIT) -> str:
 def _fmt(v: Any) -> str:
     if isinstance(v, float | np.floating):
         return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
-    return html.escape(_clip(v))
+    return _clip(v)
 
 
 def _typical(col: pd.Series) -> Any:
@@ -167,8 +163,8 @@ def _typical(col: pd.Series) -> Any:
     return float(col.median())
 
 
-def _alert_rows(scored: pd.DataFrame, id_column: str, n: int, top_alerts: pd.DataFrame | None = None,
-                link: Any = None) -> str:
+def _top_alerts(scored: pd.DataFrame, id_column: str, n: int, top_alerts: pd.DataFrame | None = None,
+                link: Any = None) -> list[dict[str, Any]]:
     """The top alerts (``top_alerts``, else the flagged rows of ``scored``): each driving
     feature's value next to the typical value of the record's segment (its normal records in
     ``scored``; the whole batch's when the segment has none)."""
@@ -193,30 +189,26 @@ def _alert_rows(scored: pd.DataFrame, id_column: str, n: int, top_alerts: pd.Dat
                 typical = typical_of[(seg, feat)]
                 if pd.api.types.is_datetime64_any_dtype(pool[feat]):
                     value = pd.Timestamp(value).strftime("%H:%M") if pd.notna(value) else "missing"
-            reasons.append(
-                f"<b>{html.escape(str(feat))}</b> {share:.0%}: {_fmt(value)} "
-                f"<span class=muted>(typical {_fmt(typical)})</span>"
-            )
-        neighbours = ", ".join(html.escape(_clip(x, 40)) for x in list(r["nearest_normal_ids"])[:3])
-        seg_cell = f"<td class=num>{int(r['segment'])}</td>" if has_seg else ""
-        record = html.escape(_clip(r[id_column], 40))
-        if link is not None:  # the alert on the review page (pipeline.feedback)
-            record = f"<a href='{html.escape(link(r[id_column]))}'>{record}</a>"
-        out.append(
-            f"<tr><td class=num>{rank}</td><td>{record}</td>"
-            f"<td class=num>{r['score']:.3f}</td>{seg_cell}<td>{'<br>'.join(reasons)}</td>"
-            f"<td class=muted>{neighbours}</td></tr>"
-        )
-    return "\n".join(out)
+            reasons.append({"feature": str(feat), "share": f"{share:.0%}", "value": _fmt(value),
+                            "typical": _fmt(typical)})
+        out.append({
+            "rank": rank, "record": _clip(r[id_column], 40), "score": f"{r['score']:.3f}",
+            # the alert on the review page (pipeline.feedback)
+            "href": None if link is None else link(r[id_column]),
+            "segment": int(r["segment"]) if has_seg else None, "reasons": reasons,
+            "neighbours": [_clip(x, 40) for x in list(r["nearest_normal_ids"])[:3]],
+        })
+    return out
 
 
-def _segment_rows(segments: list[dict[str, Any]]) -> str:
-    return "\n".join(
-        f"<tr><td class=num><span style='color:{SEGMENT_COLOURS[g['segment'] % len(SEGMENT_COLOURS)]}'>&#9679;</span> "
-        f"{g['segment']}</td><td>{html.escape(_clip(g['description'], 160))}</td><td class=num>{g['rows']:,} "
-        f"({g['share']:.0%})</td><td class=num>{g['alerts']:,}</td><td class=num>{g['alert_rate']:.2%}</td></tr>"
-        for g in segments
-    )
+def _segment_rows(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"colour": SEGMENT_COLOURS[g["segment"] % len(SEGMENT_COLOURS)], "segment": g["segment"],
+             "description": _clip(g["description"], 160), "rows": f"{g['rows']:,}", "share": f"{g['share']:.0%}",
+             "alerts": f"{g['alerts']:,}", "alert_rate": f"{g['alert_rate']:.2%}"} for g in segments]
+
+
+def _generated() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_report(
@@ -253,45 +245,20 @@ def render_report(
     past = [h["alerts"] / h["rows_scored"] for h in (history or []) if h.get("rows_scored") and h["batch_id"] != s["batch_id"]]
     rate_note = f"recent batches {np.mean(past):.2%}" if past else "no earlier batches"
     cards = [
-        ("rows in", f"{s.get('rows_in', 0):,}", ""),
-        ("scored", f"{rows_scored:,}", ""),
-        ("quarantined", f"{s.get('rows_quarantined', 0):,}", ""),
-        ("alerts", f"{alerts:,}", "alert"),
-        ("alert rate", f"{rate:.2%}", f"{rate_note}"),
-        ("model", f"{html.escape(str(s.get('model_name')))} v{html.escape(str(s.get('model_version')))}", "champion"),
+        {"label": "rows in", "value": f"{s.get('rows_in', 0):,}", "note": "", "alert": False},
+        {"label": "scored", "value": f"{rows_scored:,}", "note": "", "alert": False},
+        {"label": "quarantined", "value": f"{s.get('rows_quarantined', 0):,}", "note": "", "alert": False},
+        {"label": "alerts", "value": f"{alerts:,}", "note": "", "alert": True},
+        {"label": "alert rate", "value": f"{rate:.2%}", "note": rate_note, "alert": False},
+        {"label": "model", "value": f"{s.get('model_name')} v{s.get('model_version')}", "note": "champion",
+         "alert": False},
     ]
-    card_html = "".join(
-        f"<div class='card {'alert' if extra == 'alert' else ''}'><b>{v}</b><span>{k}"
-        f"{'' if extra in ('', 'alert') else ' · ' + html.escape(extra)}</span></div>"
-        for k, v, extra in cards
-    )
     labels = s.get("labels") or {}
-    label_html = ""
-    if labels:
-        label_html = (
-            f"<p>Known anomalies in this batch (demo labels): {labels.get('true_anomalies')}; "
-            f"caught by alerts: <b>{labels.get('caught')}</b>; precision of the alerts: "
-            f"{labels.get('precision', 0):.0%}.</p>"
-        )
-    dq = s.get("data_quality", "passed")
-    docs = s.get("data_docs")
-    docs_html = f" · <a href='{html.escape(docs)}'>Data Docs for this batch</a>" if docs else ""
-    if s.get("extra_columns"):
-        docs_html += (
-            "<br><span class=muted>Columns the dataset does not know (kept in the data, not used "
-            f"by the model): {html.escape(', '.join(s['extra_columns']))}</span>"
-        )
-    mlflow_html = ""
+    mlflow = None
     if s.get("mlflow_run_id"):
-        run = html.escape(str(s["mlflow_run_id"]))
-        if s.get("mlflow_run_url"):
-            run = f"<a href='{html.escape(str(s['mlflow_run_url']))}'>{run}</a>"
-        mlflow_html = (
-            f"<p>MLflow: model <code>{html.escape(str(s.get('model_name')))}</code> version "
-            f"{html.escape(str(s.get('model_version')))} (alias {html.escape(str(s.get('model_alias', 'champion')))}), "
-            f"training run {run}; with a local store, start the UI with "
-            f"<code>{html.escape(str(s.get('mlflow_ui', 'mlflow ui')))}</code>.</p>"
-        )
+        mlflow = {"run_id": str(s["mlflow_run_id"]), "run_url": str(s.get("mlflow_run_url") or ""),
+                  "model_name": str(s.get("model_name")), "model_version": str(s.get("model_version")),
+                  "model_alias": str(s.get("model_alias", "champion")), "ui": str(s.get("mlflow_ui", "mlflow ui"))}
     segments = describe_segments(scored, schema or {})
     if segment_counts:  # exact sizes and alert rates, counted over every row
         n_rows = {int(k): int(v) for k, v in segment_counts.get("rows", {}).items()}
@@ -301,81 +268,40 @@ def render_report(
             rows_g = n_rows.get(g["segment"], 0)
             g.update(rows=rows_g, share=rows_g / total, alerts=n_alerts.get(g["segment"], 0),
                      alert_rate=n_alerts.get(g["segment"], 0) / rows_g if rows_g else 0.0)
-    segment_html = ""
-    if segments:
-        segment_html = f"""<h2>Latent segments</h2>
-<p class=muted>Clusters of the model's latent space (k-means on the training rows), described by
-what sets each apart from this batch as a whole.</p>
-<table><thead><tr><th>segment</th><th>what sets it apart</th><th class=num>rows</th>
-<th class=num>alerts</th><th class=num>alert rate</th></tr></thead>
-<tbody>{_segment_rows(segments)}</tbody></table>"""
     if score_hist is not None:
         hist = score_histogram(None, score_hist) if rows_scored else None
     else:
         hist = score_histogram(scored) if len(scored) else None
     fb = feedback or {}
     plots = [hist, latent_map(scored), *fb.get("plots", []), trend_plot(history or [])]
-    plot_html = "".join(f"<img alt='plot' src='{p}'>" for p in plots if p)
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Latent Sentinel · {html.escape(s['batch_id'])}</title><style>{CSS}</style></head>
-<body>
-<h1>Alert report · {html.escape(s['batch_id'])}</h1>
-<p class=sub>dataset <b>{html.escape(str(s.get('dataset')))}</b> · generated {generated}</p>
-<div class=cards>{card_html}</div>
-{_batch_alert_html(s.get("batch_alerts"))}
-<h2>Data quality</h2>
-<p>{html.escape(str(dq))}{docs_html}</p>
-{label_html}{mlflow_html}
-<h2>Scores and the latent space</h2>
-<div class=plots>{plot_html}</div>
-{segment_html}
-<h2>Top alerts</h2>
-<p class=muted>Why: the features with the largest share of the record's reconstruction error,
-with the record's value and the typical value among the normal records of its segment.
-Resembles: the nearest normal training records in the latent space.</p>
-<table><thead><tr><th>#</th><th>record</th><th class=num>score</th>{'<th class=num>segment</th>' if 'segment' in scored.columns else ''}<th>why</th><th>resembles</th></tr></thead>
-<tbody>
-{_alert_rows(scored, id_column, TOP_ALERTS, top_alerts, fb.get("link")) or '<tr><td colspan=6>No alerts in this batch.</td></tr>'}
-</tbody></table>
-{fb.get("html", "")}
-</body></html>
-"""
+    return _jinja.get_template("report.html.j2").render(
+        batch_id=s["batch_id"], dataset=str(s.get("dataset")), generated=_generated(), cards=cards,
+        batch_alerts=_batch_alert_messages(s.get("batch_alerts")), data_quality=str(s.get("data_quality", "passed")),
+        data_docs=s.get("data_docs") or "", extra_columns=s.get("extra_columns") or [],
+        labels=labels and {"true_anomalies": labels.get("true_anomalies"), "caught": labels.get("caught"),
+                           "precision": f"{labels.get('precision', 0):.0%}"},
+        mlflow=mlflow, plots=[p for p in plots if p], segments=_segment_rows(segments),
+        has_segment="segment" in scored.columns,
+        alerts=_top_alerts(scored, id_column, TOP_ALERTS, top_alerts, fb.get("link")),
+        # built by pipeline.feedback.report_section, which escapes every value it puts in
+        feedback_html=Markup(fb.get("html", "")),
+    )
 
 
-def _batch_alert_html(alerts: Any) -> str:
+def _batch_alert_messages(alerts: Any) -> list[str]:
     """The batch itself is unusual (``pipeline.lifecycle.batch_alerts``): said before anything else."""
-    items = [a for a in alerts or [] if isinstance(a, dict) and a.get("message")]
-    if not items:
-        return ""
-    lines = "".join(f"<li>{html.escape(str(a['message']))}</li>" for a in items)
-    return (f"<div class='card alert batch-alert'><b>Batch alert</b><ul>{lines}</ul>"
-            "<span>not learned without review: a version trained on it waits for a reviewer</span></div>")
+    return [str(a["message"]) for a in alerts or [] if isinstance(a, dict) and a.get("message")]
 
 
 def render_rejected_report(summary: dict[str, Any]) -> str:
     """The report of a batch that failed validation as a whole: what, why, and where it is."""
     s = summary
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = s.get("rows_in")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Latent Sentinel · {html.escape(s['batch_id'])} (quarantined)</title><style>{CSS}</style></head>
-<body>
-<h1>Batch quarantined · {html.escape(s['batch_id'])}</h1>
-<p class=sub>dataset <b>{html.escape(str(s.get('dataset')))}</b> · generated {generated}</p>
-<div class=cards><div class='card alert'><b>{'unreadable' if rows is None else f'{rows:,}'}</b><span>rows in, all quarantined</span></div>
-<div class=card><b>0</b><span>scored</span></div></div>
-<h2>Why</h2><p><b>{html.escape(str(s.get('reason')))}</b>{f" · <a href='{html.escape(s['data_docs'])}'>Data Docs</a>" if s.get('data_docs') else ''}</p>
-<p>Nothing downstream ran for this batch. The original file is untouched at
-<code>{html.escape(str(s.get('source')))}</code>; a copy, the reason and the full Great Expectations
-result are in <code>{html.escape(str(s.get('quarantine')))}</code>. Fix the data (or the contract in
-<code>expectations/{html.escape(str(s.get('dataset')))}/</code>) and run the batch again.</p>
-</body></html>
-"""
+    return _jinja.get_template("rejected.html.j2").render(
+        batch_id=s["batch_id"], dataset=str(s.get("dataset")), generated=_generated(),
+        rows_in="unreadable" if rows is None else f"{rows:,}", reason=str(s.get("reason")),
+        data_docs=s.get("data_docs") or "", source=str(s.get("source")), quarantine=str(s.get("quarantine")),
+    )
 
 
 def find_chromium() -> str | None:

@@ -54,7 +54,8 @@ def test_installed_wheel_runs_a_batch_with_the_shipped_expectations(tmp_path: Pa
     (wheel,) = wheels.glob("latent_sentinel-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"expectations/retail_purchases/dataset.json", "expectations/retail_purchases/suite.json",
-            "expectations/dataset.schema.json", "pipeline/cli.py", "models/base.py"} <= names
+            "expectations/dataset.schema.json", "pipeline/cli.py", "models/base.py",
+            "pipeline/templates/report/report.html.j2", "pipeline/templates/report/rejected.html.j2"} <= names
 
     installed = _run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], cwd=tmp_path, env=env)
     assert installed.returncode == 0, installed.stderr[-3000:]

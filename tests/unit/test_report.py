@@ -12,7 +12,7 @@ import pytest
 from pipeline.bundle import Bundle
 from pipeline.demo_data import generate_purchases
 from pipeline.features import infer_schema
-from pipeline.report import render_report
+from pipeline.report import render_rejected_report, render_report
 from pipeline.segments import assign_segments, describe_segments, fit_segments, latent_matrix
 
 ID = "purchase_id"
@@ -86,6 +86,35 @@ def test_values_from_the_data_are_escaped(model, payload: str) -> None:
     assert "<img src=x" not in html
     assert "<script>" not in html
     assert "&lt;" in html
+
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_hostile_ids_columns_reasons_and_links_are_escaped_in_both_reports(model) -> None:
+    bundle, df, schema = model
+    scored = scored_of(bundle, df)
+    top = scored["raw_score"].idxmax()
+    scored.loc[top, ID] = HOSTILE
+    scored.at[top, "top_features"] = np.array([HOSTILE, *scored.at[top, "top_features"][1:]], dtype=object)
+    summary = {**summary_of(scored), "batch_id": HOSTILE, "dataset": HOSTILE, "extra_columns": [HOSTILE],
+               "batch_alerts": [{"message": HOSTILE}], "data_docs": "file:///tmp/x' onmouseover='alert(1)",
+               "mlflow_run_url": "http://127.0.0.1:5000/#/runs/a' onclick='alert(1)"}
+    feedback = {"html": "<h2>Review</h2>", "plots": [], "link": lambda r: f"http://127.0.0.1:8090/a?r={r}&x='y'"}
+    page = render_report(summary=summary, scored=scored, id_column=ID, schema=schema, feedback=feedback)
+    rejected = render_rejected_report({"batch_id": HOSTILE, "dataset": HOSTILE, "rows_in": 5, "reason": HOSTILE,
+                                       "data_docs": "file:///tmp/x' onmouseover='alert(1)", "source": HOSTILE,
+                                       "quarantine": HOSTILE})
+    for html in (page, rejected):
+        assert "<script" not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+        assert "x' onmouseover" not in html
+        assert "x&#39; onmouseover=&#39;alert(1)" in html
+    assert page.count("&lt;script&gt;") >= 8  # title, heading, dataset, batch alert, column, record, link, feature
+    assert "a' onclick" not in page
+    assert "runs/a&#39; onclick=&#39;alert(1)" in page
+    assert "r=&lt;script&gt;alert(1)&lt;/script&gt;&amp;x=&#39;y&#39;" in page
+    assert "<h2>Review</h2>" in page  # the feedback section is our own HTML, kept as it is
 
 
 def test_zero_alerts_one_row_and_all_flagged_batches(model) -> None:
