@@ -135,13 +135,17 @@ def render_redis_conf(layout: StackLayout, password: str) -> str:
     ])
 
 
-#: Airflow settings the stack sets unless the environment already does (a test or an operator
+#: Airflow and MLflow settings the stack sets unless the environment already does (a test or an operator
 #: may shorten timeouts this way); everything else in ``stack_environment`` is what makes the
 #: processes one stack and is always set.
 AIRFLOW_TUNABLES = {
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__API__WORKERS": "1",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+    # a restart of the MLflow server (seconds) is ridden out inside one task try: 5 retries,
+    # 2, 4, 8, 16, 32 s apart, instead of the embedded default's fail-in-seconds
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
 }
 
 

@@ -12,8 +12,9 @@ Faults are real: a worker's process tree is SIGKILLed while it runs a part, Post
 MLflow server are restarted by the supervisor mid-run, ``down`` is called while a run is in
 flight. Shortened for the test, and what a production deployment should use instead
 (docs/deploy.md): the scheduler declares a task dead after 20 s without a heartbeat
-(``AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT``, Airflow's default 300 s) and a failed
-task is retried after 5 s (``SENTINEL_RETRY_DELAY_S``, default 60 s).
+(``AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT``, Airflow's default 300 s), queues a
+task again that stayed queued 60 s (``AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT``, default 600 s),
+and a failed task is retried after 15 s (``SENTINEL_RETRY_DELAY_S``, default 60 s).
 """
 
 from __future__ import annotations
@@ -158,9 +159,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         root, workers=2,
         SENTINEL_EXPECTATIONS_DIR=str(expectations),
         SENTINEL_PART_ROWS=str(PART_ROWS),
-        SENTINEL_RETRY_DELAY_S="5",
+        SENTINEL_RETRY_DELAY_S="15",
         AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="20",
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+        # a task whose Celery message was lost while PostgreSQL restarted is queued again after
+        # this long (Airflow's default: 600 s)
+        AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT="60",
+        AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL="15",
     )
     up = run_stack_cli(env, "up")
     layout, settings = layout_of(env)
@@ -288,6 +293,15 @@ def test_a_worker_killed_while_it_scores_a_part(stack: Stack) -> None:
         stack.worker_restarted("worker-1")
 
 
+def print_tries(stack: Stack, run_id: str) -> None:
+    """Every try of every task of the run, in start order (what the faults cost, in the log)."""
+    tries = [t for task in sorted({t["task_id"] for t in stack.task_instances(run_id)})
+             for t in stack.tries(run_id, task)]
+    for t in sorted(tries, key=lambda t: t["start_date"] or ""):
+        print(f"  {t['task_id']}[{t['map_index']}] try {t['try_number']} {t['state']} on {t['hostname']}: "
+              f"{t['start_date']} .. {t['end_date']}")
+
+
 def _stopped(rpc: Any, name: str) -> bool:
     """Keep the supervisor from restarting ``name`` (autorestart): stop it once it is seen."""
     state = rpc.getProcessInfo(name)["statename"]
@@ -326,6 +340,7 @@ def test_postgres_and_the_mlflow_server_restarted_during_a_run(stack: Stack) -> 
     time.sleep(3)
     rpc.startProcess("postgres", True)
     assert stack.finished(run_id) == "success", stack.diagnostics()
+    print_tries(stack, run_id)
     assert check_batch(stack, "restarts", 50_000, batch)["compared"]
     after = versions()
     assert len(after) == len(before) + 1, (before, after)  # one registered version for the run
