@@ -294,7 +294,8 @@ class NotifyEnvironment(_EnvironmentModel):
     airflow_conn_smtp: str | None = env_field(
         "AIRFLOW_CONN_SENTINEL_SMTP", None,
         "Airflow's own form of the connection `sentinel_smtp` (URI or JSON); used for e-mail "
-        "when `SENTINEL_SMTP_HOST` is unset.", secret=True,
+        "when `SENTINEL_SMTP_HOST` is unset, sent through the SMTP provider's `SmtpHook` inside "
+        "a task (extras: docs/alerts.md).", secret=True,
     )
     airflow_conn_webhook: str | None = env_field(
         "AIRFLOW_CONN_SENTINEL_WEBHOOK", None,

@@ -7,11 +7,27 @@ exponential backoff, a failure is logged (never with a password, a token or a fu
 reported in the outcome, and ``send`` never raises for it, so a notification can neither fail
 nor repeat the scoring. ``notification_key`` lets the caller skip a notification it already
 sent when a task is re-run.
+
+Inside an Airflow task (``AIRFLOW_CTX_DAG_ID`` set) with e-mail from the connection
+``sentinel_smtp``, the SMTP provider's ``SmtpHook`` does the SMTP (connect, TLS, login, MIME
+message, send); this module keeps the message (``build_message``, ``email_text``), the
+notification key (the header ``X-Sentinel-Notification-Key``), the retries with backoff and the
+redaction of errors. The connection keeps its format (extras ``to``, ``from``/``from_email``,
+``starttls``, ``ssl``, ``timeout``, ``ca_file``): they are checked here and handed to the hook in
+place of the provider's own extras (``disable_tls``, ``disable_ssl``, ``retry_limit`` are not
+read); the provider's ``ssl_context`` and ``auth_type`` (OAuth2) extras do apply. The hook cannot
+trust a CA bundle of its own, so a connection with ``ca_file`` is sent with ``smtplib``, as is
+everything outside Airflow (the CLI, ``SENTINEL_SMTP_*``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import hashlib
+import html
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -24,7 +40,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -75,6 +91,7 @@ class SmtpConfig:
     ssl: bool = False
     timeout: float = 10.0
     cafile: str | None = None  # a CA bundle to trust instead of the system's (private CAs)
+    hook_conn_id: str | None = None  # send through the SMTP provider's SmtpHook (inside Airflow)
 
 
 @dataclass(frozen=True)
@@ -136,7 +153,8 @@ class NotifyConfig:
         (``SENTINEL_SMTP_HOST`` set: the SMTP channel comes wholly from the environment). The
         connections are looked up through the Task SDK (``airflow.sdk.BaseHook``), which also
         resolves ``AIRFLOW_CONN_<ID>`` variables, in URI or JSON form, outside a running task.
-        A missing connection leaves its channel off.
+        A missing connection leaves its channel off. Inside a task (``AIRFLOW_CTX_DAG_ID``), an
+        SMTP channel from the connection is sent through the provider's ``SmtpHook``.
         """
         env = os.environ if environ is None else environ
         base = cls.from_env(env)
@@ -145,6 +163,8 @@ class NotifyConfig:
         if smtp is None:
             conn = _airflow_connection(smtp_id)
             smtp = _smtp_from_connection(smtp_id, conn) if conn is not None else None
+            if smtp is not None and NotifyEnvironment.from_env(env).airflow_ctx_dag_id:
+                smtp = _through_provider(smtp_id, smtp)
         webhook = base.webhook
         if webhook is None:
             conn = _airflow_connection(webhook_id)
@@ -243,6 +263,25 @@ def _smtp_from_connection(conn_id: str, conn: Any) -> SmtpConfig | None:
         cafile=extra.get("ca_file"),
         name=lambda key: f"Airflow connection {conn_id!r} {key}",
     )
+
+
+def _through_provider(conn_id: str, cfg: SmtpConfig) -> SmtpConfig:
+    """``cfg`` marked to be sent by the provider's ``SmtpHook``, where the provider can do it."""
+    if cfg.cafile:
+        log.info(
+            "connection %s sets ca_file, which the SMTP provider's hook cannot use; "
+            "its e-mail is sent with smtplib",
+            conn_id,
+        )
+        return cfg
+    try:
+        found = importlib.util.find_spec("airflow.providers.smtp.hooks.smtp") is not None
+    except ImportError:
+        found = False
+    if not found:
+        log.info("apache-airflow-providers-smtp is not installed; e-mail is sent with smtplib")
+        return cfg
+    return dataclasses.replace(cfg, hook_conn_id=conn_id)
 
 
 def _webhook_from_connection(conn_id: str, conn: Any) -> WebhookConfig | None:
@@ -651,34 +690,34 @@ def _with_retries(
     return f"failed: {reason}"
 
 
+def email_html(text: str) -> str:
+    """The plain-text body as the HTML the provider's hook sends: escaped, in one ``<pre>``."""
+    return f'<pre style="font-family: monospace">{html.escape(text)}</pre>\n'
+
+
 def _send_email(cfg: SmtpConfig, subject: str, text: str, key: str) -> None:
-    msg = EmailMessage()
-    msg["Subject"] = subject
-    msg["From"] = cfg.sender
-    msg["To"] = ", ".join(cfg.recipients)
-    msg["Date"] = formatdate(localtime=True)
-    msg["Message-ID"] = make_msgid(domain=cfg.sender.rpartition("@")[2].strip(">") or "localhost")
-    msg["X-Sentinel-Notification-Key"] = key
-    msg.set_content(text)
-    context = ssl.create_default_context(cafile=cfg.cafile)
+    headers = {
+        "Message-ID": make_msgid(domain=cfg.sender.rpartition("@")[2].strip(">") or "localhost"),
+        "X-Sentinel-Notification-Key": key,
+    }
     if cfg.user and not (cfg.ssl or cfg.starttls) and not _is_loopback(cfg.host):
-        log.warning(
-            "SMTP login to %s without TLS; set SENTINEL_SMTP_STARTTLS=true", _smtp_target(cfg)
-        )
-    try:
-        if cfg.ssl:
-            server: smtplib.SMTP = smtplib.SMTP_SSL(
-                cfg.host, cfg.port, timeout=cfg.timeout, context=context
-            )
+        where = "starttls in the connection's extra" if cfg.hook_conn_id else "SENTINEL_SMTP_STARTTLS"
+        log.warning("SMTP login to %s without TLS; set %s=true", _smtp_target(cfg), where)
+    with _smtp_errors():
+        if cfg.hook_conn_id:
+            _send_with_hook(cfg, subject, text, headers)
+            refused: Mapping[str, Any] = {}  # the hook does not return the refused recipients
         else:
-            server = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
-        with server:
-            server.set_debuglevel(0)  # smtplib's debug output would print the AUTH exchange
-            if cfg.starttls:
-                server.starttls(context=context)
-            if cfg.user:
-                server.login(cfg.user, cfg.password or "")
-            refused = server.send_message(msg)
+            refused = _send_with_smtplib(cfg, subject, text, headers)
+    if refused:
+        log.warning("SMTP server refused %d of %d recipient(s)", len(refused), len(cfg.recipients))
+
+
+@contextlib.contextmanager
+def _smtp_errors() -> Iterator[None]:
+    """Turn the SMTP failures retrying cannot fix into ``_PermanentError`` (both transports)."""
+    try:
+        yield
     except smtplib.SMTPRecipientsRefused as exc:
         codes = sorted({code for code, _ in exc.recipients.values()})
         if all(code >= 500 for code in codes):
@@ -694,8 +733,85 @@ def _send_email(cfg: SmtpConfig, subject: str, text: str, key: str) -> None:
         raise _PermanentError(
             f"TLS certificate not trusted: {_clip(exc.verify_message, 100)}"
         ) from None
-    if refused:
-        log.warning("SMTP server refused %d of %d recipient(s)", len(refused), len(cfg.recipients))
+
+
+def _send_with_smtplib(
+    cfg: SmtpConfig, subject: str, text: str, headers: Mapping[str, str]
+) -> Mapping[str, Any]:
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    msg["From"] = cfg.sender
+    msg["To"] = ", ".join(cfg.recipients)
+    msg["Date"] = formatdate(localtime=True)
+    for name, value in headers.items():
+        msg[name] = value
+    msg.set_content(text)
+    context = ssl.create_default_context(cafile=cfg.cafile)
+    if cfg.ssl:
+        server: smtplib.SMTP = smtplib.SMTP_SSL(
+            cfg.host, cfg.port, timeout=cfg.timeout, context=context
+        )
+    else:
+        server = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+    with server:
+        server.set_debuglevel(0)  # smtplib's debug output would print the AUTH exchange
+        if cfg.starttls:
+            server.starttls(context=context)
+        if cfg.user:
+            server.login(cfg.user, cfg.password or "")
+        return server.send_message(msg)
+
+
+def _send_with_hook(cfg: SmtpConfig, subject: str, text: str, headers: Mapping[str, str]) -> None:
+    """One attempt through the provider: the hook connects, upgrades, logs in and sends."""
+    hook = _hook_class()(cfg)
+    with hook:
+        hook.send_email_smtp(
+            to=list(cfg.recipients),
+            subject=subject,
+            html_content=email_html(text),
+            from_email=cfg.sender,
+            custom_headers=dict(headers),
+        )
+
+
+@functools.cache
+def _hook_class() -> type:
+    """``SmtpHook`` reading our connection format, as checked by ``_smtp_config``.
+
+    The hook still loads the connection itself (so the provider's ``auth_type``/OAuth2 and
+    ``ssl_context`` extras apply), but host, port, TLS mode, timeout, login and sender come from
+    ``SmtpConfig``, and it makes a single attempt: ``send`` retries with our backoff. Its
+    public properties are overridden, and ``get_conn`` closes a half-open client when STARTTLS
+    or the login fails. The hook logs in only with both a login and a password.
+    """
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    class SentinelSmtpHook(SmtpHook):  # type: ignore[misc]  # untyped base outside the venv
+        def __init__(self, cfg: SmtpConfig) -> None:
+            super().__init__(smtp_conn_id=cfg.hook_conn_id or SmtpHook.default_conn_name)
+            self.cfg = cfg
+
+        def get_conn(self) -> SentinelSmtpHook:
+            try:
+                return super().get_conn()
+            except BaseException:  # a failed STARTTLS or login must not leave the socket open
+                client, self._smtp_client = self._smtp_client, None
+                if client is not None:
+                    client.close()
+                raise
+
+        host = property(lambda self: self.cfg.host)
+        port = property(lambda self: self.cfg.port)
+        use_ssl = property(lambda self: self.cfg.ssl)
+        smtp_starttls = property(lambda self: self.cfg.starttls)
+        timeout = property(lambda self: self.cfg.timeout)
+        smtp_user = property(lambda self: self.cfg.user or "")
+        smtp_password = property(lambda self: self.cfg.password or "")
+        from_email = property(lambda self: self.cfg.sender)
+        smtp_retry_limit = property(lambda self: 0)
+
+    return SentinelSmtpHook
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -799,7 +915,8 @@ def safe_url(url: str) -> str:
 
 
 def _smtp_target(cfg: SmtpConfig) -> str:
-    return f"{cfg.host}:{cfg.port}"
+    via = f" via SmtpHook({cfg.hook_conn_id})" if cfg.hook_conn_id else ""
+    return f"{cfg.host}:{cfg.port}{via}"
 
 
 def _is_loopback(host: str) -> bool:

@@ -442,13 +442,37 @@ print(json.dumps(send(build_message(summary, alerts), config)))
 """
 
 
+def run_child(tmp_path: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    """``CHILD`` in a fresh process (``pipeline`` from ``REPO``, its working directory) with no
+    ``SENTINEL_*``/``AIRFLOW*`` variable but ``env_vars``; it logs at DEBUG to stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "AIRFLOW"))}
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "airflow"),
+        SENTINEL_NOTIFY_BACKOFF_S="0.01",
+        no_proxy="127.0.0.1,localhost",
+        NO_PROXY="127.0.0.1,localhost",
+        **env_vars,
+    )
+    frame = alerts()
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(summary()), frame.to_json(orient="records")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_airflow_connections_from_env_vars_and_secrets_never_logged(
     smtp_server: Callable[..., tuple[Controller, Collector]],
     hook_server: Callable[..., Hook],
     tmp_path: Path,
 ) -> None:
     """The Airflow path for real: ``AIRFLOW_CONN_*`` (JSON and URI form) resolved by the Task SDK
-    in a fresh process that logs everything at DEBUG to stderr, which is then grepped."""
+    in a fresh process that logs everything at DEBUG to stderr, which is then grepped. Outside a
+    task (no ``AIRFLOW_CTX_DAG_ID``) the e-mail is still sent with smtplib: plain text."""
     controller, got = smtp_server(auth=True, auth_require_tls=False)
     hook = hook_server()
     smtp_conn = {
@@ -459,30 +483,18 @@ def test_airflow_connections_from_env_vars_and_secrets_never_logged(
         "password": PASSWORD,
         "extra": {"to": "ops@example.org", "from": "sentinel@example.org", "starttls": False},
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "AIRFLOW"))}
-    env.update(
-        AIRFLOW_HOME=str(tmp_path / "airflow"),
+    result = run_child(
+        tmp_path,
         AIRFLOW_CONN_SENTINEL_SMTP=json.dumps(smtp_conn),
         AIRFLOW_CONN_SENTINEL_WEBHOOK=f"http://:{TOKEN}@127.0.0.1:{hook.server.server_port}/hooks/sentinel",
-        SENTINEL_NOTIFY_BACKOFF_S="0.01",
-        no_proxy="127.0.0.1,localhost",
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    frame = alerts()
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(summary()), frame.to_json(orient="records")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.splitlines()[-1]) == {"smtp": "sent", "webhook": "sent"}
     assert got.logins == [(USER, True)]
     assert len(got.messages) == 1
+    assert got.messages[0].get_content_type() == "text/plain"  # our smtplib path
+    assert "SmtpHook" not in result.stderr
     [(path, headers, body)] = hook.requests
     assert path == "/hooks/sentinel"
     assert headers["Authorization"] == f"Bearer {TOKEN}"
@@ -491,3 +503,76 @@ def test_airflow_connections_from_env_vars_and_secrets_never_logged(
     assert "pipeline.notify" in logs  # the child did log at DEBUG
     for secret in (PASSWORD, TOKEN):
         assert secret not in logs
+
+
+def test_inside_airflow_the_connection_sends_through_the_providers_smtp_hook(
+    smtp_server: Callable[..., tuple[Controller, Collector]], tmp_path: Path
+) -> None:
+    """In a task (``AIRFLOW_CTX_DAG_ID``) with ``sentinel_smtp`` as a URI, the provider's
+    ``SmtpHook`` sends: a real AUTH, and the message is the provider's MIME (multipart with our
+    text escaped into an HTML part), where our smtplib path sends a bare text/plain message."""
+    controller, got = smtp_server(auth=True, auth_require_tls=False)
+    uri = (
+        f"smtp://{USER}:{PASSWORD}@127.0.0.1:{controller.port}"
+        "?to=ops%40example.org%2Cdata%40example.org&from=sentinel%40example.org&starttls=false"
+    )
+    result = run_child(
+        tmp_path, AIRFLOW_CTX_DAG_ID="latent_anomaly", AIRFLOW_CONN_SENTINEL_SMTP=uri
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"smtp": "sent", "webhook": "off"}
+    logs = result.stdout + result.stderr  # Airflow, once imported, logs to stdout (structlog)
+    assert "hook_conn_id='sentinel_smtp'" in logs  # the config chose the hook
+    assert f"sent to 127.0.0.1:{controller.port} via SmtpHook(sentinel_smtp)" in logs
+    assert got.logins == [(USER, True)]
+    [msg] = got.messages
+    assert sorted(got.envelopes[0].rcpt_tos) == ["data@example.org", "ops@example.org"]
+    assert got.envelopes[0].mail_from == "sentinel@example.org"
+    assert msg.get_content_type() == "multipart/mixed"  # the provider's _build_mime_message
+    [part] = msg.get_payload()
+    assert part.get_content_type() == "text/html"
+    payload = build_message(summary(), alerts())
+    assert msg["X-Sentinel-Notification-Key"].strip() == notification_key(payload)
+    assert msg["Message-ID"]
+    assert "purchases_2026-11-28" in msg["Subject"]
+    body = part.get_content()
+    assert body.startswith("<pre")
+    assert "Alerts:   3 (0.50% of scored rows)" in body
+    assert "1. P-0042" in body
+    assert PASSWORD not in logs
+
+
+def test_inside_airflow_an_unreachable_connection_fails_in_one_line_after_retries(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    conn = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "login": USER,
+        "password": PASSWORD,
+        "extra": {"to": "ops@example.org", "timeout": 2},
+    }
+    result = run_child(
+        tmp_path,
+        AIRFLOW_CTX_DAG_ID="latent_anomaly",
+        AIRFLOW_CONN_SENTINEL_SMTP=json.dumps(conn),
+        SENTINEL_NOTIFY_RETRIES="3",
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "smtp": "failed: connection refused",
+        "webhook": "off",
+    }
+    logs = result.stdout + result.stderr  # Airflow, once imported, logs to stdout (structlog)
+    target = f"127.0.0.1:{port} via SmtpHook(sentinel_smtp)"
+    lines = logs.splitlines()
+    retried = [line for line in lines if target in line and "retrying in" in line]
+    assert len(retried) == 2
+    assert all("attempt" in line and "connection refused" in line for line in retried)
+    [gave_up] = [line for line in lines if "after 3 attempt(s): connection refused" in line]
+    assert target in gave_up
+    assert PASSWORD not in logs

@@ -5,6 +5,7 @@ tests/integration/test_notify.py.)"""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from typing import Any
@@ -15,7 +16,9 @@ import pytest
 from pipeline.config import SentinelError
 from pipeline.notify import (
     NotifyConfig,
+    _through_provider,
     build_message,
+    email_html,
     email_text,
     load_config,
     notification_key,
@@ -88,6 +91,21 @@ def test_huge_and_markup_values_are_cut_and_stay_plain_text() -> None:
     assert not [line for line in body.splitlines() if line.startswith("Bcc")]
     assert script in body
     assert len(body) < 3000
+    html_body = email_html(body)  # what the SMTP provider's hook sends inside Airflow
+    assert script not in html_body
+    assert html.escape(script) in html_body
+    assert html_body.count("<pre") == 1
+    assert html.unescape(html_body.removeprefix(html_body.split(">")[0] + ">")).startswith(body)
+
+
+def test_a_connection_with_its_own_ca_file_keeps_the_smtplib_path() -> None:
+    env = {"SENTINEL_SMTP_HOST": "mail.example.org", "SENTINEL_SMTP_TO": "a@b.org"}
+    plain = NotifyConfig.from_env(env).smtp
+    private_ca = NotifyConfig.from_env({**env, "SENTINEL_SMTP_CA_FILE": "/etc/ca.pem"}).smtp
+    assert plain is not None
+    assert private_ca is not None
+    assert plain.hook_conn_id is None  # outside Airflow: smtplib
+    assert _through_provider("sentinel_smtp", private_ca) == private_ca  # the hook has no CA file
 
 
 def test_message_counts_and_top_n() -> None:
