@@ -338,15 +338,19 @@ def split(
 
 
 class Detector(Protocol):
-    """What the benchmark needs from a detector: fit without labels, score (higher = worse)."""
+    """What the benchmark needs from a detector, PyOD's interface: ``fit`` without labels, then
+    ``decision_function`` (higher = more anomalous). PyOD's detectors have it as they are; ours
+    through ``SentinelDetector``."""
 
-    def fit(self, X: np.ndarray) -> Detector: ...
+    def fit(self, X: np.ndarray) -> Any: ...
 
-    def score(self, X: np.ndarray) -> np.ndarray: ...
+    def decision_function(self, X: np.ndarray) -> np.ndarray: ...
 
 
 class SentinelDetector:
-    """Our detector, built exactly as the product pipeline builds it (``Bundle.train``).
+    """Our detector, built exactly as the product pipeline builds it (``Bundle.train``), with
+    PyOD's interface: ``decision_function`` gives ``raw_score`` (``LatentDetector``'s own
+    ``decision_function``), through the bundle's encoder.
 
     Parameters
     ----------
@@ -367,43 +371,32 @@ class SentinelDetector:
         self.bundle_ = Bundle.train(self._frame(X), None, detector_params=dict(self.params))
         return self
 
-    def score(self, X: np.ndarray) -> np.ndarray:
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
         scored = self.bundle_.score_frame(self._frame(X), keep_columns=False)
         return scored["raw_score"].to_numpy()
 
 
-class PyODDetector:
-    """A PyOD detector with default settings and ``random_state=seed`` where accepted.
+def pyod_model(module: str, cls: str, options: dict[str, Any], seed: int) -> Any:
+    """An instance of PyOD's ``module.cls`` with those of ``options`` its class accepts and
+    ``random_state=seed`` where it accepts that (also ``benchmarks.throughput``'s)."""
+    klass = getattr(importlib.import_module(module), cls)
+    accepted = inspect.signature(klass).parameters
+    kwargs = {k: v for k, v in options.items() if k in accepted}
+    if "random_state" in accepted:
+        kwargs["random_state"] = seed
+    return klass(**kwargs)
 
-    Parameters
-    ----------
-    name : str
-        A key of ``PYOD_DETECTORS``.
-    seed : int
-    """
 
-    def __init__(self, name: str, seed: int) -> None:
-        module, cls = PYOD_DETECTORS[name]
-        klass = getattr(importlib.import_module(module), cls)
-        accepted = inspect.signature(klass).parameters
-        kwargs = {k: v for k, v in PYOD_QUIET.items() if k in accepted}
-        if "random_state" in accepted:
-            kwargs["random_state"] = seed
-        self.model = klass(**kwargs)
-
-    def fit(self, X: np.ndarray) -> PyODDetector:
-        self.model.fit(X)
-        return self
-
-    def score(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.decision_function(X), dtype="float64")
+def make_pyod_detector(name: str, seed: int) -> Detector:
+    """The PyOD detector ``name`` (a key of ``PYOD_DETECTORS``) with default settings."""
+    return pyod_model(*PYOD_DETECTORS[name], PYOD_QUIET, seed)
 
 
 def make_detector(name: str, seed: int) -> Detector:
     """Build the detector called ``name`` for one seed (see ``SENTINEL_PARAMS``, ``PYOD_DETECTORS``)."""
     if name in SENTINEL_PARAMS:
         return SentinelDetector(SENTINEL_PARAMS[name])
-    return PyODDetector(name, seed)
+    return make_pyod_detector(name, seed)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -441,7 +434,7 @@ def fit_and_score(name: str, X_train: np.ndarray, X_test: np.ndarray, seed: int)
         detector.fit(X_train)
         out.fit_s = time.perf_counter() - start
         start = time.perf_counter()
-        scores = np.asarray(detector.score(X_test), dtype="float64").ravel()
+        scores = np.asarray(detector.decision_function(X_test), dtype="float64").ravel()
         out.score_s = time.perf_counter() - start
     except Exception as exc:  # noqa: BLE001 - any failure of a detector is a result to report
         out.error = f"{type(exc).__name__}: {exc}"

@@ -483,16 +483,10 @@ def _fit_sentinel(job: Job) -> Outcome:
 
 
 def _pyod_model(system: str, seed: int) -> Any:
-    import importlib
-    import inspect
+    from benchmarks.adbench import pyod_model
 
     module, cls, extra = PYOD_SYSTEMS[system]
-    klass = getattr(importlib.import_module(module), cls)
-    accepted = inspect.signature(klass).parameters
-    kwargs = {k: v for k, v in extra.items() if k in accepted}
-    if "random_state" in accepted:
-        kwargs["random_state"] = seed
-    return klass(**kwargs)
+    return pyod_model(module, cls, extra, seed)
 
 
 def _fit_pyod(job: Job) -> Outcome:

@@ -103,7 +103,7 @@ class Bundle:
             raise SchemaMismatchError(f"input has duplicate column name(s) {self.id_column!r}")
         with timed("encode"):
             X = self.encoder.transform(df)
-        s = self.detector.score_samples(X, neighbor_ids=False, workers=workers)
+        s = self.detector.explain(X, neighbor_ids=False, workers=workers)
         with timed("explain"):
             return self._explained(s)
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
+from sklearn.base import BaseEstimator, OutlierMixin
 
 from models import load_latent_model, make_latent_model
 from pipeline.stage_times import timed
@@ -390,7 +391,24 @@ class CategoryCombinations:
         return obj
 
 
-class LatentDetector:
+class LatentDetector(OutlierMixin, BaseEstimator):
+    """The latent detector as a scikit-learn estimator (see the module docstring).
+
+    ``get_params``, ``set_params`` and ``sklearn.base.clone`` work from the constructor's
+    arguments, each stored under its own name; ``fit`` returns ``self``.
+
+    Outputs, per row of the encoded matrix ``X``:
+
+    - ``decision_function(X)``: the anomaly score ``raw_score``, higher = more anomalous (PyOD's
+      convention; the ADBench harness calls it on PyOD's detectors and ours alike);
+    - ``score_samples(X)``: scikit-learn's convention, the opposite, lower = more abnormal:
+      exactly ``-decision_function(X)``;
+    - ``predict(X)``: scikit-learn's labels, ``-1`` for an outlier (``raw_score`` at or above
+      the fitted threshold, i.e. ``is_anomaly``) and ``+1`` for an inlier, not PyOD's 0/1;
+    - ``explain(X)``: a dict of every per-row output (``score``, ``raw_score``,
+      ``is_anomaly``, ``signal``, ``attribution``, ``latent``, neighbours, ``copies``, ...).
+    """
+
     def __init__(
         self,
         kind: str = "ae",
@@ -422,24 +440,6 @@ class LatentDetector:
         self.components = components
         self.combine = combine
         self.family_weights = family_weights
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "alert_rate": self.alert_rate,
-            "threshold": self.threshold,
-            "n_neighbors": self.n_neighbors,
-            "reference_size": self.reference_size,
-            "trim_fraction": self.trim_fraction,
-            "latent_weight": self.latent_weight,
-            "normalize_errors": self.normalize_errors,
-            "latent_variance": self.latent_variance,
-            "random_state": self.random_state,
-            "model_params": self.model_params,
-            "components": None if self.components is None else list(self.components),
-            "combine": self.combine,
-            "family_weights": self.family_weights,
-        }
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -783,7 +783,7 @@ class LatentDetector:
         dist, _ = self._latent_distance(Zs)
         return self._evidence({**self._component_logs(recon, residual, Zs, dist, X), **self._direct_evidence(X)})
 
-    def score_samples(
+    def explain(
         self, X: np.ndarray, *, neighbor_ids: bool = True, workers: int = -1
     ) -> dict[str, np.ndarray]:
         """Every score for every row of ``X``; see the module docstring.
@@ -799,7 +799,7 @@ class LatentDetector:
                 f"expected {self.n_features_in_} encoded columns, got shape {X.shape}"
             )
         if not np.isfinite(X).all():  # would come out as NaN scores, neither alert nor normal
-            raise ValueError("score_samples got NaN or infinite values; encode the frame first")
+            raise ValueError("scoring got NaN or infinite values; encode the frame first")
         with timed("model pass"):
             if hasattr(self.model_, "encode_reconstruct"):
                 Z, X_hat = self.model_.encode_reconstruct(X)
@@ -833,7 +833,20 @@ class LatentDetector:
         }
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return self.score_samples(X)["raw_score"]
+        """Anomaly score (``raw_score``) of every row of ``X``, 1-D float; higher = more
+        anomalous (PyOD's convention)."""
+        return np.asarray(self.explain(X, neighbor_ids=False)["raw_score"], dtype="float64")
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """scikit-learn's convention, 1-D float: the opposite of the anomaly score, lower =
+        more abnormal; exactly ``-decision_function(X)``. Every per-row output: ``explain``."""
+        return -self.decision_function(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """scikit-learn's labels, 1-D int: ``-1`` where the row is an outlier (``raw_score`` at
+        or above the fitted threshold, ``explain(X)["is_anomaly"]``), ``+1`` elsewhere."""
+        is_anomaly = self.explain(X, neighbor_ids=False)["is_anomaly"]
+        return np.where(is_anomaly, -1, 1).astype(int)
 
     # ---------------------------------------------------------------- files
     def save(self, folder: Path) -> list[Path]:
@@ -858,7 +871,7 @@ class LatentDetector:
             **(self.combos_model_.to_arrays() if hasattr(self, "combos_model_") else {}),
         )
         calib = {
-            "params": self.get_params(),
+            "params": self._saved_params(),
             "n_features_in": self.n_features_in_,
             "n_trimmed": self.n_trimmed_,
             "group_kinds": getattr(self, "group_kinds_", None),
@@ -871,6 +884,13 @@ class LatentDetector:
         }
         (folder / "calibration.json").write_text(json.dumps(calib, indent=2))
         return [*written, folder / "reference.npz", folder / "calibration.json"]
+
+    def _saved_params(self) -> dict[str, Any]:
+        """``get_params()`` as ``calibration.json`` stores them: ``components`` a list or null."""
+        params = self.get_params()
+        if params["components"] is not None:
+            params["components"] = list(params["components"])
+        return params
 
     @classmethod
     def load(cls, folder: Path) -> LatentDetector:

@@ -40,7 +40,7 @@ def energy_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def _standardised_latents(bundle: Any, rows: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     det = bundle.detector
-    s = det.score_samples(bundle.encoder.transform(rows))
+    s = det.explain(bundle.encoder.transform(rows))
     return (s["latent"].astype("float64") - det.latent_mean_) / det.latent_scale_, s
 
 

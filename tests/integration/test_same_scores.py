@@ -49,7 +49,7 @@ def test_pipeline_benchmark_and_pyfunc_score_alike(tmp_path: Path) -> None:
         from pipeline.bundle import load_bundle
 
         harness.bundle_ = load_bundle(bundle_dir)
-        benchmark_scores = harness.score(X)  # the harness names the columns x0..x5 itself
+        benchmark_scores = harness.decision_function(X)  # the harness names the columns x0..x5 itself
         configure(settings)
         served = mlflow.pyfunc.load_model("models:/nums@champion").predict(frame)
 

@@ -29,7 +29,7 @@ def test_init_only_stores_arguments_and_unfitted_use_fails() -> None:
     assert not [k for k in vars(det) if k.endswith("_")]
     assert det.get_params()["alert_rate"] == 0.05
     with pytest.raises(RuntimeError, match="not fitted"):
-        det.score_samples(np.zeros((2, 3)))
+        det.explain(np.zeros((2, 3)))
 
 
 def test_fit_returns_self_and_rejects_bad_matrices() -> None:
@@ -39,7 +39,7 @@ def test_fit_returns_self_and_rejects_bad_matrices() -> None:
     with pytest.raises(ValueError, match="NaN"):
         LatentDetector(kind="pca").fit(np.array([[np.nan, 1.0]]))
     with pytest.raises(ValueError, match="encoded columns"):
-        det.score_samples(np.zeros((2, 5)))
+        det.explain(np.zeros((2, 5)))
 
 
 # Floors sit a few points under what each model measured here (PCA 0.675, AE 0.712, VAE 0.881,
@@ -125,12 +125,12 @@ def test_four_scores_each_catch_their_kind_of_anomaly_and_reload(tmp_path: Path)
     test = np.vstack([X[100:400], broken, far]).astype("float32")
     det = LatentDetector(kind="pca", alert_rate=0.01).fit(X.astype("float32"))
     assert set(det.calibration_) == {"recon", "latent", "residual", "density", "tails"}
-    raw = det.score_samples(test)["raw_score"]
+    raw = det.explain(test)["raw_score"]
     assert raw[-2] > np.quantile(raw[:-2], 0.99)
     assert raw[-1] > np.quantile(raw[:-2], 0.99)
     det.save(tmp_path)
     again = LatentDetector.load(tmp_path)
-    np.testing.assert_allclose(again.score_samples(test)["raw_score"], raw)
+    np.testing.assert_allclose(again.explain(test)["raw_score"], raw)
 
 
 def test_wide_encodings_keep_the_residual_whitening_bounded() -> None:

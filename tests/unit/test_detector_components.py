@@ -138,7 +138,7 @@ def test_two_thousand_columns() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 2000)).astype("float32")
     det = LatentDetector(**PCA).fit(X)
-    s = det.score_samples(X[:5])
+    s = det.explain(X[:5])
     assert s["raw_score"].shape == (5,)
     assert np.isfinite(s["raw_score"]).all()
     knots = det.tails_model_.knots_
@@ -170,7 +170,7 @@ def test_detector_saved_before_the_families_scores_as_it_did(tmp_path: Path) -> 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1500, 4)).astype("float32")
     old = LatentDetector(**PCA, components=["recon", "residual", "latent", "density"], combine="fisher").fit(X)
-    before = old.score_samples(X[:200])["raw_score"]
+    before = old.explain(X[:200])["raw_score"]
     old.save(tmp_path)
     calib = tmp_path / "calibration.json"
     state = json.loads(calib.read_text())
@@ -179,7 +179,7 @@ def test_detector_saved_before_the_families_scores_as_it_did(tmp_path: Path) -> 
     calib.write_text(json.dumps(state))
     again = LatentDetector.load(tmp_path)
     assert again.combine == "fisher"
-    np.testing.assert_allclose(again.score_samples(X[:200])["raw_score"], before)
+    np.testing.assert_allclose(again.explain(X[:200])["raw_score"], before)
 
 
 def test_signals_are_a_fixed_list() -> None:
