@@ -25,8 +25,8 @@ def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_o
     trained_bundles: TrainedBundles,
 ) -> None:
     """Calibrated on rows the model never saw, an unchanged batch reads about 1x the baseline
-    (measured 0.3-2.0x, docs/model-lifecycle.md) at any size; prices tripled are past the
-    default limit (3x)."""
+    (measured 0.3-2.0x, docs/model-lifecycle.md) at any size; prices five times as high are past the
+    default limit (3x) with prices five times as high."""
     import copy
 
     from pipeline.dataset_spec import DriftLimits
@@ -40,9 +40,12 @@ def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_o
         same = drift.measure(bundle, generate_purchases(rows, seed=seed)[0])
         assert 0.2 < same["energy_ratio"] < 2.5, same  # measured 0.34-1.95 over 9 calibrations
         assert not drift.is_drifted(same, limits)[0], same
+    # prices x5: tripled prices read 14-56x on the shipped model (docs/model-lifecycle.md), but
+    # once 2.94x on this quick 15-epoch session VAE (training is not bit-reproducible), just
+    # under the 3x limit; the test is of the calibration, not of that model's sensitivity
     tripled = generate_purchases(1200, seed=22)[0]
-    tripled["avg_item_price"] *= 3
-    tripled["basket_value"] *= 3
+    tripled["avg_item_price"] *= 5
+    tripled["basket_value"] *= 5
     shifted = drift.measure(bundle, tripled)
     assert drift.is_drifted(shifted, limits)[0], shifted
     assert shifted["energy_ratio"] > limits["energy_ratio_limit"]
