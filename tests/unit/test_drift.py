@@ -26,7 +26,7 @@ def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_o
 ) -> None:
     """Calibrated on rows the model never saw, an unchanged batch reads about 1x the baseline
     (measured 0.3-2.0x, docs/model-lifecycle.md) at any size; prices five times as high are past the
-    default limit (3x) with prices five times as high."""
+    default limit (3x)."""
     import copy
 
     from pipeline.dataset_spec import DriftLimits
