@@ -72,14 +72,14 @@ test: setup browser postgres redis
 test-fast: setup
 	$(BIN)/python -m pytest tests/unit
 
-# docs/configuration.md and expectations/dataset.schema.json, from pipeline/environment.py and
-# pipeline/dataset_spec.py (tests/unit/test_config_docs.py fails when they are not current).
+# docs/configuration.md and expectations/dataset.schema.json, from pipeline/config/environment.py and
+# pipeline/config/dataset_spec.py (tests/unit/test_config_docs.py fails when they are not current).
 config-docs: setup
-	$(BIN)/python -m pipeline.config_docs
+	$(BIN)/python -m pipeline.config.docs
 
 # docs/report.png: the newest report of the demo, as headless Chromium shows it.
 screenshot: setup browser
-	$(BIN)/python -c "import sys; from pathlib import Path; from pipeline.report import screenshot; \
+	$(BIN)/python -c "import sys; from pathlib import Path; from pipeline.report.html import screenshot; \
 	p = max(Path('var/reports').glob('*/report.html'), key=lambda f: f.stat().st_mtime); \
 	screenshot(p, 'docs/report.png', height=2300); print('docs/report.png from', p)"
 

@@ -58,7 +58,7 @@ log = logging.getLogger("benchmarks.adbench")
 # ----------------------------------------------------------------------------- configuration
 
 #: Our detectors: name -> ``detector_params`` passed to ``Bundle.train``. ``{}`` is the product
-#: default, i.e. whatever ``pipeline.detector.LatentDetector``'s defaults are at run time.
+#: default, i.e. whatever ``models.detector.LatentDetector``'s defaults are at run time.
 SENTINEL_PARAMS: dict[str, dict[str, Any]] = {
     "sentinel": {},
     "sentinel:ae": {"kind": "ae"},
@@ -366,7 +366,7 @@ class SentinelDetector:
         return pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
 
     def fit(self, X: np.ndarray) -> SentinelDetector:
-        from pipeline.bundle import Bundle
+        from models.bundle import Bundle
 
         self.bundle_ = Bundle.train(self._frame(X), None, detector_params=dict(self.params))
         return self
@@ -830,7 +830,7 @@ def project_revision() -> str:
 
 def sentinel_defaults() -> dict[str, Any]:
     """``LatentDetector``'s default parameters as installed now (what ``sentinel`` means)."""
-    from pipeline.detector import LatentDetector
+    from models.detector import LatentDetector
 
     return LatentDetector().get_params()
 
@@ -902,7 +902,7 @@ def write_markdown(
         "",
         "## Detectors",
         "",
-        "- `sentinel*`: `pipeline.bundle.Bundle.train(frame, None, detector_params=PARAMS)`, scored "
+        "- `sentinel*`: `models.bundle.Bundle.train(frame, None, detector_params=PARAMS)`, scored "
         'with `score_frame(...)["raw_score"]`; PARAMS: '
         + ", ".join(f"`{k}` = `{v}`" for k, v in SENTINEL_PARAMS.items())
         + " (`{}` is the product default).",

@@ -1,6 +1,6 @@
 """How well the product's detector catches the demo's anomalies, kind by kind.
 
-The demo's generator (``pipeline.demo_data``) injects four labelled kinds of anomaly into
+The demo's generator (``pipeline.demo.data``) injects four labelled kinds of anomaly into
 purchases with mixed column types: ``extreme`` values, ``impossible`` combinations (cash on the
 web shop, ...), ``atypical`` customers and ``bot`` bursts of one repeated order. Per seed this
 benchmark trains the dataset's configured detector on one generated day, exactly as the
@@ -35,10 +35,10 @@ BEGIN, END = "<!-- demo-quality:begin -->", "<!-- demo-quality:end -->"
 
 def run_seed(seed: int, rows: int, model: dict | None = None) -> pd.DataFrame:
     """One seed: train on a generated day, score the next; one row per kind (and ``all``)."""
-    from pipeline.bundle import Bundle
-    from pipeline.config import Settings, load_dataset
-    from pipeline.demo_data import ANOMALY_KINDS, generate_purchases
-    from pipeline.train import schema_of
+    from models.bundle import Bundle
+    from pipeline.config.dataset import Settings, load_dataset
+    from pipeline.demo.data import ANOMALY_KINDS, generate_purchases
+    from pipeline.lifecycle.train import schema_of
 
     cfg = load_dataset(Settings.from_env(), DATASET)
     train, _ = generate_purchases(rows, seed=seed, anomaly_rate=0.02, day="2026-11-01")

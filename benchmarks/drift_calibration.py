@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import drift
-from pipeline.bundle import Bundle
-from pipeline.config import Settings, load_dataset
-from pipeline.demo_data import generate_purchases
-from pipeline.train import schema_of, split_holdout
+from models.bundle import Bundle
+from pipeline.config.dataset import Settings, load_dataset
+from pipeline.demo.data import generate_purchases
+from pipeline.lifecycle import drift
+from pipeline.lifecycle.train import schema_of, split_holdout
 
 SHIFTS = ("unchanged", "prices +50%", "prices x3", "cents", "one record repeated")
 

@@ -46,7 +46,7 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
 def network_macs(bundle_dir: Path) -> tuple[int, list[tuple[int, int]]]:
     """Multiply-adds per row of the bundle's encoder and decoder, and each Dense layer's
     (inputs, outputs)."""
-    from pipeline.bundle import load_bundle
+    from models.bundle import load_bundle
 
     model = load_bundle(bundle_dir).detector.model_
     keras_model = getattr(model, "model_", None)
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import pyarrow.parquet as pq
 
-    from pipeline.score import _text_columns
+    from pipeline.score.scorer import _text_columns
 
     macs, shapes = network_macs(bundle)
     flops_row = 2 * macs
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             h = np.maximum(h @ w, 0.0)
 
     net_s = best_of(net, args.repeat)
-    from pipeline.bundle import load_bundle
+    from models.bundle import load_bundle
 
     latent_model = load_bundle(bundle).detector.model_
     model_s = best_of(lambda: latent_model.encode_reconstruct(x), args.repeat)

@@ -100,7 +100,7 @@ def one_run(client: Any, run_id: str, batch: Path, timeout_s: float = 3600) -> d
 
 
 def bench(workers: int, rows: int, part_rows: int, seed: int) -> dict[str, Any]:
-    from pipeline.demo_data import write_purchases
+    from pipeline.demo.data import write_purchases
 
     root = Path(tempfile.mkdtemp(prefix="sentinel-stack-bench-", dir="/tmp"))
     root.chmod(0o755)

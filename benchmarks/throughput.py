@@ -20,7 +20,7 @@ What it does, in one run:
    Parquet in, scored Parquet out.
 
    - ``sentinel``: ``Bundle.train`` with the product defaults on the training sample, the bundle
-     saved and loaded as the pipeline does, scored with ``pipeline.score.score_parquet_stream``
+     saved and loaded as the pipeline does, scored with ``pipeline.score.scorer.score_parquet_stream``
      into the output the pipeline writes: ``--detail lean`` (the default: the id, score, flag,
      signal, top features, nearest normal ids) or ``full`` (also every input column, the
      per-feature errors and the latents).
@@ -41,7 +41,7 @@ from loading the model to the renamed output; ``peak_rss_mb``: the scoring proce
 resident memory, ``VmHWM``, in MiB; ``cpu_s_per_million_rows``: the scoring process's user +
 system CPU over that time, per million rows; ``output_bytes_per_input_byte``: the scored file's
 size over the input's; ``stage_s_per_million_rows``: the sentinel's thread-seconds per stage of
-scoring, ``pipeline.stage_times``, also printed after the table; ``null`` for PyOD). ``--repeat K`` scores each system K times and keeps the fastest run (the
+scoring, ``pipeline.score.stage_times``, also printed after the table; ``null`` for PyOD). ``--repeat K`` scores each system K times and keeps the fastest run (the
 machine may be shared; the largest peak RSS of the K runs is kept). ``--profile`` runs the
 sentinel's first scoring run under ``cProfile`` and prints where the time goes. Imports happen
 before any timer starts, in every child. ``--workdir DIR`` keeps the data, models and outputs
@@ -93,7 +93,7 @@ JSON_FIELDS = (
 
 DEFAULT_ROWS = 1_000_000
 DEFAULT_FEATURES = 30
-DEFAULT_CHUNK_ROWS = 50_000  # the pipeline's pipeline.score.STREAM_CHUNK
+DEFAULT_CHUNK_ROWS = 50_000  # the pipeline's pipeline.score.scorer.STREAM_CHUNK
 #: Training sample for every system. The sentinel's network takes a number of gradient steps
 #: that does not grow with the data (``models.base.architecture_for``: ~2,000 steps, at least
 #: 10 epochs), its reference set is 5,000 rows and its threshold a 99th percentile: 100,000
@@ -450,8 +450,8 @@ def _import_sentinel(fit: bool = False) -> None:
     network is scored from its weights, ``models.dense``)."""
     if fit:
         import models.autoencoder  # noqa: F401 - keras and TensorFlow
-    import pipeline.bundle  # noqa: F401
-    import pipeline.score  # noqa: F401
+    import models.bundle  # noqa: F401
+    import pipeline.score.scorer  # noqa: F401
 
 
 def _import_pyod(system: str) -> None:
@@ -464,7 +464,7 @@ def _import_pyod(system: str) -> None:
 def _fit_sentinel(job: Job) -> Outcome:
     import pandas as pd
 
-    from pipeline.bundle import Bundle
+    from models.bundle import Bundle
 
     _import_sentinel(fit=True)
     start = time.perf_counter()
@@ -534,10 +534,10 @@ def cpu_seconds() -> float:
 
 
 def _score_sentinel(job: Job) -> Outcome:
-    import pipeline.score as score_module
-    from pipeline.bundle import load_bundle
-    from pipeline.score import score_parquet_stream
-    from pipeline.stage_times import recording
+    import pipeline.score.scorer as score_module
+    from models.bundle import load_bundle
+    from pipeline.score.scorer import score_parquet_stream
+    from pipeline.score.stage_times import recording
 
     _import_sentinel()
     out = scores_path(job.workdir, job.system)
@@ -683,7 +683,7 @@ class Result:
     note: str = ""
     cpu_s_per_million_rows: float = math.nan
     output_bytes_per_input_byte: float = math.nan
-    #: the sentinel's thread-seconds per stage, per million rows (``pipeline.stage_times``)
+    #: the sentinel's thread-seconds per stage, per million rows (``pipeline.score.stage_times``)
     stage_s_per_million_rows: dict[str, float] | None = None
 
     def record(self) -> dict[str, Any]:

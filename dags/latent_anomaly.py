@@ -29,7 +29,7 @@ param, and for each batch:
    `sentinel_webhook`); a failed delivery is retried and logged, never fails the batch.
 
 Rows in = rows scored + rows quarantined, for every batch (`python -m pipeline status`).
-Each task calls one function of `pipeline.tasks`; nothing heavy is imported at parse time.
+Each task calls one function of `pipeline.steps`; nothing heavy is imported at parse time.
 """
 
 from __future__ import annotations
@@ -75,13 +75,13 @@ RETRY_DELAY_S = float(os.environ.get("SENTINEL_RETRY_DELAY_S", "60"))
 def latent_anomaly():
     @task
     def discover() -> list[str]:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
         ctx = get_current_context()
         p = ctx["params"]
         return run_step(
-            tasks.discover,
+            steps.discover,
             p["dataset"],
             p.get("input_path") or None,
             ctx.get("data_interval_start"),  # None for a run triggered without a logical date
@@ -90,25 +90,25 @@ def latent_anomaly():
 
     @task
     def ingest(source: str) -> dict:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
-        return run_step(tasks.ingest, source, get_current_context()["params"]["dataset"])
+        return run_step(steps.ingest, source, get_current_context()["params"]["dataset"])
 
     @task
     def validate(batch: dict) -> dict:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
-        return run_step(tasks.validate, batch)
+        return run_step(steps.validate, batch)
 
     # One training at a time across this DAG's runs (training is also serialized per dataset
     # by a file lock, which holds only on one machine): concurrent fine-tunes would each start
     # from the same champion, and the last promotion would drop what the others learned.
     @task(trigger_rule="none_failed", max_active_tis_per_dag=1)
     def train_or_update(batches: list[dict]) -> list[dict]:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
         batches = list(batches)
         p = get_current_context()["params"]
@@ -117,44 +117,44 @@ def latent_anomaly():
 
             raise AirflowSkipException("no valid batch in this interval")
         model = run_step(
-            tasks.train_or_update, p["dataset"], batches, bool(p["force_retrain"]), update=bool(p.get("update_model", True))
+            steps.train_or_update, p["dataset"], batches, bool(p["force_retrain"]), update=bool(p.get("update_model", True))
         )
         return [{**b, "model": model} for b in batches]
 
     @task
     def plan_parts(batches: list[dict]) -> list[dict]:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
-        return run_step(tasks.plan_parts, list(batches), detail=get_current_context()["params"].get("detail") or None)
+        return run_step(steps.plan_parts, list(batches), detail=get_current_context()["params"].get("detail") or None)
 
     @task
     def score_part(part: dict) -> dict:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
-        return run_step(tasks.score_part, part)
+        return run_step(steps.score_part, part)
 
     @task
     def merge_parts(parts: list[dict], done: list[dict]) -> list[dict]:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
-        return run_step(tasks.merge_parts, list(parts), list(done))
+        return run_step(steps.merge_parts, list(parts), list(done))
 
     @task
     def report(batch: dict) -> dict:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
-        return run_step(tasks.report, batch)
+        return run_step(steps.report, batch)
 
     @task
     def notify(batch: dict) -> dict:
-        from pipeline import tasks
-        from pipeline.airflow_glue import run_step
+        from pipeline import steps
+        from pipeline.adapters.airflow_glue import run_step
 
-        return run_step(tasks.notify, batch)
+        return run_step(steps.notify, batch)
 
     validated = validate.expand(batch=ingest.expand(source=discover()))
     trained = train_or_update(validated)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.storage import FILE_MODE, file_lock, write_json
 
 

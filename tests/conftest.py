@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipeline.config import DatasetConfig, Settings, load_dataset
-from pipeline.demo_data import generate_purchases, labels_path_for
+from pipeline.config.dataset import DatasetConfig, Settings, load_dataset
+from pipeline.demo.data import generate_purchases, labels_path_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipeline.bundle import Bundle
+    from models.bundle import Bundle
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -150,8 +150,8 @@ class TrainedBundles:
 
     def bundle(self, kind: str) -> Bundle:
         if kind not in self._bundles:
-            from pipeline.bundle import Bundle
-            from pipeline.features import infer_schema
+            from models.bundle import Bundle
+            from models.features import infer_schema
 
             schema = infer_schema(self.frame, exclude=BUNDLE_EXCLUDE)
             self._bundles[kind] = Bundle.train(
@@ -226,9 +226,9 @@ class CliResult:
 
 @contextmanager
 def _logging_kept() -> Iterator[None]:
-    """``pipeline.cli.main`` configures logging for a process (``basicConfig(force=True)``, the
+    """``pipeline.adapters.cli.main`` configures logging for a process (``basicConfig(force=True)``, the
     levels of noisy libraries): put the test process's logging back as it was afterwards."""
-    from pipeline.cli import NOISY
+    from pipeline.adapters.cli import NOISY
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
@@ -246,12 +246,12 @@ def _logging_kept() -> Iterator[None]:
 
 
 def cli_main(*args: str, home: Path, extra_env: dict[str, str] | None = None) -> CliResult:
-    """``python -m pipeline ARGS`` in this process: ``pipeline.cli.main`` with the environment
+    """``python -m pipeline ARGS`` in this process: ``pipeline.adapters.cli.main`` with the environment
     ``run_cli`` gives a child (no other ``SENTINEL_*``/``AIRFLOW*`` variable, ``SENTINEL_HOME``,
     ``extra_env``) and the repository as working directory, stdout and stderr captured. For
     tests of what the CLI does; what needs a process of its own (kills, a fresh interpreter,
     an environment that must not leak) uses ``run_cli``."""
-    from pipeline.cli import main
+    from pipeline.adapters.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, _logging_kept():

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline import status
-from pipeline.config import Settings, load_dataset
+from pipeline.config.dataset import Settings, load_dataset
 from pipeline.feedback.store import FeedbackError
 
 #: States of a batch whose alerts exist (scored, then reported, then notified).

@@ -1,5 +1,5 @@
 """``python -m pipeline feedback ...`` and ``python -m pipeline review``: their arguments and
-what they do (``pipeline.cli`` only registers them)."""
+what they do (``pipeline.adapters.cli`` only registers them)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.feedback.store import LABELS, FeedbackError
 
 USAGE = (
@@ -38,7 +38,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, cmd_feedback: Callabl
 
 
 def run_feedback(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.environment import Environment
+    from pipeline.config.environment import Environment
     from pipeline.feedback import service
 
     if args.action == "import":

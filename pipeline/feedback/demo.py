@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import Settings, load_dataset
-from pipeline.demo_data import labels_path_for
+from pipeline.config.dataset import Settings, load_dataset
+from pipeline.demo.data import labels_path_for
 from pipeline.feedback import alerts as queue
 from pipeline.feedback import store
 from pipeline.feedback.store import NewDecision

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline.config import DatasetConfig, Settings
+from pipeline.config.dataset import DatasetConfig, Settings
 from pipeline.feedback import store
 
 if TYPE_CHECKING:
-    from pipeline.bundle import Bundle
+    from models.bundle import Bundle
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config import DatasetConfig, Settings
+from pipeline.config.dataset import DatasetConfig, Settings
 from pipeline.feedback import alerts as queue
 from pipeline.feedback import service, store
 from pipeline.feedback.suppression import COLUMN
@@ -34,7 +34,7 @@ def precision_trend(rows: list[tuple[str, dict[str, Any]]]) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.report import _fig_to_data_uri
+    from pipeline.report.html import _fig_to_data_uri
 
     rows = [(b, f) for b, f in rows if f.get("reviewed")]
     if not rows:
@@ -64,8 +64,8 @@ def tsne_map(sample: pd.DataFrame, id_column: str, marks: dict[str, str], max_po
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    from pipeline.report import _fig_to_data_uri
-    from pipeline.segments import latent_matrix
+    from models.segments import latent_matrix
+    from pipeline.report.html import _fig_to_data_uri
 
     Z = latent_matrix(sample)
     if Z is None or len(sample) < 10 or max_points < 10:
@@ -136,7 +136,7 @@ def threshold_advice(settings: Settings, cfg: DatasetConfig, sample: pd.DataFram
 def build(settings: Settings, cfg: DatasetConfig, batch_id: str, sample: pd.DataFrame) -> dict[str, Any] | None:
     """``{"html", "link", "plots"}`` for ``render_report``; None when there is nothing to add
     beyond the links (no decision yet). Never raises: the report is useful without it."""
-    from pipeline.environment import Environment
+    from pipeline.config.environment import Environment
 
     try:
         base = Environment.from_env().review_url

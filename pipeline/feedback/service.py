@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.errors import SentinelError
 from pipeline.feedback import alerts as queue
 from pipeline.feedback import store

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.errors import SentinelError
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def check(d: NewDecision) -> NewDecision:
 
 # ------------------------------------------------------------------------ engine, migrations
 def db_url(settings: Settings) -> str:
-    from pipeline.environment import Environment
+    from pipeline.config.environment import Environment
 
     return Environment.from_env().db_url or f"sqlite:///{settings.home / 'feedback.db'}"
 

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from pipeline.config import DatasetConfig, Settings
+from pipeline.config.dataset import DatasetConfig, Settings
 from pipeline.feedback import alerts as queue
 from pipeline.feedback import store
 
 if TYPE_CHECKING:
-    from pipeline.bundle import Bundle
+    from models.bundle import Bundle
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from pipeline.config import Settings, load_dataset
+from pipeline.config.dataset import Settings, load_dataset
 from pipeline.feedback import alerts as queue
 from pipeline.feedback import store
 

@@ -27,7 +27,7 @@ from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from pipeline.config import Settings, known_datasets
+from pipeline.config.dataset import Settings, known_datasets
 from pipeline.errors import SentinelError
 from pipeline.feedback import alerts as queue
 from pipeline.feedback import service, store, view

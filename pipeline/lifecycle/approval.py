@@ -75,7 +75,7 @@ class ModelReviewOperator(HITLOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipeline.config import SentinelError, Settings, load_dataset
+        from pipeline.config.dataset import SentinelError, Settings, load_dataset
         from pipeline.lifecycle import review
 
         answer = super().execute_complete(context, event)

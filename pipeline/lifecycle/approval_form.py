@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import registry
-from pipeline.config import Settings, load_dataset
+from pipeline.config.dataset import Settings, load_dataset
+from pipeline.lifecycle import registry
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -26,7 +26,7 @@ def version_url(settings: Settings, name: str, version: str) -> str:
 
 def form(dataset: str, model: dict[str, Any], batches: list[dict[str, Any]]) -> tuple[str, str]:
     """``(subject, body)`` for the challenger ``model`` (``train_or_update``'s result)."""
-    from pipeline.tasks import _run_url
+    from pipeline.steps import _run_url
 
     settings = Settings.from_env()
     cfg = load_dataset(settings, dataset)

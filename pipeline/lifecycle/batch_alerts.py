@@ -4,7 +4,7 @@
   id aside), e.g. 3,000 copies of one ordinary record. Each copy may look normal; the batch
   does not, and learning it would teach the model that one record is what normal looks like.
 - ``far_from_champion``: its calibrated latent energy distance from the champion's training
-  data is past ``far_energy_ratio`` (``pipeline.drift``), or the champion flags most of it.
+  data is past ``far_energy_ratio`` (``pipeline.lifecycle.drift``), or the champion flags most of it.
 
 A batch with an alert is in the report's summary, the notification and ``status --json``
 (``batch_alerts``), and it is not learned without review: a version trained on it is never

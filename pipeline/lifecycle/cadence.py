@@ -3,12 +3,12 @@
 A fine-tune is registered every ``batches`` batches (and, with ``days``, once that many days
 passed since the last registered version); the batches in between are scored by the champion
 and recorded as ``kept``. Drift, a forced retrain and a champion that fails the gate on the new
-batch always register, whatever the cadence says (``pipeline.train`` decides those).
+batch always register, whatever the cadence says (``pipeline.lifecycle.train`` decides those).
 
 What the cadence counts is kept in ``<home>/lifecycle/<model>.json``: the version registered
 last, when, and the batches kept since. It is read and written under the dataset's training
 lock, so concurrent runs count each batch once. When the fine-tune is due, it learns the kept
-batches too (``pipeline.train``), so nothing kept is lost.
+batches too (``pipeline.lifecycle.train``), so nothing kept is lost.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.storage import write_json
 
 

@@ -1,7 +1,7 @@
 """``make demo``'s review part: one version promoted by the gate, one waiting for a reviewer.
 
 With the default cadence (a fine-tune every 7 batches) the demo's four days register one
-version only. Two more batches go through the same steps as the DAG (``tasks.run_batch``):
+version only. Two more batches go through the same steps as the DAG (``steps.run_batch``):
 
 - the next day, with a retrain forced (as an operator would after an upstream change): the
   gate compares it with the champion and, when every check holds, promotes it;
@@ -17,9 +17,10 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
-from pipeline import registry, tasks
-from pipeline.config import Settings
-from pipeline.demo_data import generate_purchases, labels_path_for
+from pipeline import steps
+from pipeline.config.dataset import Settings
+from pipeline.demo.data import generate_purchases, labels_path_for
+from pipeline.lifecycle import registry
 from pipeline.storage import write_csv, write_parquet
 
 
@@ -41,7 +42,7 @@ def run_review_batches(settings: Settings, dataset: str, first_day: date, days: 
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # the DAG's runs log to a file; these two stay as quiet
     try:
-        results = [tasks.run_batch(str(path), dataset, force_retrain=force, settings=settings)
+        results = [steps.run_batch(str(path), dataset, force_retrain=force, settings=settings)
                    for path, force in ((retrain, True), (repeated, False))]
     finally:
         quiet.setLevel(level)

@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline import registry
-from pipeline.config import SentinelError, Settings
+from pipeline.config.dataset import SentinelError, Settings
+from pipeline.lifecycle import registry
 from pipeline.storage import file_lock
 
 REVIEW = "sentinel.review"
@@ -60,7 +60,7 @@ def _tags(c: Any, name: str, version: str) -> dict[str, str]:
 
 def _check_artifacts(settings: Settings, name: str, version: str) -> None:
     """Download the version's bundle afresh and check every checksum, or refuse."""
-    from pipeline.bundle import BundleError, verify_bundle
+    from models.bundle import BundleError, verify_bundle
 
     mlflow = registry.configure(settings)
     scratch = settings.home / "tmp"

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config import REPO_ROOT, Settings
+from pipeline.config.dataset import REPO_ROOT, Settings
 from pipeline.stack.layout import StackLayout
 
 

@@ -14,8 +14,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import REPO_ROOT, Settings
-from pipeline.environment import StackEnvironment
+from pipeline.config.dataset import REPO_ROOT, Settings
+from pipeline.config.environment import StackEnvironment
 from pipeline.errors import SentinelError
 
 HOST = "127.0.0.1"  # every service listens on loopback only

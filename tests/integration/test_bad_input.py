@@ -1,7 +1,7 @@
 """The bad-input list, each through the real pipeline steps (real GX, real MLflow store).
 
 One champion (the session's prepared state, copied for the module) scores them; every test
-runs one batch end to end with ``tasks.run_batch`` and asserts the outcome and the row accounting: rows in = rows scored +
+runs one batch end to end with ``steps.run_batch`` and asserts the outcome and the row accounting: rows in = rows scored +
 rows quarantined, and whatever did not go on is in quarantine, unchanged.
 """
 
@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import status, tasks
-from pipeline.config import Settings
-from pipeline.demo_data import generate_purchases
-from pipeline.ingest import InputNotFoundError
-from pipeline.validate import BatchRejected
+from pipeline import status, steps
+from pipeline.config.dataset import Settings
+from pipeline.demo.data import generate_purchases
+from pipeline.ingest.reader import InputNotFoundError
+from pipeline.validate.suite import BatchRejected
 from tests.conftest import REPO, cli_main, copy_of_champion
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def run(s: Settings, df: pd.DataFrame | None, name: str, *, raw: bytes | None = 
         df.to_parquet(path, index=False)
     rejected: BatchRejected | None = None
     try:
-        tasks.run_batch(str(path), "retail_purchases", settings=s, update=False)
+        steps.run_batch(str(path), "retail_purchases", settings=s, update=False)
     except BatchRejected as exc:
         rejected = exc
     if rejected is not None:
@@ -90,7 +90,7 @@ def quarantined_rows(s: Settings, name: str) -> pd.DataFrame:
 # ------------------------------------------------------------------ unreadable or empty
 def test_non_existent_path_is_a_clear_error_and_records_nothing(home: Settings) -> None:
     with pytest.raises(InputNotFoundError, match="does not exist"):
-        tasks.run_batch("/nonexistent/x.parquet", "retail_purchases", settings=home)
+        steps.run_batch("/nonexistent/x.parquet", "retail_purchases", settings=home)
     assert status.read(home, "x") == {}
 
 
@@ -173,7 +173,7 @@ def test_a_parquet_numeric_column_that_arrives_as_text_is_schema_drift(home: Set
 def test_extra_unknown_column_warns_and_goes_on(home: Settings, caplog: pytest.LogCaptureFixture) -> None:
     df = batch()
     df["Free Text Note"] = "hello"
-    with caplog.at_level(logging.WARNING, logger="pipeline.validate"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.validate.suite"):
         rec = run(home, df, "extra_col")
     assert rec["rows_scored"] == 200
     assert rec["extra_columns"] == ["free_text_note"]
@@ -273,13 +273,13 @@ def test_the_same_batch_delivered_twice_is_counted_once(home: Settings) -> None:
     first = run(home, df, "delivery_a")
     path_b = home.home.parent / "in" / "delivery_b.parquet"
     path_b.write_bytes((home.home.parent / "in" / "delivery_a.parquet").read_bytes())
-    again = tasks.run_batch(str(path_b), "retail_purchases", settings=home, update=False)
+    again = steps.run_batch(str(path_b), "retail_purchases", settings=home, update=False)
     assert again["state"] == "duplicate"
     assert again["duplicate_of"] == "delivery_a"
     assert again["rows_in"] == again["rows_scored"] == again["rows_quarantined"] == 0
     assert not home.scores_dir("delivery_b").exists()
     # the same batch id run again replaces its outputs instead of adding to them
-    rerun = tasks.run_batch(str(home.home.parent / "in" / "delivery_a.parquet"), "retail_purchases", settings=home, update=False)
+    rerun = steps.run_batch(str(home.home.parent / "in" / "delivery_a.parquet"), "retail_purchases", settings=home, update=False)
     assert rerun["rows_scored"] == first["rows_scored"]
     assert len(pd.read_parquet(rerun["scores"])) == first["rows_scored"]
     res = cli_main("status", "--json", home=home.home)

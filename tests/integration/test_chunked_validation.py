@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import ingest, status, tasks
-from pipeline.config import DatasetConfig, Settings
-from pipeline.demo_data import generate_purchases
-from pipeline.ingest import stage_streaming
-from pipeline.validate import (
+from pipeline import status, steps
+from pipeline.config.dataset import DatasetConfig, Settings
+from pipeline.demo.data import generate_purchases
+from pipeline.ingest import reader
+from pipeline.ingest.reader import stage_streaming
+from pipeline.validate.suite import (
     BatchRejected,
     load_suite_dict,
     validate_frame,
@@ -214,7 +215,7 @@ def test_a_large_csv_is_streamed_as_text_and_validated_in_chunks(
     cfg, settings: Settings, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setenv("SENTINEL_VALIDATE_CHUNK_ROWS", str(CHUNK))
-    monkeypatch.setattr(ingest, "CSV_STREAM_BYTES", 10_000)  # every test file is "large"
+    monkeypatch.setattr(reader, "CSV_STREAM_BYTES", 10_000)  # every test file is "large"
     df = _purchases_with_scattered_bad_rows(2400, seed=12)
     csv = tmp_path / "landing" / "big_csv.csv"
     csv.parent.mkdir(parents=True)
@@ -223,11 +224,11 @@ def test_a_large_csv_is_streamed_as_text_and_validated_in_chunks(
     text.loc[1900, "item_count"] = "three"  # a later block disagreeing with the first's types
     text.to_csv(csv, index=False)
 
-    batch = tasks.ingest(str(csv), "retail_purchases", settings=settings)
+    batch = steps.ingest(str(csv), "retail_purchases", settings=settings)
     assert batch["rows_in"] == 2400
     staged_schema = pq.read_schema(batch["staged"])
     assert all(pa.types.is_string(f.type) for f in staged_schema)  # streamed: all text
-    out = tasks.validate(batch, settings=settings)
+    out = steps.validate(batch, settings=settings)
 
     whole = validate_frame(pd.read_parquet(batch["staged"]), cfg, text_source=True)
     assert "parse_numeric:item_count" in whole.failed_rules
@@ -249,15 +250,15 @@ def test_tasks_keep_their_contract_on_the_chunked_path(settings, tmp_path, monke
     """Same batch, run whole then chunked: same returned keys, status fields and files."""
     df = _purchases_with_scattered_bad_rows(1800, seed=13)
     src = _staged(df, tmp_path / "landing" / "b13.parquet")
-    whole_batch = tasks.validate(tasks.ingest(str(src), "retail_purchases", settings=settings),
+    whole_batch = steps.validate(steps.ingest(str(src), "retail_purchases", settings=settings),
                                  settings=settings)
     whole_rec = status.read(settings, "b13")
     whole_valid = pd.read_parquet(whole_batch["valid"])
     whole_rows = pd.read_parquet(settings.quarantine_dir("b13") / "rows.parquet")
 
     monkeypatch.setenv("SENTINEL_VALIDATE_CHUNK_ROWS", str(CHUNK))
-    batch = tasks.ingest(str(src), "retail_purchases", settings=settings)  # streamed
-    chunked_batch = tasks.validate(batch, settings=settings)
+    batch = steps.ingest(str(src), "retail_purchases", settings=settings)  # streamed
+    chunked_batch = steps.validate(batch, settings=settings)
     rec = status.read(settings, "b13")
     assert chunked_batch.keys() == whole_batch.keys()
     for key in ("rows_in", "rows_valid", "rows_quarantined"):
@@ -276,9 +277,9 @@ def test_tasks_keep_their_contract_on_the_chunked_path(settings, tmp_path, monke
 def test_chunk_size_setting_is_checked(monkeypatch) -> None:
     monkeypatch.setenv("SENTINEL_VALIDATE_CHUNK_ROWS", "0")
     with pytest.raises(Exception, match="SENTINEL_VALIDATE_CHUNK_ROWS"):
-        tasks.validate_chunk_rows()
+        steps.validate_chunk_rows()
     monkeypatch.delenv("SENTINEL_VALIDATE_CHUNK_ROWS")
-    assert tasks.validate_chunk_rows() == tasks.VALIDATE_CHUNK_ROWS == 1_000_000
+    assert steps.validate_chunk_rows() == steps.VALIDATE_CHUNK_ROWS == 1_000_000
 
 
 # -------------------------------------------------------------- (e) wrong type, later chunk
@@ -310,10 +311,10 @@ def test_a_folder_whose_files_disagree_on_a_type_is_quarantined_whole(
     later = df.iloc[800:].copy()
     later["basket_value"] = later["basket_value"].map("{:.2f} EUR".format)
     later.to_parquet(folder / "part-1.parquet", index=False)
-    batch = tasks.ingest(str(folder), "retail_purchases", settings=settings)
+    batch = steps.ingest(str(folder), "retail_purchases", settings=settings)
     assert "cannot read" in batch["rejected"]
     with pytest.raises(BatchRejected):
-        tasks.validate(batch, settings=settings)
+        steps.validate(batch, settings=settings)
     assert status.read(settings, "mixed")["state"] == "quarantined"
     assert not (settings.staging_dir("mixed") / "input.parquet").exists()
     _no_temporaries(settings.staging_dir("mixed"), settings.quarantine_dir("mixed"))
@@ -326,7 +327,7 @@ def test_a_rejection_leaves_the_previous_outputs_and_no_temporaries(
     monkeypatch.setenv("SENTINEL_VALIDATE_CHUNK_ROWS", str(CHUNK))
     df, _ = generate_purchases(1500, seed=16, bad_row_rate=0.02)
     src = _staged(df, tmp_path / "landing" / "b16.parquet")
-    first = tasks.validate(tasks.ingest(str(src), "retail_purchases", settings=settings),
+    first = steps.validate(steps.ingest(str(src), "retail_purchases", settings=settings),
                            settings=settings)
     valid_path = Path(first["valid"])
     before = valid_path.read_bytes()
@@ -334,9 +335,9 @@ def test_a_rejection_leaves_the_previous_outputs_and_no_temporaries(
     broken = df.copy()
     broken.loc[np.arange(1000, 1500), "item_count"] = -1  # a third of the batch: rejected
     _staged(broken, src)
-    batch = tasks.ingest(str(src), "retail_purchases", settings=settings)
+    batch = steps.ingest(str(src), "retail_purchases", settings=settings)
     with pytest.raises(BatchRejected, match="above the tolerance"):
-        tasks.validate(batch, settings=settings)
+        steps.validate(batch, settings=settings)
     assert valid_path.read_bytes() == before  # whole or not at all: the old file stands
     assert status.read(settings, "b16")["state"] == "quarantined"
     _no_temporaries(settings.staging_dir("b16"), settings.quarantine_dir("b16"))
@@ -350,8 +351,8 @@ def test_a_large_batch_delivered_twice_is_a_duplicate_and_not_staged(
     first = _staged(df, tmp_path / "landing" / "day1.parquet")
     again = tmp_path / "landing" / "day1_copy.parquet"
     again.write_bytes(first.read_bytes())
-    assert tasks.ingest(str(first), "retail_purchases", settings=settings)["rows_in"] == 1200
-    dup = tasks.ingest(str(again), "retail_purchases", settings=settings)
+    assert steps.ingest(str(first), "retail_purchases", settings=settings)["rows_in"] == 1200
+    dup = steps.ingest(str(again), "retail_purchases", settings=settings)
     assert dup["duplicate_of"] == "day1"
     assert status.read(settings, "day1_copy")["state"] == "duplicate"
     assert not (settings.staging_dir("day1_copy") / "input.parquet").exists()

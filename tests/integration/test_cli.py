@@ -1,4 +1,4 @@
-"""The CLI as a user runs it: real MLflow store, one-line errors. ``pipeline.cli.main`` runs in
+"""The CLI as a user runs it: real MLflow store, one-line errors. ``pipeline.adapters.cli.main`` runs in
 this process (``cli_main``, the environment a child would get); the served model is checked in
 a fresh process."""
 

@@ -6,8 +6,8 @@ import gzip
 import shutil
 from pathlib import Path
 
-from pipeline import tasks
-from pipeline.config import Settings
+from pipeline import steps
+from pipeline.config.dataset import Settings
 from tests.conftest import write_batch
 
 
@@ -18,10 +18,10 @@ def test_csv_gz_batch_is_ingested_and_validated(settings: Settings, tmp_path: Pa
         shutil.copyfileobj(src, dst)
     plain.unlink()
 
-    batch = tasks.ingest(str(packed), "retail_purchases", settings=settings)
+    batch = steps.ingest(str(packed), "retail_purchases", settings=settings)
     assert batch["batch_id"] == "day1"
     assert "rejected" not in batch
     assert batch["rows_in"] == 300
-    validated = tasks.validate(batch, settings=settings)
+    validated = steps.validate(batch, settings=settings)
     assert validated["rows_valid"] + validated["rows_quarantined"] == 300
     assert validated["rows_valid"] >= 290

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.airflow_local import airflow_env, run_dates
-from pipeline.config import Settings
-from pipeline.ingest import landing_partition
+from pipeline.adapters.airflow_local import airflow_env, run_dates
+from pipeline.config.dataset import Settings
+from pipeline.ingest.reader import landing_partition
 from tests.conftest import REPO, quick_expectations, write_batch
 
 PARSE_CHECK = """
@@ -22,7 +22,7 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags.get("latent_anomaly")
-heavy = sorted(m for m in ("tensorflow", "keras", "great_expectations", "mlflow", "sklearn", "pipeline.tasks") if m in sys.modules)
+heavy = sorted(m for m in ("tensorflow", "keras", "great_expectations", "mlflow", "sklearn", "pipeline.steps") if m in sys.modules)
 print("RESULT " + json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "found": dag is not None,
@@ -126,7 +126,7 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(
     assert not any(c.startswith(("err__", "latent_")) for c in scored.columns)
     assert "recon_error" not in scored.columns
     alerts = pd.read_parquet(good["alerts_path"])
-    from pipeline.score import ALERT_COLUMNS
+    from pipeline.score.scorer import ALERT_COLUMNS
 
     # the documented columns first, in order, then each alert's full detail
     assert list(alerts.columns)[: len(ALERT_COLUMNS) + 1] == [*ALERT_COLUMNS, "similar_to_dismissed"]
@@ -162,7 +162,6 @@ def test_real_dag_run_scores_good_batches_and_quarantines_the_broken_one(
     assert note["top_alerts"]
     assert json.loads(settings.status_path(first).read_text())["notified"]["webhook"] == "sent"
 
-    from pipeline import registry
-
+    from pipeline.lifecycle import registry
     models = registry.list_models(settings)
     assert models == [{"name": "retail_purchases", "versions": [1], "aliases": {"champion": "1"}}]

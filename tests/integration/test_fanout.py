@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import tasks
-from pipeline.bundle import load_bundle
-from pipeline.config import SentinelError, Settings
-from pipeline.score import score_parquet_stream
+from models.bundle import load_bundle
+from pipeline import steps
+from pipeline.config.dataset import SentinelError, Settings
+from pipeline.score.scorer import score_parquet_stream
 from tests.conftest import write_batch
 
 
@@ -32,8 +32,8 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     mp.delenv("SENTINEL_MLFLOW_TRACKING_URI", raising=False)
     s = Settings.from_env()
     src = write_batch(root / "day.parquet", rows=1000, seed=7, anomaly_rate=0.03)
-    b = tasks.validate(tasks.ingest(str(src), "retail_purchases", settings=s), settings=s)
-    tasks.train_or_update("retail_purchases", [b], settings=s)
+    b = steps.validate(steps.ingest(str(src), "retail_purchases", settings=s), settings=s)
+    steps.train_or_update("retail_purchases", [b], settings=s)
     yield {"settings": s, "batch": b, "root": root}
     mp.undo()
 
@@ -45,17 +45,17 @@ def _scored(s: Settings, bid: str) -> pd.DataFrame:
 @pytest.mark.slow
 def test_parts_merge_to_exactly_the_single_part_scoring(batch: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     s, b = batch["settings"], batch["batch"]
-    whole = tasks.score(b, settings=s)  # one part (the default part size is 1,000,000 rows)
+    whole = steps.score(b, settings=s)  # one part (the default part size is 1,000,000 rows)
     one = _scored(s, b["batch_id"])
     one_alerts = pd.read_parquet(whole["alerts_path"])
-    assert tasks.status.read(s, b["batch_id"])["scoring_parts"] == 1
+    assert steps.status.read(s, b["batch_id"])["scoring_parts"] == 1
 
-    parts = tasks.plan_parts([b], settings=s, rows_per_part=130)
+    parts = steps.plan_parts([b], settings=s, rows_per_part=130)
     assert [p["part"] for p in parts] == list(range(len(parts)))
     assert len(parts) == -(-b["rows_valid"] // 130)
     assert parts[-1]["stop"] == b["rows_valid"]
-    done = [tasks.score_part(p, settings=s) for p in reversed(parts)]  # any order
-    (merged,) = tasks.merge_parts(parts, done, settings=s)
+    done = [steps.score_part(p, settings=s) for p in reversed(parts)]  # any order
+    (merged,) = steps.merge_parts(parts, done, settings=s)
     many = _scored(s, b["batch_id"])
     assert merged["rows_scored"] == len(many) == b["rows_valid"]
     assert list(many["purchase_id"]) == list(one["purchase_id"])
@@ -67,18 +67,18 @@ def test_parts_merge_to_exactly_the_single_part_scoring(batch: dict[str, Any], m
     alerts = pd.read_parquet(merged["alerts_path"])
     assert list(alerts["record_id"]) == list(one_alerts["record_id"])
     assert list(alerts["rank"]) == list(range(1, len(alerts) + 1))
-    record = tasks.status.read(s, b["batch_id"])
+    record = steps.status.read(s, b["batch_id"])
     assert record["scoring_parts"] == len(parts)
     assert record["alerts"] == len(alerts) == int(many["is_anomaly"].sum())
     labels = record["labels"]
     assert labels["caught"] <= labels["true_anomalies"]
     assert labels["true_anomalies"] > 0
-    summary = tasks.json_load(s.scores_dir(b["batch_id"]) / "summary.json")
+    summary = steps.json_load(s.scores_dir(b["batch_id"]) / "summary.json")
     assert sum(summary["score_hist"]["normal"]) + sum(summary["score_hist"]["alert"]) == len(many)
     assert sum(summary["segments"]["rows"].values()) == len(many)
     assert not (s.scores_dir(b["batch_id"]) / "parts").exists()
 
-    report = tasks.report(merged, settings=s)
+    report = steps.report(merged, settings=s)
     text = Path(report["report"]).read_text(encoding="utf-8")
     top = str(alerts["record_id"].iloc[0])
     assert top in text
@@ -88,24 +88,24 @@ def test_parts_merge_to_exactly_the_single_part_scoring(batch: dict[str, Any], m
 @pytest.mark.slow
 def test_a_failed_part_is_rerun_alone_and_the_merge_waits_for_it(batch: dict[str, Any]) -> None:
     s, b = batch["settings"], batch["batch"]
-    parts = tasks.plan_parts([b], settings=s, rows_per_part=300)
+    parts = steps.plan_parts([b], settings=s, rows_per_part=300)
     assert len(parts) >= 3
     for p in parts[:1] + parts[2:]:
-        tasks.score_part(p, settings=s)
+        steps.score_part(p, settings=s)
     folder = s.scores_dir(b["batch_id"]) / "parts"
     before = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
     old_scored = s.scores_dir(b["batch_id"]) / "scored.parquet"
     old_bytes = old_scored.read_bytes() if old_scored.exists() else None
     with pytest.raises(RuntimeError, match=r"part 2 of \d+ of batch .* has no result"):
-        tasks.merge_parts(parts, settings=s)
+        steps.merge_parts(parts, settings=s)
     # Nothing was merged: the previous output is untouched, the parts are kept.
     assert (old_scored.read_bytes() if old_scored.exists() else None) == old_bytes
     assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == before
 
-    tasks.score_part(parts[1], settings=s)  # the retry of the failed part
+    steps.score_part(parts[1], settings=s)  # the retry of the failed part
     after = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
     assert {k: v for k, v in after.items() if k in before} == before  # the others not redone
-    (merged,) = tasks.merge_parts(parts, settings=s)
+    (merged,) = steps.merge_parts(parts, settings=s)
     scored = _scored(s, b["batch_id"])
     assert scored["purchase_id"].is_unique
     assert len(scored) == b["rows_valid"] == merged["rows_scored"]
@@ -114,13 +114,13 @@ def test_a_failed_part_is_rerun_alone_and_the_merge_waits_for_it(batch: dict[str
 @pytest.mark.slow
 def test_parts_of_an_older_plan_are_not_merged(batch: dict[str, Any]) -> None:
     s, b = batch["settings"], batch["batch"]
-    old = tasks.plan_parts([b], settings=s, rows_per_part=400)
+    old = steps.plan_parts([b], settings=s, rows_per_part=400)
     for p in old:
-        tasks.score_part(p, settings=s)
-    new = tasks.plan_parts([b], settings=s, rows_per_part=400)
+        steps.score_part(p, settings=s)
+    new = steps.plan_parts([b], settings=s, rows_per_part=400)
     stale = [{**p, "model_version": "2"} for p in new]  # as if a new champion had been planned
     with pytest.raises(RuntimeError, match="another plan"):
-        tasks.merge_parts(stale, settings=s)
+        steps.merge_parts(stale, settings=s)
 
 
 @pytest.mark.slow
@@ -130,35 +130,35 @@ def test_a_second_merge_of_the_same_plan_finds_it_merged(batch: dict[str, Any]) 
     died before saying so) finds the batch merged by this plan and returns it; the merge of a
     different plan with its parts gone is still refused."""
     s, b = batch["settings"], batch["batch"]
-    parts = tasks.plan_parts([b], settings=s, rows_per_part=250)
+    parts = steps.plan_parts([b], settings=s, rows_per_part=250)
     for p in parts:
-        tasks.score_part(p, settings=s)
-    (first,) = tasks.merge_parts(parts, settings=s)
+        steps.score_part(p, settings=s)
+    (first,) = steps.merge_parts(parts, settings=s)
     scored = s.scores_dir(b["batch_id"]) / "scored.parquet"
     before = scored.stat().st_mtime_ns
-    (again,) = tasks.merge_parts(parts, settings=s)
+    (again,) = steps.merge_parts(parts, settings=s)
     assert again["scored"] == first["scored"]
     assert (again["rows_scored"], again["alerts"]) == (first["rows_scored"], first["alerts"])
     assert scored.stat().st_mtime_ns == before  # nothing rewritten
-    other = tasks.plan_parts([b], settings=s, rows_per_part=400)
+    other = steps.plan_parts([b], settings=s, rows_per_part=400)
     assert len(other) != len(parts)
     with pytest.raises(RuntimeError, match="has no result"):
-        tasks.merge_parts(other, settings=s)
+        steps.merge_parts(other, settings=s)
 
 
 def test_part_size_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTINEL_PART_ROWS", "lots")
     with pytest.raises(SentinelError, match="SENTINEL_PART_ROWS"):
-        tasks.part_rows()
+        steps.part_rows()
     monkeypatch.setenv("SENTINEL_PART_ROWS", "250000")
-    assert tasks.part_rows() == 250_000
+    assert steps.part_rows() == 250_000
 
 
 @pytest.mark.slow
 def test_row_ranges_cover_files_and_row_groups_exactly(batch: dict[str, Any], tmp_path: Path) -> None:
     """A folder of two files with small row groups: any range scores exactly those rows."""
     s, b = batch["settings"], batch["batch"]
-    bundle = load_bundle(tasks.registry.fetch_bundle(s, "retail_purchases")[0])
+    bundle = load_bundle(steps.registry.fetch_bundle(s, "retail_purchases")[0])
     valid = pd.read_parquet(b["valid"])
     folder = tmp_path / "in"
     folder.mkdir()
@@ -188,8 +188,8 @@ def test_training_reads_a_bounded_uniform_sample_of_a_large_batch(tmp_path: Path
     df = pd.DataFrame({"row": np.arange(n), "x": np.random.default_rng(0).normal(size=n)})
     path = tmp_path / "big.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=7_000)
-    assert tasks.read_bounded(path, n).equals(df)
-    got = tasks.read_bounded(path, 2_000, seed=3)
+    assert steps.read_bounded(path, n).equals(df)
+    got = steps.read_bounded(path, 2_000, seed=3)
     assert len(got) == 2_000
     assert got["row"].is_unique
     assert got["row"].is_monotonic_increasing
@@ -197,4 +197,4 @@ def test_training_reads_a_bounded_uniform_sample_of_a_large_batch(tmp_path: Path
     assert got["row"].min() < n / 10
     assert got["row"].max() > n * 9 / 10
     assert 0.4 < (got["row"] < n / 2).mean() < 0.6
-    assert tasks.read_bounded(path, 2_000, seed=3).equals(got)
+    assert steps.read_bounded(path, 2_000, seed=3).equals(got)

@@ -167,7 +167,7 @@ def test_labels_to_suppression_on_the_next_batch(state: dict[str, Any], tmp_path
 def test_labels_reach_training_and_the_gate(state: dict[str, Any], tmp_path: Path) -> None:
     """A retraining over day 1 leaves its confirmed alerts out of what it learns, and the gate
     compares champion and challenger on the reviewed alerts (in the version's description)."""
-    from pipeline import registry
+    from pipeline.lifecycle import registry
     from tests.conftest import settings_of
 
     home, alerts = state["home"], state["alerts"]
@@ -204,7 +204,7 @@ def _latest_labels(home: Path) -> dict[str, str]:
 
 def test_the_demo_analyst_marks_from_the_labels_and_the_measure_counts(champion_state: dict[str, Any],
                                                                         tmp_path: Path) -> None:
-    from pipeline.demo_data import labels_path_for
+    from pipeline.demo.data import labels_path_for
     from pipeline.feedback.demo import advice_line, measure, play_analyst
     from tests.conftest import settings_of
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.bundle import Bundle
-from pipeline.config import SentinelError
-from pipeline.validate import validate_frame
+from models.bundle import Bundle
+from pipeline.config.dataset import SentinelError
+from pipeline.validate.suite import validate_frame
 from tests.conftest import TrainedBundles
 from tests.unit.test_fuzz import (
     BASE,

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import status, tasks
-from pipeline.config import DatasetConfig, SentinelError, Settings
-from pipeline.demo_data import generate_purchases
-from pipeline.ingest import UnreadableBatchError, content_hash, normalise_columns, read_batch
-from pipeline.profile import sniff_csv
-from pipeline.validate import BatchRejected
+from pipeline import status, steps
+from pipeline.config.dataset import DatasetConfig, SentinelError, Settings
+from pipeline.demo.data import generate_purchases
+from pipeline.ingest.profile import sniff_csv
+from pipeline.ingest.reader import UnreadableBatchError, content_hash, normalise_columns, read_batch
+from pipeline.validate.suite import BatchRejected
 from tests.conftest import REPO, cli_main
 
 ADBENCH = next(
@@ -40,10 +40,10 @@ def test_partitioned_parquet_folder_is_one_batch(settings: Settings, tmp_path: P
     back = read_batch(str(folder))
     assert len(back) == 300
     assert sorted(back["region"].astype(str).unique()) == ["eu", "us"]  # the partition key is a column
-    batch = tasks.ingest(str(folder), "retail_purchases", settings=settings)
+    batch = steps.ingest(str(folder), "retail_purchases", settings=settings)
     assert batch["batch_id"] == "purchases_20261105"
     assert batch["rows_in"] == 300
-    out = tasks.validate(batch, settings=settings)
+    out = steps.validate(batch, settings=settings)
     assert out["rows_valid"] + out["rows_quarantined"] == 300
     assert status.read(settings, "purchases_20261105")["extra_columns"] == ["region"]
 
@@ -57,16 +57,16 @@ def test_fsspec_urls_read_hash_and_quarantine_like_local_files(settings: Setting
     url = "memory://bucket/day/b.parquet"
     pd.testing.assert_frame_equal(read_batch(url), read_batch(str(local)))
     assert content_hash(url) == content_hash(str(local))
-    batch = tasks.ingest(url, "retail_purchases", batch_id="from_url", settings=settings)
+    batch = steps.ingest(url, "retail_purchases", batch_id="from_url", settings=settings)
     assert batch["rows_in"] == 120
     # a corrupt remote file is quarantined with a local copy of what was delivered
     fs.pipe("/bucket/day/bad.parquet", b"PAR1 not really")
-    bad = tasks.ingest("memory://bucket/day/bad.parquet", "retail_purchases", settings=settings)
+    bad = steps.ingest("memory://bucket/day/bad.parquet", "retail_purchases", settings=settings)
     with pytest.raises(BatchRejected, match="cannot read"):
-        tasks.validate(bad, settings=settings)
+        steps.validate(bad, settings=settings)
     assert (settings.quarantine_dir("bad") / "original" / "bad.parquet").read_bytes() == b"PAR1 not really"
     with pytest.raises(SentinelError, match="does not exist"):
-        tasks.ingest("memory://bucket/day/missing.parquet", "retail_purchases", settings=settings)
+        steps.ingest("memory://bucket/day/missing.parquet", "retail_purchases", settings=settings)
 
 
 def test_csv_delimiter_and_encoding_come_from_the_dataset_config(tmp_path: Path) -> None:

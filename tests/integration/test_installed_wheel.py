@@ -27,7 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CHECK = """
 import json, pipeline, models, expectations
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 print(json.dumps({"modules": [pipeline.__file__, models.__file__, expectations.__file__],
                   "expectations_dir": str(Settings.from_env().expectations_dir)}))
 """
@@ -54,8 +54,8 @@ def test_installed_wheel_runs_a_batch_with_the_shipped_expectations(tmp_path: Pa
     (wheel,) = wheels.glob("latent_sentinel-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"expectations/retail_purchases/dataset.json", "expectations/retail_purchases/suite.json",
-            "expectations/dataset.schema.json", "pipeline/cli.py", "models/base.py",
-            "pipeline/templates/report/report.html.j2", "pipeline/templates/report/rejected.html.j2"} <= names
+            "expectations/dataset.schema.json", "pipeline/adapters/cli.py", "models/base.py",
+            "pipeline/report/templates/report.html.j2", "pipeline/report/templates/rejected.html.j2"} <= names
 
     installed = _run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], cwd=tmp_path, env=env)
     assert installed.returncode == 0, installed.stderr[-3000:]

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import registry, status, tasks
-from pipeline.bundle import load_bundle
-from pipeline.config import Settings
-from pipeline.demo_data import generate_purchases
+from models.bundle import load_bundle
+from pipeline import status, steps
+from pipeline.config.dataset import Settings
+from pipeline.demo.data import generate_purchases
+from pipeline.lifecycle import registry
 from tests.conftest import cli_main, quick_expectations
 
 pytestmark = pytest.mark.slow
@@ -39,11 +40,11 @@ def deliver(root: Path, name: str, seed: int, drifted: bool = False, rows: int =
 
 def test_train_fine_tune_keep_and_drift_retrain(tmp_path: Path) -> None:
     s = make_settings(tmp_path)
-    first = tasks.run_batch(deliver(tmp_path, "day1", 1), DATASET, settings=s)
+    first = steps.run_batch(deliver(tmp_path, "day1", 1), DATASET, settings=s)
     assert first["model_action"] == "trained"
     assert registry.alias_version(s, DATASET) == "1"
 
-    second = tasks.run_batch(deliver(tmp_path, "day2", 2), DATASET, settings=s)
+    second = steps.run_batch(deliver(tmp_path, "day2", 2), DATASET, settings=s)
     assert second["model_action"] == "fine-tuned-promoted", second.get("model_reason")
     assert second["model_reason"].startswith("no drift")
     assert second["model_version"] == "2"  # scored by the new champion
@@ -55,11 +56,11 @@ def test_train_fine_tune_keep_and_drift_retrain(tmp_path: Path) -> None:
     assert rec["drift"]["energy_ratio"] < 3  # calibrated: an unchanged batch reads about 1
     assert rec["model_action"] == "fine-tuned-promoted"
 
-    again = tasks.run_batch(str(tmp_path / "in" / "day2.parquet"), DATASET, settings=s)
+    again = steps.run_batch(str(tmp_path / "in" / "day2.parquet"), DATASET, settings=s)
     assert again["model_action"] == "kept"  # a re-run trains nothing new
     assert "already trained on day2" in again["model_reason"]
 
-    third = tasks.run_batch(deliver(tmp_path, "day3", 3, drifted=True), DATASET, settings=s)
+    third = steps.run_batch(deliver(tmp_path, "day3", 3, drifted=True), DATASET, settings=s)
     assert third["model_action"].startswith("retrained-"), third["model_reason"]
     assert third["model_reason"].startswith("drift:")
 
@@ -88,8 +89,8 @@ def test_train_fine_tune_keep_and_drift_retrain(tmp_path: Path) -> None:
 
 def test_gate_can_leave_a_challenger_for_a_reviewer_then_promote_and_rollback(tmp_path: Path) -> None:
     s = make_settings(tmp_path, {"gate": {"auto_promote": False}})
-    tasks.run_batch(deliver(tmp_path, "day1", 1), DATASET, settings=s)
-    waiting = tasks.run_batch(deliver(tmp_path, "day2", 2), DATASET, settings=s)
+    steps.run_batch(deliver(tmp_path, "day1", 1), DATASET, settings=s)
+    waiting = steps.run_batch(deliver(tmp_path, "day2", 2), DATASET, settings=s)
     assert waiting["model_action"] == "fine-tuned-awaiting-review"
     assert waiting["model_version"] == "1"  # the champion still scores
     assert registry.alias_version(s, DATASET, registry.CHALLENGER) == "2"

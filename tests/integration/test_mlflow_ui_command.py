@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import registry
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
+from pipeline.lifecycle import registry
 
 EXPERIMENT = "latent-sentinel/retail_purchases"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from pipeline import registry
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
+from pipeline.lifecycle import registry
 
 
 def test_registration_lands_in_mlflow_tracking_uri(sentinel_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from pipeline.notify import (
+from pipeline.notify.channels import (
     NotifyConfig,
     build_message,
     notification_key,
@@ -237,7 +237,7 @@ def test_email_rejected_password_is_not_retried_and_not_logged(
     warnings = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "pipeline.notify" and r.levelno == logging.WARNING
+        if r.name == "pipeline.notify.channels" and r.levelno == logging.WARNING
     ]
     assert len(warnings) == 1
     assert "not retried" in warnings[0]
@@ -434,7 +434,7 @@ CHILD = """
 import json, logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 import pandas as pd
-from pipeline.notify import build_message, load_config, send
+from pipeline.notify.channels import build_message, load_config, send
 summary, alerts = json.loads(sys.argv[1]), pd.DataFrame(json.loads(sys.argv[2]))
 config = load_config()
 print(repr(config), file=sys.stderr)
@@ -500,7 +500,7 @@ def test_airflow_connections_from_env_vars_and_secrets_never_logged(
     assert headers["Authorization"] == f"Bearer {TOKEN}"
     assert json.loads(body)["top_alerts"][0]["id"] == "P-0042"
     logs = result.stdout + result.stderr
-    assert "pipeline.notify" in logs  # the child did log at DEBUG
+    assert "pipeline.notify.channels" in logs  # the child did log at DEBUG
     for secret in (PASSWORD, TOKEN):
         assert secret not in logs
 

@@ -33,8 +33,8 @@ def test_promote_or_rollback_of_a_dataset_with_no_model_is_one_line(
 # ----------------------------------------------------------- registration comes last
 @pytest.fixture
 def small_bundle(tmp_path: Path) -> Path:
-    from pipeline.bundle import Bundle
-    from pipeline.demo_data import generate_purchases
+    from models.bundle import Bundle
+    from pipeline.demo.data import generate_purchases
 
     df, _ = generate_purchases(300, seed=1)
     schema = {"numeric": ["basket_value", "item_count"], "categorical": ["channel"],
@@ -46,8 +46,7 @@ def small_bundle(tmp_path: Path) -> Path:
 
 
 def _log_in_a_run(settings: Any, bundle_dir: Path) -> Any:
-    from pipeline import registry
-
+    from pipeline.lifecycle import registry
     mlflow = registry.configure(settings)
     with mlflow.start_run(experiment_id=registry.ensure_experiment(settings, "tiny")):
         return registry.log_bundle_model(settings, bundle_dir, "tiny")
@@ -60,8 +59,7 @@ def test_no_version_is_registered_unless_every_artifact_is_logged(
 ) -> None:
     from mlflow import MlflowClient
 
-    from pipeline import registry
-
+    from pipeline.lifecycle import registry
     with monkeypatch.context() as mp:
         if failure == "upload fails":
             original = MlflowClient.log_model_artifacts
@@ -94,9 +92,9 @@ def test_the_input_schema_accepts_what_the_pipeline_accepts(small_bundle: Path) 
     from mlflow.exceptions import MlflowException
     from mlflow.models import validate_schema
 
-    from pipeline.bundle import load_bundle
-    from pipeline.demo_data import generate_purchases
-    from pipeline.serving import input_schema
+    from models.bundle import load_bundle
+    from pipeline.demo.data import generate_purchases
+    from pipeline.lifecycle.serving import input_schema
 
     schema = input_schema(load_bundle(small_bundle))
     rows, _ = generate_purchases(20, seed=3)

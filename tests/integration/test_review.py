@@ -13,10 +13,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline import registry, status, tasks
-from pipeline.config import Settings
-from pipeline.demo_data import generate_purchases, labels_path_for
-from pipeline.lifecycle import cadence, review
+from pipeline import status, steps
+from pipeline.config.dataset import Settings
+from pipeline.demo.data import generate_purchases, labels_path_for
+from pipeline.lifecycle import cadence, registry, review
 from tests.conftest import cli_main, copy_state, quick_expectations
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home whose champion (version 1, the quick VAE) learned one batch of 700 purchases."""
     root = tmp_path_factory.mktemp("review-base")
     quick_expectations(root, {"gate": LOOSE_GATE})
-    first = tasks.run_batch(deliver(root, "day1", 1), DATASET, settings=settings_for(root))
+    first = steps.run_batch(deliver(root, "day1", 1), DATASET, settings=settings_for(root))
     assert first["model_action"] == "trained"
     return root
 
@@ -70,7 +70,7 @@ def waiting_base(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``base`` plus version 2, fine-tuned on day2, waiting as challenger (``auto_promote`` off)."""
     root, s = copy_of(base, tmp_path_factory.mktemp("review-waiting"),
                       {"register_every": {"batches": 1}, "gate": {**LOOSE_GATE, "auto_promote": False}})
-    r = tasks.run_batch(deliver(root, "day2", 2), DATASET, settings=s)
+    r = steps.run_batch(deliver(root, "day2", 2), DATASET, settings=s)
     assert r["model_action"] == "fine-tuned-awaiting-review", r.get("model_reason")
     assert registry.alias_version(s, DATASET, registry.CHALLENGER) == "2"
     return root
@@ -152,7 +152,7 @@ def test_a_rejected_version_stays_registered_and_is_never_promoted(waiting: tupl
 
 def test_an_approval_of_a_version_no_longer_the_challenger_is_refused(waiting: tuple[Path, Settings]) -> None:
     root, s = waiting
-    newer = tasks.run_batch(deliver(root, "day3", 3), DATASET, settings=s)
+    newer = steps.run_batch(deliver(root, "day3", 3), DATASET, settings=s)
     assert newer["model_action"] == "fine-tuned-awaiting-review"
     with pytest.raises(review.ReviewRefused, match="version 3 is the challenger now; nothing changed"):
         review.decide(s, DATASET, "2", "approve", reviewer="dave", via="airflow", expect_challenger=True)
@@ -201,7 +201,7 @@ def test_an_approval_of_a_version_whose_artifacts_fail_their_checksum_is_refused
 
 def test_routine_fine_tunes_register_only_when_due(base: Path, tmp_path: Path) -> None:
     root, s = copy_of(base, tmp_path, {"register_every": {"batches": 3}, "gate": LOOSE_GATE})
-    actions = [tasks.run_batch(deliver(root, f"day{i}", i, rows=500), DATASET, settings=s) for i in (2, 3, 4)]
+    actions = [steps.run_batch(deliver(root, f"day{i}", i, rows=500), DATASET, settings=s) for i in (2, 3, 4)]
     assert [a["model_action"] for a in actions] == ["kept", "kept", "fine-tuned-promoted"], [a.get("model_reason") for a in actions]
     assert status.read(s, "day2")["model_reason"].startswith("kept: 1 of 3 batches")
     assert actions[0]["model_version"] == "1"  # a kept batch is scored by the champion
@@ -215,7 +215,7 @@ def test_routine_fine_tunes_register_only_when_due(base: Path, tmp_path: Path) -
 def test_a_year_of_daily_batches_leaves_the_documented_number_of_versions(tmp_path: Path) -> None:
     """The cadence's own state file, day by day for 365 days with the shipped defaults (no
     drift, no gate failure): one registration when due, a kept batch otherwise."""
-    from pipeline.dataset_spec import Lifecycle
+    from pipeline.config.dataset_spec import Lifecycle
 
     policy = Lifecycle().register_every.model_dump()
     s = Settings(home=tmp_path / "var", expectations_dir=tmp_path, tracking_uri="sqlite:///x.db", landing_dir=tmp_path)
@@ -238,7 +238,7 @@ def test_a_batch_of_one_repeated_record_raises_a_batch_alert_and_is_not_learned_
     ordinary = generate_purchases(50, seed=9, anomaly_rate=0.0)[0]
     copies = ordinary.iloc[[3] * 900].reset_index(drop=True)
     copies["purchase_id"] = [f"copy-{i}" for i in range(len(copies))]  # distinct ids, one record
-    r = tasks.run_batch(deliver(root, "copies", 0, frame=copies), DATASET, settings=s)
+    r = steps.run_batch(deliver(root, "copies", 0, frame=copies), DATASET, settings=s)
     alerts = status.read(s, "copies")["batch_alerts"]
     assert [a["kind"] for a in alerts][:1] == ["duplicates"], alerts
     assert alerts[0]["share"] > 0.99
@@ -250,12 +250,11 @@ def test_a_batch_of_one_repeated_record_raises_a_batch_alert_and_is_not_learned_
     report = Path(status.read(s, "copies")["report"]).read_text()
     assert "Batch alert" in report
     assert "repeat another row" in report
-    from pipeline import notify
-
-    payload = notify.build_message(status.read(s, "copies"), None)
+    from pipeline.notify import channels
+    payload = channels.build_message(status.read(s, "copies"), None)
     assert payload["batch_alerts"]
     assert "repeat another row" in payload["batch_alerts"][0]
-    assert "BATCH ALERT" in notify.email_text(payload)[0]
+    assert "BATCH ALERT" in channels.email_text(payload)[0]
     # an ordinary batch raises none
-    tasks.run_batch(deliver(root, "ordinary", 5), DATASET, settings=s)
+    steps.run_batch(deliver(root, "ordinary", 5), DATASET, settings=s)
     assert status.read(s, "ordinary")["batch_alerts"] == []

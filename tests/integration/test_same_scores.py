@@ -19,8 +19,8 @@ def test_pipeline_benchmark_and_pyfunc_score_alike(tmp_path: Path) -> None:
     import mlflow
 
     from benchmarks.adbench import SentinelDetector
-    from pipeline.config import Settings
-    from pipeline.registry import configure, fetch_bundle
+    from pipeline.config.dataset import Settings
+    from pipeline.lifecycle.registry import configure, fetch_bundle
 
     rng = np.random.default_rng(3)
     n, d = 1200, 6
@@ -46,7 +46,7 @@ def test_pipeline_benchmark_and_pyfunc_score_alike(tmp_path: Path) -> None:
         settings = Settings.from_env()
         bundle_dir = fetch_bundle(settings, "nums")[0]
         harness = SentinelDetector({})
-        from pipeline.bundle import load_bundle
+        from models.bundle import load_bundle
 
         harness.bundle_ = load_bundle(bundle_dir)
         benchmark_scores = harness.decision_function(X)  # the harness names the columns x0..x5 itself

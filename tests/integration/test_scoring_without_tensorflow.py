@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.bundle import Bundle, load_bundle
+from models.bundle import Bundle, load_bundle
 from tests.conftest import REPO
 
 CHILD = """
 import json, sys
 import numpy as np, pandas as pd
-from pipeline.bundle import load_bundle
+from models.bundle import load_bundle
 bundle = load_bundle(sys.argv[1])
 raw = bundle.score_arrays(pd.read_parquet(sys.argv[2]))["raw_score"]
 np.save(sys.argv[3], raw)

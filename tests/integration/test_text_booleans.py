@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, status
-from pipeline.config import Settings
+from pipeline import status
+from pipeline.adapters import cli
+from pipeline.config.dataset import Settings
 from tests.conftest import write_batch
 
 BOOLEANS = ("is_member", "used_coupon", "express_shipping", "gift_wrap")
@@ -37,7 +38,7 @@ def test_yes_no_booleans_are_reported_and_a_failed_report_says_what_to_do(
     def broken(**_: object) -> str:
         raise ValueError("could not convert string to float: 'no'\n(a second line)")
 
-    monkeypatch.setattr("pipeline.report.render_report", broken)
+    monkeypatch.setattr("pipeline.report.html.render_report", broken)
     assert cli.main([*args[:-1], "--no-update"]) == 1
     err = capsys.readouterr().err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.demo_data import generate_purchases
-from pipeline.validate import BatchRejected, validate_frame
+from pipeline.demo.data import generate_purchases
+from pipeline.validate.suite import BatchRejected, validate_frame
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_nothing_is_lost(cfg, settings) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.report import find_chromium, render_report, screenshot
+from pipeline.report.html import find_chromium, render_report, screenshot
 from tests.conftest import REPO
 from tests.unit.test_report import ID, model, scored_of, summary_of  # noqa: F401 - the fixture is used
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import registry
-from pipeline.cli import collect_status
-from pipeline.demo import DATASET, run_demo
+from pipeline.adapters.cli import collect_status
+from pipeline.demo.week import DATASET, run_demo
+from pipeline.lifecycle import registry
 from tests.conftest import settings_of
 
 pytestmark = pytest.mark.slow

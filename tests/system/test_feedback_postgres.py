@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.feedback import store
 from pipeline.feedback.store import FeedbackError, NewDecision
 from tests.unit.test_feedback_store import two_reviewers_at_once

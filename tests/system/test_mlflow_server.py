@@ -157,7 +157,7 @@ def test_a_run_registers_its_model_metrics_and_artifacts_on_the_server(
     # calibrate the version's drift baseline: a first training holds them out too)
     import numpy as np
 
-    from pipeline.train import HOLDOUT_SHARE
+    from pipeline.lifecycle.train import HOLDOUT_SHARE
 
     held_out = int((np.random.default_rng(0).random(900) < HOLDOUT_SHARE).sum())
     assert run.data.metrics["train_rows"] == 900 - held_out

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import status
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from tests.conftest import (
     REPO,
     Hook,
@@ -139,7 +139,7 @@ else:  # "module:function", killed before or after it runs
 
     setattr(owner, attr, hooked)
 
-from pipeline.cli import main
+from pipeline.adapters.cli import main
 
 sys.exit(main(sys.argv[1:]))
 """
@@ -150,7 +150,7 @@ import json, sys, tempfile
 from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
-from pipeline.bundle import load_bundle
+from models.bundle import load_bundle
 
 uri, name = sys.argv[1:3]
 mlflow.set_tracking_uri(uri)
@@ -185,7 +185,7 @@ def hold(marker, release):
 # One status writer that has read a record and waits, before replacing it, for a release marker.
 HELD_WRITER = HOLD + r"""
 import pipeline.status as status
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 
 home, read_marker, release = map(Path, sys.argv[1:4])
 real_write_json = status.write_json
@@ -204,9 +204,9 @@ status.update(s, "shared", first_writer="done")
 # One validation in the GX file store, held just before its checkpoint runs until released.
 HELD_VALIDATION = HOLD + r"""
 import great_expectations as gx
-from pipeline.config import Settings, load_dataset
-from pipeline.ingest import read_batch
-from pipeline.validate import validate_frame
+from pipeline.config.dataset import Settings, load_dataset
+from pipeline.ingest.reader import read_batch
+from pipeline.validate.suite import validate_frame
 
 gx_dir, batch, held, release = map(Path, sys.argv[1:5])
 real_run = gx.Checkpoint.run
@@ -670,7 +670,7 @@ def test_kills_at_each_stage_then_a_rerun_gives_the_clean_run(
     assert not (home / "quarantine" / "day1" / "rows.parquet").exists()
     assert not (home / "scores").exists()
 
-    run_killed(home, args, {"at": "pipeline.registry:_check_logged_bundle", "when": "before"}, **quick)
+    run_killed(home, args, {"at": "pipeline.lifecycle.registry:_check_logged_bundle", "when": "before"}, **quick)
     leftovers |= set(assert_no_partial_outputs(home))
     assert record(home, "day1")["state"] == "validated"
     assert registry_state(home) == ([], {})  # logged, never registered
@@ -950,9 +950,9 @@ def test_concurrent_updates_of_one_batch_record_lose_no_field(tmp_path: Path) ->
 def test_two_validations_at_once_in_one_gx_store_both_succeed(tmp_path: Path) -> None:
     """Validation 1 (a child) is held after saving its suite while validation 2 (this process)
     starts; both must pass (``validate`` holds a lock on the GX store)."""
-    from pipeline.config import load_dataset
-    from pipeline.ingest import read_batch
-    from pipeline.validate import validate_frame
+    from pipeline.config.dataset import load_dataset
+    from pipeline.ingest.reader import read_batch
+    from pipeline.validate.suite import validate_frame
 
     gx_dir, held, release = tmp_path / "gx", tmp_path / "held", tmp_path / "release"
     first = write_batch(tmp_path / "first.parquet", rows=200, seed=41)

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.airflow_local import airflow_env, ensure_db
+from pipeline.adapters.airflow_local import airflow_env, ensure_db
 from pipeline.feedback import store
 from tests.conftest import copy_of_champion, settings_of
 from tests.system.test_review_browser import free_port

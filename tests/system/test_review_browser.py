@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.feedback import store
 from tests.conftest import REPO, cli_env, copy_of_champion, settings_of
 

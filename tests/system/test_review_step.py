@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import registry, tasks
-from pipeline.airflow_local import DAG_ID
-from pipeline.config import Settings
+from pipeline import steps
+from pipeline.adapters.airflow_local import DAG_ID
+from pipeline.config.dataset import Settings
+from pipeline.lifecycle import registry
 from tests.conftest import quick_expectations, write_batch
 from tests.system.test_scheduler import (  # noqa: F401 - the fixture is used by name
     RUN_TIMEOUT_S,
@@ -41,7 +42,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("SENTINEL_MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("SENTINEL_LANDING_DIR", raising=False)
     s = Settings.from_env()
-    first = tasks.run_batch(str(write_batch(s.home / "in" / "day1.parquet", rows=600, seed=1)), DATASET, settings=s)
+    first = steps.run_batch(str(write_batch(s.home / "in" / "day1.parquet", rows=600, seed=1)), DATASET, settings=s)
     assert first["model_action"] == "trained"
     return s
 

@@ -28,9 +28,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from pipeline.airflow_local import DAG_ID, airflow_env, ensure_db
-from pipeline.config import Settings
-from pipeline.ingest import landing_partition
+from pipeline.adapters.airflow_local import DAG_ID, airflow_env, ensure_db
+from pipeline.config.dataset import Settings
+from pipeline.ingest.reader import landing_partition
 from tests.conftest import quick_expectations, write_batch
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
@@ -327,8 +327,7 @@ def test_scheduler_runs_the_dag_triggered_through_the_rest_api(
     assert Path(status["report"]).is_file()
     assert len(pd.read_parquet(status["scores"])) == status["rows_scored"]
 
-    from pipeline import registry
-
+    from pipeline.lifecycle import registry
     assert registry.alias_version(settings, "retail_purchases") == "1"
 
     # Three DAG runs at once: two on different batches, and a third on the first batch again.

@@ -36,7 +36,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.stack import control
 from pipeline.stack.ephemeral import ephemeral_env, layout_of, run_stack_cli
 from pipeline.stack.layout import StackLayout, read_env_file
@@ -207,8 +207,7 @@ def check_batch(stack: Stack, batch_id: str, rows: int, batch: Path) -> dict[str
     """Rows in = scored + quarantined, every record scored once, and, while the version the run
     scored with is still the champion, the scores equal to the embedded default's; returns the
     status record, ``compared`` saying whether the scores were compared."""
-    from pipeline import registry
-
+    from pipeline.lifecycle import registry
     rec = json.loads(stack.settings.status_path(batch_id).read_text())
     assert rec["state"] == "reported", rec
     assert rec["rows_in"] == rows == rec["rows_scored"] + rec["rows_quarantined"], rec
@@ -316,8 +315,7 @@ def _stopped(rpc: Any, name: str) -> bool:
 
 
 def test_postgres_and_the_mlflow_server_restarted_during_a_run(stack: Stack) -> None:
-    from pipeline import registry
-
+    from pipeline.lifecycle import registry
     def versions() -> list[int]:
         models = registry.list_models(stack.settings)
         return list(models[0]["versions"]) if models else []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import build_parser
+from pipeline.adapters.cli import build_parser
 
 RUN = ["run", "--input", "batch.parquet", "--dataset", "retail_purchases"]
 

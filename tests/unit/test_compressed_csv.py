@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import ingest
-from pipeline.config import DatasetConfig
-from pipeline.profile import sniff_csv
+from pipeline.config.dataset import DatasetConfig
+from pipeline.ingest import reader
+from pipeline.ingest.profile import sniff_csv
 
 CSV = "Purchase ID;Amount;Is Member\np1;10.5;yes\np2;3.25;no\np3;7;yes\n"
 
@@ -40,40 +40,40 @@ def compressed(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 def plain(tmp_path: Path) -> pd.DataFrame:
     path = tmp_path / "plain.csv"
     path.write_text(CSV)
-    return ingest._read_csv(str(path), None, OPTS).to_pandas()
+    return reader._read_csv(str(path), None, OPTS).to_pandas()
 
 
 def test_compressed_csv_reads_like_plain(compressed: Path, plain: pd.DataFrame) -> None:
-    df = ingest.read_batch(str(compressed), _cfg())
+    df = reader.read_batch(str(compressed), _cfg())
     assert list(df.columns) == ["purchase_id", "amount", "is_member"]
-    pd.testing.assert_frame_equal(df, ingest.normalise_columns(plain))
+    pd.testing.assert_frame_equal(df, reader.normalise_columns(plain))
 
 
 def test_compressed_csv_streams_like_plain(compressed: Path, tmp_path: Path) -> None:
     target = tmp_path / "staged.parquet"
-    assert ingest.stage_streaming(str(compressed), _cfg(), target, batch_rows=2) == 3
+    assert reader.stage_streaming(str(compressed), _cfg(), target, batch_rows=2) == 3
     assert pq.read_table(target).column("is_member").to_pylist() == ["yes", "no", "yes"]
 
 
 def test_compressed_csv_is_named_discovered_and_sniffed(compressed: Path, tmp_path: Path) -> None:
-    assert ingest.is_csv(str(compressed))
-    assert ingest.batch_id_for(str(compressed)) == "batch_2026"
+    assert reader.is_csv(str(compressed))
+    assert reader.batch_id_for(str(compressed)) == "batch_2026"
     assert sniff_csv(str(compressed)) == OPTS
-    day = ingest.landing_partition(tmp_path / "landing", "shop", pd.Timestamp("2026-11-02").date())
+    day = reader.landing_partition(tmp_path / "landing", "shop", pd.Timestamp("2026-11-02").date())
     day.mkdir(parents=True)
     moved = compressed.rename(day / compressed.name)
-    assert ingest.discover_batches(tmp_path / "landing", "shop") == [str(moved)]
+    assert reader.discover_batches(tmp_path / "landing", "shop") == [str(moved)]
 
 
 def test_wrong_delimiter_is_named_in_a_compressed_csv(compressed: Path) -> None:
-    with pytest.raises(ingest.UnreadableBatchError, match="';'-delimited"):
-        ingest.read_batch(str(compressed), _cfg(delimiter=","))
+    with pytest.raises(reader.UnreadableBatchError, match="';'-delimited"):
+        reader.read_batch(str(compressed), _cfg(delimiter=","))
 
 
 def test_a_compressed_csv_counts_at_its_likely_text_size(compressed: Path) -> None:
     size = compressed.stat().st_size
-    assert not ingest.is_large_batch(str(compressed), 10, csv_stream_bytes=size * ingest.CSV_COMPRESSION_RATIO)
-    assert ingest.is_large_batch(str(compressed), 10, csv_stream_bytes=size * ingest.CSV_COMPRESSION_RATIO - 1)
+    assert not reader.is_large_batch(str(compressed), 10, csv_stream_bytes=size * reader.CSV_COMPRESSION_RATIO)
+    assert reader.is_large_batch(str(compressed), 10, csv_stream_bytes=size * reader.CSV_COMPRESSION_RATIO - 1)
 
 
 def _cfg(delimiter: str = ";") -> DatasetConfig:

@@ -8,27 +8,27 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pipeline import config_docs
-from pipeline.environment import Environment, NotifyEnvironment, variable_names
+from pipeline.config import docs
+from pipeline.config.environment import Environment, NotifyEnvironment, variable_names
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_generated_files_are_current() -> None:
-    assert config_docs.stale(REPO) == [], "run: python -m pipeline.config_docs"
+    assert docs.stale(REPO) == [], "run: python -m pipeline.config.docs"
 
 
 def test_check_reports_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert config_docs.main(["--root", str(tmp_path), "--check"]) == 1
+    assert docs.main(["--root", str(tmp_path), "--check"]) == 1
     (tmp_path / "docs").mkdir()
     (tmp_path / "expectations").mkdir()
-    assert config_docs.main(["--root", str(tmp_path)]) == 0
-    assert config_docs.main(["--root", str(tmp_path), "--check"]) == 0
+    assert docs.main(["--root", str(tmp_path)]) == 0
+    assert docs.main(["--root", str(tmp_path), "--check"]) == 0
     assert "not current" in capsys.readouterr().err
 
 
 def test_every_variable_and_key_is_in_the_reference() -> None:
-    doc = (REPO / config_docs.DOC_PATH).read_text(encoding="utf-8")
+    doc = (REPO / docs.DOC_PATH).read_text(encoding="utf-8")
     for name in [*variable_names(Environment), *variable_names(NotifyEnvironment)]:
         assert f"| `{name}` |" in doc, name
     for key in ("id_column", "model.model_params.epochs", "lifecycle.gate.auto_promote", "csv.delimiter"):
@@ -36,7 +36,7 @@ def test_every_variable_and_key_is_in_the_reference() -> None:
 
 
 def test_the_schema_accepts_the_shipped_dataset_and_refuses_a_typo() -> None:
-    schema = json.loads((REPO / config_docs.SCHEMA_PATH).read_text(encoding="utf-8"))
+    schema = json.loads((REPO / docs.SCHEMA_PATH).read_text(encoding="utf-8"))
     shipped = json.loads((REPO / "expectations" / "retail_purchases" / "dataset.json").read_text())
     jsonschema.validate(shipped, schema)
     with pytest.raises(jsonschema.ValidationError, match="epoch"):

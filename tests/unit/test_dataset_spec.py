@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import cli
-from pipeline.config import SentinelError, Settings, load_dataset
-from pipeline.dataset_spec import DatasetSpec, ModelParams, ModelSpec, parse_dataset_file
-from pipeline.demo_data import generate_purchases
-from pipeline.profile import profile
+from pipeline.adapters import cli
+from pipeline.config.dataset import SentinelError, Settings, load_dataset
+from pipeline.config.dataset_spec import DatasetSpec, ModelParams, ModelSpec, parse_dataset_file
+from pipeline.demo.data import generate_purchases
+from pipeline.ingest.profile import profile
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "expectations" / "retail_purchases" / "dataset.json"
@@ -101,7 +101,7 @@ def test_the_cli_refuses_a_misspelt_key_before_any_work(
 
 
 def test_the_model_section_has_the_detectors_parameters() -> None:
-    from pipeline.detector import LatentDetector
+    from models.detector import LatentDetector
 
     params = inspect.signature(LatentDetector.__init__).parameters
     assert set(ModelSpec.model_fields) == set(params) - {"self"}

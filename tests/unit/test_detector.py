@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.bundle import Bundle, BundleError, load_bundle
-from pipeline.demo_data import generate_purchases
-from pipeline.detector import LatentDetector
-from pipeline.features import infer_schema
+from models.bundle import Bundle, BundleError, load_bundle
+from models.detector import LatentDetector
+from models.features import infer_schema
+from pipeline.demo.data import generate_purchases
 
 ID = ("purchase_id", "customer_id")
 
@@ -134,7 +134,7 @@ def test_four_scores_each_catch_their_kind_of_anomaly_and_reload(tmp_path: Path)
 
 
 def test_wide_encodings_keep_the_residual_whitening_bounded() -> None:
-    from pipeline.detector import MAX_FULL_WHITENING, _mahalanobis, _whitening
+    from models.detector import MAX_FULL_WHITENING, _mahalanobis, _whitening
 
     rng = np.random.default_rng(1)
     F = rng.normal(size=(500, MAX_FULL_WHITENING + 1)) * np.arange(1, MAX_FULL_WHITENING + 2)
@@ -150,7 +150,7 @@ def test_wide_encodings_keep_the_residual_whitening_bounded() -> None:
 def test_tail_curves_are_continuous_at_repeated_training_values() -> None:
     """Repeated records tie in the training scores; a row equal to them up to float noise must
     not jump by a whole step of the tail curve (scores would depend on the chunking)."""
-    from pipeline.detector import _tail_curve
+    from models.detector import _tail_curve
 
     rng = np.random.default_rng(0)
     z = np.r_[rng.normal(size=2000), np.full(200, 1.5) + rng.normal(scale=1e-9, size=200)]

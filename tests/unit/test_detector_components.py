@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.bundle import Bundle, load_bundle
-from pipeline.detector import (
+from models.bundle import Bundle, load_bundle
+from models.detector import (
     SIGNALS,
     CategoryCombinations,
     DuplicateRecords,

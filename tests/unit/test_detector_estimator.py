@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from pipeline.detector import LatentDetector
+from models.detector import LatentDetector
 
 
 @pytest.fixture(scope="module")

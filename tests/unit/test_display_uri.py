@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import collect_status
-from pipeline.config import Settings
-from pipeline.registry import ui_command, without_credentials
+from pipeline.adapters.cli import collect_status
+from pipeline.config.dataset import Settings
+from pipeline.lifecycle.registry import ui_command, without_credentials
 
 
 @pytest.mark.parametrize(

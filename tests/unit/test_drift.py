@@ -1,11 +1,11 @@
 """Drift figures: a batch from the training distribution is not drifted, the same batch with
-amounts in cents is, by a wide margin (``pipeline.drift`` on the session's VAE; the retrain it
+amounts in cents is, by a wide margin (``pipeline.lifecycle.drift`` on the session's VAE; the retrain it
 triggers in the pipeline: tests/integration/test_lifecycle.py)."""
 
 from __future__ import annotations
 
-from pipeline import drift
-from pipeline.demo_data import generate_purchases
+from pipeline.demo.data import generate_purchases
+from pipeline.lifecycle import drift
 from tests.conftest import TrainedBundles
 
 
@@ -29,7 +29,7 @@ def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_o
     default limit (3x)."""
     import copy
 
-    from pipeline.dataset_spec import DriftLimits
+    from pipeline.config.dataset_spec import DriftLimits
 
     bundle = copy.copy(trained_bundles.bundle("vae"))  # the session's bundle stays as it is
     bundle.metadata = {**bundle.metadata,

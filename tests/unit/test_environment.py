@@ -1,5 +1,5 @@
 """Every environment variable the code reads is declared once, typed, with a default and a
-description (``pipeline.environment``)."""
+description (``pipeline.config.environment``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import environment, registry
-from pipeline.config import SentinelError
-from pipeline.environment import Environment, NotifyEnvironment, StackEnvironment, variable_names
+from pipeline.config import environment
+from pipeline.config.dataset import SentinelError
+from pipeline.config.environment import (
+    Environment,
+    NotifyEnvironment,
+    StackEnvironment,
+    variable_names,
+)
+from pipeline.lifecycle import registry
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for d in ("pipeline", "dags", "models") for p in (REPO / d).rglob("*.py"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Settings, known_datasets
+from pipeline.config.dataset import Settings, known_datasets
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.demo_data import generate_purchases
-from pipeline.features import FeatureEncoder, SchemaMismatchError, infer_schema
+from models.features import FeatureEncoder, SchemaMismatchError, infer_schema
+from pipeline.demo.data import generate_purchases
 
 ID = ("purchase_id", "customer_id")
 
@@ -73,7 +73,7 @@ def test_old_schema_version_is_refused(frame: pd.DataFrame) -> None:
 
 
 def test_empty_frame_cannot_be_fitted() -> None:
-    from pipeline.config import SentinelError
+    from pipeline.config.dataset import SentinelError
 
     with pytest.raises(SentinelError, match="empty"):
         FeatureEncoder().fit(pd.DataFrame({"x": pd.Series([], dtype=float)}))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 from pipeline.feedback import store
 from pipeline.feedback.store import FeedbackError, NewDecision
 

@@ -49,7 +49,7 @@ def test_on_the_vae_a_dismissed_records_copy_is_marked_and_a_different_one_is_no
 def test_a_store_that_cannot_be_read_leaves_the_alerts_unmarked(cfg, tmp_path, sentinel_env) -> None:
     import pandas as pd
 
-    from pipeline.config import Settings
+    from pipeline.config.dataset import Settings
     from pipeline.feedback.suppression import COLUMN, annotate_or_unmarked
 
     sentinel_env.setenv("SENTINEL_DB_URL", f"sqlite:///{tmp_path}/not-a-db")

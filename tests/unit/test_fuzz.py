@@ -25,10 +25,10 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import pandas as hpd
 
-from pipeline.bundle import Bundle
-from pipeline.config import SentinelError
-from pipeline.demo_data import generate_purchases
-from pipeline.features import FeatureEncoder
+from models.bundle import Bundle
+from models.features import FeatureEncoder
+from pipeline.config.dataset import SentinelError
+from pipeline.demo.data import generate_purchases
 from tests.conftest import TrainedBundles
 
 ID = "purchase_id"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.demo_data import generate_purchases, labels_path_for, write_purchases
+from pipeline.demo.data import generate_purchases, labels_path_for, write_purchases
 from pipeline.errors import SentinelError
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline.dataset_spec import Lifecycle
-from pipeline.demo_data import generate_purchases
+from pipeline.config.dataset_spec import Lifecycle
+from pipeline.demo.data import generate_purchases
 from pipeline.lifecycle import batch_alerts, cadence, evidence
 
 LIMITS = Lifecycle().batch_alerts.model_dump()

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline.config import SentinelError
-from pipeline.notify import (
+from pipeline.config.dataset import SentinelError
+from pipeline.notify.channels import (
     NotifyConfig,
     _through_provider,
     build_message,

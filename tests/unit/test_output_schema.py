@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.bundle import Bundle
+from models.bundle import Bundle
 from pipeline.errors import SentinelError
-from pipeline.output_schema import (
+from pipeline.score.schema import (
     LEAN_SCORE_COLUMNS,
     MissingDetailError,
     check_detail,
@@ -20,7 +20,7 @@ from pipeline.output_schema import (
     read_scored,
     select_scored,
 )
-from pipeline.score import alerts_table, score_frame, score_parquet_stream
+from pipeline.score.scorer import alerts_table, score_frame, score_parquet_stream
 from tests.unit.test_throughput import batch, bundle, make_frame  # noqa: F401 - fixtures
 
 
@@ -91,7 +91,7 @@ def test_the_reader_decodes_only_the_columns_asked_for(batch: tuple[Path, pd.Dat
     wide input's other columns are never decoded."""
     import pyarrow.dataset as ds
 
-    from pipeline.score import _chunks
+    from pipeline.score.scorer import _chunks
 
     src, df = batch
     tables = list(_chunks(ds.dataset(str(src), format="parquet"), 1000, None, ["amount", "record_id"]))

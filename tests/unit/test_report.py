@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.bundle import Bundle
-from pipeline.demo_data import generate_purchases
-from pipeline.features import infer_schema
-from pipeline.report import render_rejected_report, render_report
-from pipeline.segments import assign_segments, describe_segments, fit_segments, latent_matrix
+from models.bundle import Bundle
+from models.features import infer_schema
+from models.segments import assign_segments, describe_segments, fit_segments, latent_matrix
+from pipeline.demo.data import generate_purchases
+from pipeline.report.html import render_rejected_report, render_report
 
 ID = "purchase_id"
 

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.bundle import BundleError, load_bundle
-from pipeline.serving import SentinelPyfunc
+from models.bundle import BundleError, load_bundle
+from pipeline.lifecycle.serving import SentinelPyfunc
 from pipeline.storage import sha256_file
 from tests.conftest import TrainedBundles
 

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.bundle import Bundle
-from pipeline.config import SentinelError
-from pipeline.features import CLIP, FeatureEncoder, SchemaMismatchError, infer_schema
-from pipeline.sample import MAX_SAMPLE_ROWS, sample_records
+from models.bundle import Bundle
+from models.features import CLIP, FeatureEncoder, SchemaMismatchError, infer_schema
+from pipeline.config.dataset import SentinelError
+from pipeline.lifecycle.sample import MAX_SAMPLE_ROWS, sample_records
 from tests.conftest import TrainedBundles
 
 ID = ("purchase_id", "customer_id")
@@ -108,7 +108,7 @@ def test_samples_track_the_training_distribution(
 
 
 def test_same_seed_same_records_also_after_reload(vae: Bundle, tmp_path: Path) -> None:
-    from pipeline.bundle import load_bundle
+    from models.bundle import load_bundle
 
     first = sample_records(vae, 300, seed=3)
     pd.testing.assert_frame_equal(first, sample_records(vae, 300, seed=3))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings
+from pipeline.config.dataset import Settings
 
 
 def test_tracking_uri_defaults_to_sqlite_under_home(sentinel_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline import status, tasks
-from pipeline.cli import one_line
-from pipeline.config import Settings
-from pipeline.segments import describe_segments
+from models.segments import describe_segments
+from pipeline import status, steps
+from pipeline.adapters.cli import one_line
+from pipeline.config.dataset import Settings
 
 SCHEMA = {"numeric": [], "categorical": [], "boolean": ["is_member"], "datetime": []}
 
@@ -35,7 +35,7 @@ BATCH = {"batch_id": "day_1", "dataset": "retail_purchases", "source": "/data/in
 def test_a_failing_step_records_where_it_stopped_and_what_to_run(settings: Settings) -> None:
     status.replace(settings, "day_1", dataset="retail_purchases", state="scored")
     with pytest.raises(ValueError, match="could not convert") as caught, \
-            tasks.recorded_step(settings, BATCH, "report"):
+            steps.recorded_step(settings, BATCH, "report"):
         raise ValueError("could not convert string to float: 'no'\nsecond line")
     record = status.read(settings, "day_1")
     assert record["state"] == "failed"
@@ -53,7 +53,7 @@ def test_a_failing_step_records_where_it_stopped_and_what_to_run(settings: Setti
 def test_a_step_that_succeeds_clears_an_earlier_failure(settings: Settings) -> None:
     status.replace(settings, "day_1", dataset="retail_purchases", state="failed",
                    failed_step="report", error="ValueError: x", next_step="re-run")
-    with tasks.recorded_step(settings, BATCH, "report"):
+    with steps.recorded_step(settings, BATCH, "report"):
         status.update(settings, "day_1", state="reported")
     record = status.read(settings, "day_1")
     assert record["state"] == "reported"
@@ -62,9 +62,9 @@ def test_a_step_that_succeeds_clears_an_earlier_failure(settings: Settings) -> N
 
 
 def test_a_rejected_batch_is_not_recorded_as_a_failed_step(settings: Settings) -> None:
-    from pipeline.validate import BatchRejected
+    from pipeline.validate.suite import BatchRejected
 
     status.replace(settings, "day_1", dataset="retail_purchases", state="quarantined")
-    with pytest.raises(BatchRejected), tasks.recorded_step(settings, BATCH, "validate"):
+    with pytest.raises(BatchRejected), steps.recorded_step(settings, BATCH, "validate"):
         raise BatchRejected("required column 'x' is missing")
     assert status.read(settings, "day_1")["state"] == "quarantined"

@@ -16,9 +16,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 from benchmarks import throughput
-from pipeline.bundle import Bundle
-from pipeline.features import SchemaMismatchError
-from pipeline.score import (
+from models.bundle import Bundle
+from models.features import SchemaMismatchError
+from pipeline.score.scorer import (
     HIST_EDGES,
     alerts_table,
     score_frame,
@@ -220,7 +220,7 @@ def test_benchmark_arguments() -> None:
 
 
 def test_list_columns_are_built_from_indices_exactly() -> None:
-    from pipeline.score import _list_of
+    from pipeline.score.scorer import _list_of
 
     ids = pa.array(["r1", "r22", "é", "", "r333"])
     index = np.array([[0, 1, 2], [3, 4, 0]])
@@ -232,7 +232,7 @@ def test_list_columns_are_built_from_indices_exactly() -> None:
 
 
 def test_threads_keep_the_order_and_raise_where_it_failed() -> None:
-    from pipeline.score import _in_order, _prefetched
+    from pipeline.score.scorer import _in_order, _prefetched
 
     def slow_square(x: int) -> int:
         if x == 7:

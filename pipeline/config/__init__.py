@@ -1,0 +1,1 @@
+"""Configuration, declared once: environment variables, ``dataset.json``, and the docs generated from them."""

@@ -1,0 +1,134 @@
+"""``init-dataset``: profile a reference batch into a dataset config and a starting GX suite.
+
+Both files are for a person to review in a pull request before they gate production data:
+the suite asks for the columns and types seen, no nulls where the reference had none, numeric
+ranges widened by a margin, the category sets seen (for low-cardinality columns), a unique id
+and a row-count range around the reference's size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from models.features import infer_schema
+from pipeline.config.dataset import SentinelError, Settings, check_name
+from pipeline.storage import write_text
+
+MAX_SET_LEVELS = 50
+RANGE_MARGIN = 0.25
+
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "uint8", "uint16", "uint32", "float32", "float64", "Float64"]
+
+
+def guess_id_column(df: pd.DataFrame) -> str | None:
+    for col in df.columns:
+        s = df[col]
+        if (col == "id" or col.endswith("_id")) and s.notna().all() and s.is_unique:
+            return col
+    return None
+
+
+def _range(s: pd.Series) -> tuple[float, float]:
+    x = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    x = x[np.isfinite(x)]
+    if not x.size:
+        return 0.0, 0.0
+    lo, hi = float(x.min()), float(x.max())
+    pad = RANGE_MARGIN * max(hi - lo, abs(hi), 1.0)
+    lo_out = 0.0 if lo >= 0 and lo - pad < 0 else lo - pad
+    return lo_out, hi + pad
+
+
+def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return ``(dataset_config, suite)`` for the reference frame ``df``."""
+    if len(df) == 0:
+        raise SentinelError("the reference batch is empty; profile a batch with rows")
+    id_col = id_column or guess_id_column(df)
+    if id_col is None:
+        raise SentinelError(
+            "could not guess the id column (a unique, non-null column named 'id' or '*_id'); "
+            "pass --id-column NAME"
+        )
+    if id_col not in df.columns:
+        raise SentinelError(f"--id-column {id_col!r} is not a column of the reference batch")
+    schema = infer_schema(df, exclude=(id_col,) if id_col else ())
+    # Categorical columns with one level per row carry no pattern to learn (free text, ids).
+    schema["categorical"] = [c for c in schema["categorical"] if df[c].nunique() < 0.5 * len(df) or len(df) < 20]
+    ts = schema["datetime"][0] if schema["datetime"] else None
+    required = [c for c in df.columns if df[c].notna().all() and (c == id_col or c in sum(schema.values(), []))]
+    config = {
+        "id_column": id_col,
+        "timestamp_column": ts,
+        "features": schema,
+        "required": required,
+        "max_bad_row_share": 0.2,
+        "alert_rate": 0.01,
+        "model": {"kind": "ae"},
+        "csv": {"delimiter": ",", "encoding": "utf8"},
+    }
+    exps: list[dict[str, Any]] = []
+
+    def add(kind: str, **kwargs: Any) -> None:
+        exps.append({"type": kind, "kwargs": kwargs, "meta": {"profiled_from_rows": len(df)}})
+
+    add("expect_table_row_count_to_be_between", min_value=1, max_value=int(len(df) * 100))
+    for col in df.columns:
+        add("expect_column_to_exist", column=col)
+    for col in schema["numeric"]:
+        add("expect_column_values_to_be_in_type_list", column=col, type_list=NUMERIC_TYPES)
+    for col in required:
+        add("expect_column_values_to_not_be_null", column=col)
+    add("expect_column_values_to_be_unique", column=id_col)
+    for col in schema["numeric"]:
+        lo, hi = _range(df[col])
+        add("expect_column_values_to_be_between", column=col, min_value=lo, max_value=hi)
+    for col in schema["categorical"]:
+        levels = df[col].dropna().astype(str).unique()
+        if len(levels) <= MAX_SET_LEVELS:
+            add("expect_column_values_to_be_in_set", column=col, value_set=sorted(levels.tolist()))
+    suite = {"name": name, "expectations": exps, "meta": {"notes": f"Profiled by init-dataset from {len(df)} rows; review before use."}}
+    return config, suite
+
+
+def sniff_csv(path: str) -> dict[str, str]:
+    """Delimiter and encoding of a local CSV file (plain or compressed), from its first 64 KiB."""
+    import csv
+
+    with pa.input_stream(path, compression="detect") as fh:
+        head = fh.read(1 << 16)
+    try:
+        text, encoding = head.decode("utf-8"), "utf8"
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
+            text, encoding = head.decode("latin-1"), "latin-1"
+        else:
+            text, encoding = head[: exc.start].decode("utf-8"), "utf8"
+    try:
+        delimiter = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = ","
+    return {"delimiter": delimiter, "encoding": encoding}
+
+
+def init_dataset(settings: Settings, name: str, source: str, id_column: str | None = None, force: bool = False) -> Path:
+    from pipeline.config.dataset import DatasetConfig
+    from pipeline.ingest.reader import check_exists, is_csv, is_url, read_batch
+
+    folder = settings.expectations_dir / check_name(name, "dataset name")
+    if (folder / "dataset.json").exists() and not force:
+        raise SentinelError(f"dataset {name!r} already exists in {folder}; pass --force to overwrite it")
+    check_exists(source)
+    csv_opts = sniff_csv(source) if is_csv(source) and not is_url(source) else {"delimiter": ",", "encoding": "utf8"}
+    reader = DatasetConfig(name, "", None, [], [], [], [], [], csv=csv_opts)
+    df = read_batch(source, reader)
+    config, suite = profile(df, name, id_column)
+    config["csv"] = csv_opts
+    write_text(folder / "dataset.json", json.dumps(config, indent=2) + "\n")
+    write_text(folder / "suite.json", json.dumps(suite, indent=2) + "\n")
+    return folder

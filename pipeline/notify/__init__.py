@@ -1,0 +1,1 @@
+"""Telling people a batch's report is ready: e-mail and webhook."""

@@ -1,0 +1,1 @@
+"""The per-batch alert report (Jinja2 templates in ``templates/``)."""

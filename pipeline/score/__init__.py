@@ -1,0 +1,1 @@
+"""Scoring: validated rows through the champion bundle, into the declared output schema."""

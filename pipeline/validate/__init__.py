@@ -1,0 +1,1 @@
+"""The validation gate: a batch against its Great Expectations suite, bad rows and batches to quarantine."""
