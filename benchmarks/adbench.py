@@ -28,18 +28,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
-import importlib.metadata
-import inspect
 import logging
 import math
-import multiprocessing as mp
 import os
-import platform
 import re
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -52,6 +46,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
+
+from benchmarks.harness import (
+    in_child,
+    markdown_table,
+    package_versions,
+    parse_seeds,
+    positive_float,
+    project_revision,
+    pyod_model,
+)
 
 log = logging.getLogger("benchmarks.adbench")
 
@@ -95,15 +99,6 @@ TEST_SIZE = 0.3
 #: Columns of the results CSV (a public interface: keep them).
 COLUMNS = ["dataset", "detector", "seed", "roc_auc", "avg_precision", "fit_s", "score_s"]
 
-#: Distributions whose versions are recorded with the results.
-VERSIONED = {
-    "numpy": ("numpy",),
-    "scikit-learn": ("scikit-learn",),
-    "keras": ("keras",),
-    "tensorflow": ("tensorflow", "tensorflow-cpu"),
-    "pyod": ("pyod",),
-    "torch": ("torch",),
-}
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,28 +108,6 @@ Key = tuple[str, str, int]
 # ----------------------------------------------------------------------------- command line
 
 
-def parse_seeds(text: str) -> list[int]:
-    """Parse a comma-separated list of integer seeds.
-
-    Parameters
-    ----------
-    text : str
-        For example ``"0,1,2"``.
-
-    Returns
-    -------
-    list of int
-        The seeds, in the given order, without duplicates.
-    """
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"seeds must be integers separated by commas: {text!r}"
-        ) from exc
-    if not seeds:
-        raise argparse.ArgumentTypeError("give at least one seed")
-    return list(dict.fromkeys(seeds))
 
 
 def resolve_detectors(text: str) -> list[str]:
@@ -170,12 +143,6 @@ def resolve_detectors(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def positive_float(text: str) -> float:
-    """Parse a strictly positive number of seconds."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -376,15 +343,6 @@ class SentinelDetector:
         return scored["raw_score"].to_numpy()
 
 
-def pyod_model(module: str, cls: str, options: dict[str, Any], seed: int) -> Any:
-    """An instance of PyOD's ``module.cls`` with those of ``options`` its class accepts and
-    ``random_state=seed`` where it accepts that (also ``benchmarks.throughput``'s)."""
-    klass = getattr(importlib.import_module(module), cls)
-    accepted = inspect.signature(klass).parameters
-    kwargs = {k: v for k, v in options.items() if k in accepted}
-    if "random_state" in accepted:
-        kwargs["random_state"] = seed
-    return klass(**kwargs)
 
 
 def make_pyod_detector(name: str, seed: int) -> Detector:
@@ -450,44 +408,19 @@ def fit_and_score(name: str, X_train: np.ndarray, X_test: np.ndarray, seed: int)
     return out
 
 
-def _child(conn: Any, name: str, X_train: np.ndarray, X_test: np.ndarray, seed: int) -> None:
-    """Subprocess body for ``fit_and_score_with_timeout``: send the outcome back."""
-    try:
-        conn.send(fit_and_score(name, X_train, X_test, seed))
-    finally:
-        conn.close()
-
-
 def fit_and_score_with_timeout(
     name: str, X_train: np.ndarray, X_test: np.ndarray, seed: int, timeout: float
 ) -> Outcome:
-    """Like ``fit_and_score`` but in a fresh subprocess, killed after ``timeout`` seconds.
-
-    The timeout counts from the start of the subprocess (its imports included); the timings in
-    the outcome are measured inside it, so they exclude that start-up.
+    """Like ``fit_and_score`` but in a fresh subprocess (``harness.in_child``), killed after
+    ``timeout`` seconds. The timeout counts from the start of the subprocess (its imports
+    included); the timings in the outcome are measured inside it, so they exclude that start-up.
     """
-    ctx = mp.get_context("spawn")  # no fork: TensorFlow and torch threads do not survive it
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(sender, name, X_train, X_test, seed))
-    start = time.perf_counter()
-    proc.start()
-    sender.close()
-    try:
-        if receiver.poll(timeout):
-            try:
-                return receiver.recv()
-            except EOFError:
-                proc.join(5)
-                return Outcome(None, error=f"subprocess died (exit code {proc.exitcode})")
-        elapsed = time.perf_counter() - start
-        return Outcome(
-            None, fit_s=elapsed, error=f"timed out after {timeout:g} s (--timeout-per-fit)"
-        )
-    finally:
-        receiver.close()
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
+    got = in_child(fit_and_score, name, X_train, X_test, seed, timeout=timeout)
+    if got.ok:
+        return got.value
+    if got.error and got.error.startswith("timed out"):
+        return Outcome(None, fit_s=got.wall_s, error=f"{got.error} (--timeout-per-fit)")
+    return Outcome(None, error=got.error)
 
 
 def evaluate(y_test: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -745,19 +678,6 @@ def _cell(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured markdown table (also readable as plain text)."""
-    widths = [
-        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)
-    ]
-    lines = [
-        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    lines += [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in body
-    ]
-    return "\n".join(lines)
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
@@ -791,41 +711,8 @@ def per_dataset_markdown(table: pd.DataFrame) -> str:
     return markdown_table(header, body)
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape the figures (from package metadata)."""
-    versions = {"python": platform.python_version()}
-    for label, dists in VERSIONED.items():
-        for dist in dists:
-            try:
-                versions[label] = importlib.metadata.version(dist)
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        else:
-            versions[label] = "not installed"
-    return versions
 
 
-def project_revision() -> str:
-    """The project's git commit, flagged when ``pipeline/`` or ``models/`` have local changes."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "pipeline", "models"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{sha} (with uncommitted changes in pipeline/ or models/)" if dirty else sha
 
 
 def sentinel_defaults() -> dict[str, Any]:

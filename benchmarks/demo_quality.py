@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from benchmarks.adbench import parse_seeds
+from benchmarks.harness import parse_seeds
 
 log = logging.getLogger("benchmarks.demo_quality")
 DATASET = "retail_purchases"

@@ -31,8 +31,9 @@ import pandas as pd
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from benchmarks.adbench import find_datasets, load_dataset, parse_seeds, split
+from benchmarks.adbench import find_datasets, load_dataset, split
 from benchmarks.folds import fold_of
+from benchmarks.harness import parse_seeds
 
 log = logging.getLogger("benchmarks.detector_study")
 CACHE = Path("var/study")

@@ -56,9 +56,7 @@ import io
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
-import platform
 import pstats
 import resource
 import shlex
@@ -73,6 +71,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.harness import (
+    in_child,
+    machine,
+    markdown_table,
+    positive_int,
+    pyod_available,
+    pyod_model,
+)
 
 log = logging.getLogger("benchmarks.throughput")
 
@@ -114,15 +121,6 @@ MIB = 1 << 20
 # ----------------------------------------------------------------------------- command line
 
 
-def positive_int(text: str) -> int:
-    """Parse an integer >= 1 (underscores allowed: ``1_000_000``)."""
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def resolve_systems(text: str) -> list[str]:
@@ -483,8 +481,6 @@ def _fit_sentinel(job: Job) -> Outcome:
 
 
 def _pyod_model(system: str, seed: int) -> Any:
-    from benchmarks.adbench import pyod_model
-
     module, cls, extra = PYOD_SYSTEMS[system]
     return pyod_model(module, cls, extra, seed)
 
@@ -631,36 +627,10 @@ def run_job(job: Job) -> Outcome:
     return out
 
 
-def _child(conn: Any, job: Job) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        conn.send(run_job(job))
-    finally:
-        conn.close()
-
-
 def run_in_child(job: Job) -> Outcome:
-    """``run_job`` in a fresh interpreter (spawn), so its memory and threads are its own."""
-    ctx = mp.get_context("spawn")  # no fork: TensorFlow and torch threads do not survive it
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(sender, job))
-    proc.start()
-    sender.close()
-    try:
-        try:
-            return receiver.recv()
-        except EOFError:
-            proc.join(5)
-            return Outcome(error=f"child process died (exit code {proc.exitcode})")
-    finally:
-        receiver.close()
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
+    """``run_job`` in a fresh interpreter (``harness.in_child``), so its memory and threads are its own."""
+    got = in_child(run_job, job, log_level=logging.INFO)
+    return got.value if got.ok else Outcome(error=got.error)
 
 
 # ----------------------------------------------------------------------------- one system
@@ -826,8 +796,6 @@ def _fmt(value: float, spec: str) -> str:
 
 def results_table(results: Sequence[Result]) -> str:
     """The results as a markdown table (also readable as plain text)."""
-    from benchmarks.adbench import markdown_table
-
     header = [
         "system",
         "rows",
@@ -905,8 +873,6 @@ MAX_10M_RSS_MIB = 1024
 def markdown_section(runs: Sequence[tuple[str, str, Sequence[dict[str, Any]]]]) -> str:
     """The throughput section of ``docs/benchmarks.md``: per run (its command, the machine it
     ran on, its JSON records) a table, and the scoring targets against PyOD."""
-    from benchmarks.adbench import markdown_table
-
     lines = [
         SECTION_START,
         "## Throughput (`python -m benchmarks.throughput`)",
@@ -1001,36 +967,11 @@ def write_json(path: Path, results: Sequence[Result]) -> None:
     tmp.replace(path)
 
 
-def machine() -> str:
-    """CPU model, cores and memory of this machine, in words."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        mem = f", {pages / (1 << 30):.0f} GiB RAM"
-    except (ValueError, OSError):
-        pass
-    load = ""
-    if hasattr(os, "getloadavg"):
-        load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}{load}"
 
 
 # ----------------------------------------------------------------------------- main
 
 
-def pyod_available() -> bool:
-    """Whether PyOD and torch (the optional ``bench`` extra) can be imported."""
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("pyod", "torch"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -510,11 +510,7 @@ class LatentDetector(OutlierMixin, BaseEstimator):
             raise ValueError("fine_tune got NaN or infinite values; encode the frame first")
         ids = np.arange(len(X)).astype(str) if ids is None else np.asarray(ids).astype(str)
         learn = self._learn_mask(X, exclude)
-        if self.kind == "pca":
-            self.model_.fit(X[learn])
-        else:
-            lr = self.model_.learning_rate * lr_factor
-            self.model_.fit(X[learn], warm_start=True, epochs=max(5, self.model_.epochs // 3), learning_rate=lr)
+        self.model_.update(X[learn], lr_factor)
         keep = self._trim_and_refit(X, learn, lr_factor=lr_factor)
         return self._calibrate(X, ids, keep)
 
@@ -525,11 +521,7 @@ class LatentDetector(OutlierMixin, BaseEstimator):
         if self.trim_fraction > 0 and learn.sum() >= 20:
             err = self._recon(X)[0]
             keep = learn & (err <= np.quantile(err[learn], 1 - self.trim_fraction))
-            if self.kind == "pca":
-                self.model_.fit(X[keep])
-            else:
-                lr = None if lr_factor is None else self.model_.learning_rate * lr_factor
-                self.model_.fit(X[keep], warm_start=True, epochs=max(5, self.model_.epochs // 3), learning_rate=lr)
+            self.model_.update(X[keep], lr_factor)
         return keep
 
     def _calibrate(self, X: np.ndarray, ids: np.ndarray, keep: np.ndarray) -> LatentDetector:

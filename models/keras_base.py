@@ -100,6 +100,12 @@ class KerasLatentModel:
     def _build(self, n_features: int) -> keras.Model:
         raise NotImplementedError
 
+    def update(self, X: np.ndarray, lr_factor: float | None = None) -> KerasLatentModel:
+        """Train further from the current weights: ``max(5, epochs // 3)`` epochs, with a fresh
+        optimiser at ``lr_factor`` times the learning rate when given, else the current one."""
+        lr = None if lr_factor is None else self.learning_rate * lr_factor
+        return self.fit(X, warm_start=True, epochs=max(5, self.epochs // 3), learning_rate=lr)
+
     def fit(
         self,
         X: np.ndarray,

@@ -30,6 +30,10 @@ class PCAModel:
         self.latent_dim_ = k
         return self
 
+    def update(self, X: np.ndarray, lr_factor: float | None = None) -> PCAModel:
+        """PCA has no weights to continue from: refit on ``X`` (``lr_factor`` is unused)."""
+        return self.fit(X)
+
     def _check(self) -> None:
         if not hasattr(self, "components_"):
             raise RuntimeError("PCAModel is not fitted; call fit() first")

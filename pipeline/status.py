@@ -18,6 +18,9 @@ from typing import Any
 from pipeline.config.dataset import Settings
 from pipeline.storage import FILE_MODE, file_lock, write_json
 
+#: Steps after which a batch's scores exist: a failure there keeps the scored rows usable.
+AFTER_SCORING = ("report", "notify")
+
 
 def read(settings: Settings, batch_id: str) -> dict[str, Any]:
     path = settings.status_path(batch_id)

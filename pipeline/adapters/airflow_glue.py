@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.config.dataset import SentinelError
-from pipeline.steps import DuplicateBatch
+from pipeline.contracts import to_xcom
+from pipeline.ingest.staging import DuplicateBatch
 from pipeline.validate.suite import BatchRejected
 
 
@@ -24,7 +25,7 @@ def run_step(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
     setup_logging(verbose=False, force=False)
     try:
-        return fn(*args, **kwargs)
+        return to_xcom(fn(*args, **kwargs))  # typed messages go to XCom as JSON
     except BatchRejected as exc:
         raise AirflowSkipException(f"batch quarantined: {exc.reason}") from exc
     except DuplicateBatch as exc:

@@ -3,7 +3,7 @@
 ``Environment`` holds the process-wide settings (``SENTINEL_*``, and the ecosystem's own
 ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI`` and ``AIRFLOW_HOME``); ``pipeline.config.dataset.Settings``
 is built from it. ``NotifyEnvironment`` holds the notification channels' variables as text:
-``pipeline.notify.channels`` checks them, with the same rules and messages as the Airflow connections that
+``pipeline.notify.settings`` checks them, with the same rules and messages as the Airflow connections that
 may stand in for them. The names are a contract (compose files, deployments): never rename one.
 ``docs/configuration.md`` is generated from these models (``python -m pipeline.config.docs``).
 """

@@ -103,7 +103,7 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     runs += run_dates(settings, dates[2:], conf, log_file) if dates[2:] else []
     from pipeline.lifecycle.demo_review import run_review_batches
 
-    print("   then a forced retrain and a batch of one repeated record (tasks.run_batch), for review:")
+    print("   then a forced retrain and a batch of one repeated record (steps.run_batch), for review:")
     review_lines = run_review_batches(settings, DATASET, FIRST_DAY, days, rows, seed)
     st = collect_status(settings)
     batches = [b for b in st["batches"] if b["dataset"] == DATASET]

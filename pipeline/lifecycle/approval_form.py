@@ -26,8 +26,6 @@ def version_url(settings: Settings, name: str, version: str) -> str:
 
 def form(dataset: str, model: dict[str, Any], batches: list[dict[str, Any]]) -> tuple[str, str]:
     """``(subject, body)`` for the challenger ``model`` (``train_or_update``'s result)."""
-    from pipeline.steps import _run_url
-
     settings = Settings.from_env()
     cfg = load_dataset(settings, dataset)
     name, version = cfg.model_name, str(model["trained_version"])
@@ -61,7 +59,7 @@ def form(dataset: str, model: dict[str, Any], batches: list[dict[str, Any]]) -> 
     lines += [
         "",
         f"- MLflow version: {version_url(settings, name, version)}",
-        f"- MLflow run: {_run_url(settings, model.get('run_id')) or model.get('run_id')}",
+        f"- MLflow run: {registry.run_url(settings, model.get('run_id')) or model.get('run_id')}",
         *[f"- Batch report: file://{r}" for r in reports],
         "",
         "**Approve**: version becomes champion for the next batch. **Reject**: tagged rejected with your "

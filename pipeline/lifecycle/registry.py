@@ -85,6 +85,19 @@ def ui_command(settings: Settings, mlflow: str = "mlflow") -> str:
     return f"{mlflow} ui --backend-store-uri {shlex.quote(without_credentials(settings.tracking_uri))}"
 
 
+def run_url(settings: Settings, run_id: str | None) -> str | None:
+    """The run's page in the MLflow UI: the tracking server's, or a local ``mlflow ui``'s."""
+    if not run_id:
+        return None
+    try:
+        exp = client(settings).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - a link is a convenience
+        return None
+    uri = without_credentials(settings.tracking_uri)
+    base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{exp}/runs/{run_id}"
+
+
 def check_server(uri: str) -> None:
     """Raise ``TrackingServerUnavailable`` unless the server at ``uri`` answers HTTP at all.
 

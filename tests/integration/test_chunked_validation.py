@@ -21,6 +21,7 @@ from pipeline.config.dataset import DatasetConfig, Settings
 from pipeline.demo.data import generate_purchases
 from pipeline.ingest import reader
 from pipeline.ingest.reader import stage_streaming
+from pipeline.validate.batch import VALIDATE_CHUNK_ROWS, validate_chunk_rows
 from pipeline.validate.suite import (
     BatchRejected,
     load_suite_dict,
@@ -225,14 +226,14 @@ def test_a_large_csv_is_streamed_as_text_and_validated_in_chunks(
     text.to_csv(csv, index=False)
 
     batch = steps.ingest(str(csv), "retail_purchases", settings=settings)
-    assert batch["rows_in"] == 2400
-    staged_schema = pq.read_schema(batch["staged"])
+    assert batch.rows_in == 2400
+    staged_schema = pq.read_schema(batch.staged)
     assert all(pa.types.is_string(f.type) for f in staged_schema)  # streamed: all text
     out = steps.validate(batch, settings=settings)
 
-    whole = validate_frame(pd.read_parquet(batch["staged"]), cfg, text_source=True)
+    whole = validate_frame(pd.read_parquet(batch.staged), cfg, text_source=True)
     assert "parse_numeric:item_count" in whole.failed_rules
-    assert (out["rows_valid"], out["rows_quarantined"]) == (len(whole.valid), len(whole.quarantined))
+    assert (out.rows_valid, out.rows_quarantined) == (len(whole.valid), len(whole.quarantined))
     rec = status.read(settings, "big_csv")
     assert rec["state"] == "validated"
     assert rec["rows_quarantined"] == len(whole.quarantined)
@@ -242,7 +243,7 @@ def test_a_large_csv_is_streamed_as_text_and_validated_in_chunks(
     assert rec["data_docs"].startswith("file://")
     rows = pd.read_parquet(settings.quarantine_dir("big_csv") / "rows.parquet")
     assert rows["quarantine_reason"].tolist() == whole.quarantined["quarantine_reason"].tolist()
-    assert pq.ParquetFile(out["valid"]).metadata.num_rows == out["rows_valid"]
+    assert pq.ParquetFile(out.valid).metadata.num_rows == out.rows_valid
     _no_temporaries(settings.staging_dir("big_csv"), settings.quarantine_dir("big_csv"))
 
 
@@ -253,7 +254,7 @@ def test_tasks_keep_their_contract_on_the_chunked_path(settings, tmp_path, monke
     whole_batch = steps.validate(steps.ingest(str(src), "retail_purchases", settings=settings),
                                  settings=settings)
     whole_rec = status.read(settings, "b13")
-    whole_valid = pd.read_parquet(whole_batch["valid"])
+    whole_valid = pd.read_parquet(whole_batch.valid)
     whole_rows = pd.read_parquet(settings.quarantine_dir("b13") / "rows.parquet")
 
     monkeypatch.setenv("SENTINEL_VALIDATE_CHUNK_ROWS", str(CHUNK))
@@ -267,19 +268,19 @@ def test_tasks_keep_their_contract_on_the_chunked_path(settings, tmp_path, monke
                 "extra_columns"):
         assert rec[key] == whole_rec[key], key
     assert rec["data_docs"]
-    valid = pd.read_parquet(chunked_batch["valid"])
+    valid = pd.read_parquet(chunked_batch.valid)
     pd.testing.assert_frame_equal(valid, whole_valid, check_dtype=False)
     rows = pd.read_parquet(settings.quarantine_dir("b13") / "rows.parquet")
     pd.testing.assert_frame_equal(rows, whole_rows)
-    assert pq.ParquetFile(chunked_batch["valid"]).metadata.row_group(0).num_rows <= CHUNK
+    assert pq.ParquetFile(chunked_batch.valid).metadata.row_group(0).num_rows <= CHUNK
 
 
 def test_chunk_size_setting_is_checked(monkeypatch) -> None:
     monkeypatch.setenv("SENTINEL_VALIDATE_CHUNK_ROWS", "0")
     with pytest.raises(Exception, match="SENTINEL_VALIDATE_CHUNK_ROWS"):
-        steps.validate_chunk_rows()
+        validate_chunk_rows()
     monkeypatch.delenv("SENTINEL_VALIDATE_CHUNK_ROWS")
-    assert steps.validate_chunk_rows() == steps.VALIDATE_CHUNK_ROWS == 1_000_000
+    assert validate_chunk_rows() == VALIDATE_CHUNK_ROWS == 1_000_000
 
 
 # -------------------------------------------------------------- (e) wrong type, later chunk
@@ -312,7 +313,7 @@ def test_a_folder_whose_files_disagree_on_a_type_is_quarantined_whole(
     later["basket_value"] = later["basket_value"].map("{:.2f} EUR".format)
     later.to_parquet(folder / "part-1.parquet", index=False)
     batch = steps.ingest(str(folder), "retail_purchases", settings=settings)
-    assert "cannot read" in batch["rejected"]
+    assert "cannot read" in batch.rejected
     with pytest.raises(BatchRejected):
         steps.validate(batch, settings=settings)
     assert status.read(settings, "mixed")["state"] == "quarantined"
@@ -329,7 +330,7 @@ def test_a_rejection_leaves_the_previous_outputs_and_no_temporaries(
     src = _staged(df, tmp_path / "landing" / "b16.parquet")
     first = steps.validate(steps.ingest(str(src), "retail_purchases", settings=settings),
                            settings=settings)
-    valid_path = Path(first["valid"])
+    valid_path = Path(first.valid)
     before = valid_path.read_bytes()
 
     broken = df.copy()
@@ -351,9 +352,9 @@ def test_a_large_batch_delivered_twice_is_a_duplicate_and_not_staged(
     first = _staged(df, tmp_path / "landing" / "day1.parquet")
     again = tmp_path / "landing" / "day1_copy.parquet"
     again.write_bytes(first.read_bytes())
-    assert steps.ingest(str(first), "retail_purchases", settings=settings)["rows_in"] == 1200
+    assert steps.ingest(str(first), "retail_purchases", settings=settings).rows_in == 1200
     dup = steps.ingest(str(again), "retail_purchases", settings=settings)
-    assert dup["duplicate_of"] == "day1"
+    assert dup.duplicate_of == "day1"
     assert status.read(settings, "day1_copy")["state"] == "duplicate"
     assert not (settings.staging_dir("day1_copy") / "input.parquet").exists()
     _no_temporaries(settings.staging_dir("day1_copy"))

@@ -19,9 +19,9 @@ def test_csv_gz_batch_is_ingested_and_validated(settings: Settings, tmp_path: Pa
     plain.unlink()
 
     batch = steps.ingest(str(packed), "retail_purchases", settings=settings)
-    assert batch["batch_id"] == "day1"
+    assert batch.batch_id == "day1"
     assert "rejected" not in batch
-    assert batch["rows_in"] == 300
+    assert batch.rows_in == 300
     validated = steps.validate(batch, settings=settings)
-    assert validated["rows_valid"] + validated["rows_quarantined"] == 300
-    assert validated["rows_valid"] >= 290
+    assert validated.rows_valid + validated.rows_quarantined == 300
+    assert validated.rows_valid >= 290

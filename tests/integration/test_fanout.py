@@ -17,8 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.bundle import load_bundle
-from pipeline import steps
+from pipeline import status, steps
 from pipeline.config.dataset import SentinelError, Settings
+from pipeline.lifecycle import registry
+from pipeline.lifecycle.training_data import read_bounded
+from pipeline.score.parts import json_load, part_rows
 from pipeline.score.scorer import score_parquet_stream
 from tests.conftest import write_batch
 
@@ -46,40 +49,40 @@ def _scored(s: Settings, bid: str) -> pd.DataFrame:
 def test_parts_merge_to_exactly_the_single_part_scoring(batch: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     s, b = batch["settings"], batch["batch"]
     whole = steps.score(b, settings=s)  # one part (the default part size is 1,000,000 rows)
-    one = _scored(s, b["batch_id"])
-    one_alerts = pd.read_parquet(whole["alerts_path"])
-    assert steps.status.read(s, b["batch_id"])["scoring_parts"] == 1
+    one = _scored(s, b.batch_id)
+    one_alerts = pd.read_parquet(whole.alerts_path)
+    assert status.read(s, b.batch_id)["scoring_parts"] == 1
 
     parts = steps.plan_parts([b], settings=s, rows_per_part=130)
-    assert [p["part"] for p in parts] == list(range(len(parts)))
-    assert len(parts) == -(-b["rows_valid"] // 130)
-    assert parts[-1]["stop"] == b["rows_valid"]
+    assert [p.part for p in parts] == list(range(len(parts)))
+    assert len(parts) == -(-b.rows_valid // 130)
+    assert parts[-1].stop == b.rows_valid
     done = [steps.score_part(p, settings=s) for p in reversed(parts)]  # any order
     (merged,) = steps.merge_parts(parts, done, settings=s)
-    many = _scored(s, b["batch_id"])
-    assert merged["rows_scored"] == len(many) == b["rows_valid"]
+    many = _scored(s, b.batch_id)
+    assert merged.rows_scored == len(many) == b.rows_valid
     assert list(many["purchase_id"]) == list(one["purchase_id"])
     # float32 kernels differ in the last bits with the chunk shape, and far in the tail (a
     # repeated record scored 8.85) the evidence's steep slope makes that ~1e-5 relative (seen
     # once: 1.25e-5): equal to 1e-4, and the flags and the alerts' order exactly
     np.testing.assert_allclose(many["raw_score"], one["raw_score"], rtol=1e-4, atol=1e-4)
     assert (many["is_anomaly"] == one["is_anomaly"]).all()
-    alerts = pd.read_parquet(merged["alerts_path"])
+    alerts = pd.read_parquet(merged.alerts_path)
     assert list(alerts["record_id"]) == list(one_alerts["record_id"])
     assert list(alerts["rank"]) == list(range(1, len(alerts) + 1))
-    record = steps.status.read(s, b["batch_id"])
+    record = status.read(s, b.batch_id)
     assert record["scoring_parts"] == len(parts)
     assert record["alerts"] == len(alerts) == int(many["is_anomaly"].sum())
     labels = record["labels"]
     assert labels["caught"] <= labels["true_anomalies"]
     assert labels["true_anomalies"] > 0
-    summary = steps.json_load(s.scores_dir(b["batch_id"]) / "summary.json")
+    summary = json_load(s.scores_dir(b.batch_id) / "summary.json")
     assert sum(summary["score_hist"]["normal"]) + sum(summary["score_hist"]["alert"]) == len(many)
     assert sum(summary["segments"]["rows"].values()) == len(many)
-    assert not (s.scores_dir(b["batch_id"]) / "parts").exists()
+    assert not (s.scores_dir(b.batch_id) / "parts").exists()
 
     report = steps.report(merged, settings=s)
-    text = Path(report["report"]).read_text(encoding="utf-8")
+    text = Path(report.report).read_text(encoding="utf-8")
     top = str(alerts["record_id"].iloc[0])
     assert top in text
     assert text.rstrip().endswith("</html>")
@@ -92,9 +95,9 @@ def test_a_failed_part_is_rerun_alone_and_the_merge_waits_for_it(batch: dict[str
     assert len(parts) >= 3
     for p in parts[:1] + parts[2:]:
         steps.score_part(p, settings=s)
-    folder = s.scores_dir(b["batch_id"]) / "parts"
+    folder = s.scores_dir(b.batch_id) / "parts"
     before = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
-    old_scored = s.scores_dir(b["batch_id"]) / "scored.parquet"
+    old_scored = s.scores_dir(b.batch_id) / "scored.parquet"
     old_bytes = old_scored.read_bytes() if old_scored.exists() else None
     with pytest.raises(RuntimeError, match=r"part 2 of \d+ of batch .* has no result"):
         steps.merge_parts(parts, settings=s)
@@ -106,9 +109,9 @@ def test_a_failed_part_is_rerun_alone_and_the_merge_waits_for_it(batch: dict[str
     after = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
     assert {k: v for k, v in after.items() if k in before} == before  # the others not redone
     (merged,) = steps.merge_parts(parts, settings=s)
-    scored = _scored(s, b["batch_id"])
+    scored = _scored(s, b.batch_id)
     assert scored["purchase_id"].is_unique
-    assert len(scored) == b["rows_valid"] == merged["rows_scored"]
+    assert len(scored) == b.rows_valid == merged.rows_scored
 
 
 @pytest.mark.slow
@@ -118,7 +121,7 @@ def test_parts_of_an_older_plan_are_not_merged(batch: dict[str, Any]) -> None:
     for p in old:
         steps.score_part(p, settings=s)
     new = steps.plan_parts([b], settings=s, rows_per_part=400)
-    stale = [{**p, "model_version": "2"} for p in new]  # as if a new champion had been planned
+    stale = [p.with_(model_version="2") for p in new]  # as if a new champion had been planned
     with pytest.raises(RuntimeError, match="another plan"):
         steps.merge_parts(stale, settings=s)
 
@@ -134,11 +137,11 @@ def test_a_second_merge_of_the_same_plan_finds_it_merged(batch: dict[str, Any]) 
     for p in parts:
         steps.score_part(p, settings=s)
     (first,) = steps.merge_parts(parts, settings=s)
-    scored = s.scores_dir(b["batch_id"]) / "scored.parquet"
+    scored = s.scores_dir(b.batch_id) / "scored.parquet"
     before = scored.stat().st_mtime_ns
     (again,) = steps.merge_parts(parts, settings=s)
-    assert again["scored"] == first["scored"]
-    assert (again["rows_scored"], again["alerts"]) == (first["rows_scored"], first["alerts"])
+    assert again.scored == first.scored
+    assert (again.rows_scored, again.alerts) == (first.rows_scored, first.alerts)
     assert scored.stat().st_mtime_ns == before  # nothing rewritten
     other = steps.plan_parts([b], settings=s, rows_per_part=400)
     assert len(other) != len(parts)
@@ -149,17 +152,17 @@ def test_a_second_merge_of_the_same_plan_finds_it_merged(batch: dict[str, Any]) 
 def test_part_size_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTINEL_PART_ROWS", "lots")
     with pytest.raises(SentinelError, match="SENTINEL_PART_ROWS"):
-        steps.part_rows()
+        part_rows()
     monkeypatch.setenv("SENTINEL_PART_ROWS", "250000")
-    assert steps.part_rows() == 250_000
+    assert part_rows() == 250_000
 
 
 @pytest.mark.slow
 def test_row_ranges_cover_files_and_row_groups_exactly(batch: dict[str, Any], tmp_path: Path) -> None:
     """A folder of two files with small row groups: any range scores exactly those rows."""
     s, b = batch["settings"], batch["batch"]
-    bundle = load_bundle(steps.registry.fetch_bundle(s, "retail_purchases")[0])
-    valid = pd.read_parquet(b["valid"])
+    bundle = load_bundle(registry.fetch_bundle(s, "retail_purchases")[0])
+    valid = pd.read_parquet(b.valid)
     folder = tmp_path / "in"
     folder.mkdir()
     table = pa.Table.from_pandas(valid, preserve_index=False)
@@ -188,8 +191,8 @@ def test_training_reads_a_bounded_uniform_sample_of_a_large_batch(tmp_path: Path
     df = pd.DataFrame({"row": np.arange(n), "x": np.random.default_rng(0).normal(size=n)})
     path = tmp_path / "big.parquet"
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=7_000)
-    assert steps.read_bounded(path, n).equals(df)
-    got = steps.read_bounded(path, 2_000, seed=3)
+    assert read_bounded(path, n).equals(df)
+    got = read_bounded(path, 2_000, seed=3)
     assert len(got) == 2_000
     assert got["row"].is_unique
     assert got["row"].is_monotonic_increasing
@@ -197,4 +200,4 @@ def test_training_reads_a_bounded_uniform_sample_of_a_large_batch(tmp_path: Path
     assert got["row"].min() < n / 10
     assert got["row"].max() > n * 9 / 10
     assert 0.4 < (got["row"] < n / 2).mean() < 0.6
-    assert steps.read_bounded(path, 2_000, seed=3).equals(got)
+    assert read_bounded(path, 2_000, seed=3).equals(got)

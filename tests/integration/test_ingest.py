@@ -41,10 +41,10 @@ def test_partitioned_parquet_folder_is_one_batch(settings: Settings, tmp_path: P
     assert len(back) == 300
     assert sorted(back["region"].astype(str).unique()) == ["eu", "us"]  # the partition key is a column
     batch = steps.ingest(str(folder), "retail_purchases", settings=settings)
-    assert batch["batch_id"] == "purchases_20261105"
-    assert batch["rows_in"] == 300
+    assert batch.batch_id == "purchases_20261105"
+    assert batch.rows_in == 300
     out = steps.validate(batch, settings=settings)
-    assert out["rows_valid"] + out["rows_quarantined"] == 300
+    assert out.rows_valid + out.rows_quarantined == 300
     assert status.read(settings, "purchases_20261105")["extra_columns"] == ["region"]
 
 
@@ -58,7 +58,7 @@ def test_fsspec_urls_read_hash_and_quarantine_like_local_files(settings: Setting
     pd.testing.assert_frame_equal(read_batch(url), read_batch(str(local)))
     assert content_hash(url) == content_hash(str(local))
     batch = steps.ingest(url, "retail_purchases", batch_id="from_url", settings=settings)
-    assert batch["rows_in"] == 120
+    assert batch.rows_in == 120
     # a corrupt remote file is quarantined with a local copy of what was delivered
     fs.pipe("/bucket/day/bad.parquet", b"PAR1 not really")
     bad = steps.ingest("memory://bucket/day/bad.parquet", "retail_purchases", settings=settings)

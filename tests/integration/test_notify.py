@@ -29,12 +29,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from pipeline.notify.channels import (
-    NotifyConfig,
-    build_message,
-    notification_key,
-    send,
-)
+from pipeline.notify.channels import send
+from pipeline.notify.message import build_message, notification_key
+from pipeline.notify.settings import NotifyConfig
 from tests.conftest import REPO, Hook
 from tests.unit.test_notify_message import TOKEN, alerts, summary
 
@@ -434,7 +431,9 @@ CHILD = """
 import json, logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 import pandas as pd
-from pipeline.notify.channels import build_message, load_config, send
+from pipeline.notify.channels import send
+from pipeline.notify.message import build_message
+from pipeline.notify.settings import load_config
 summary, alerts = json.loads(sys.argv[1]), pd.DataFrame(json.loads(sys.argv[2]))
 config = load_config()
 print(repr(config), file=sys.stderr)

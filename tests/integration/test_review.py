@@ -250,11 +250,11 @@ def test_a_batch_of_one_repeated_record_raises_a_batch_alert_and_is_not_learned_
     report = Path(status.read(s, "copies")["report"]).read_text()
     assert "Batch alert" in report
     assert "repeat another row" in report
-    from pipeline.notify import channels
-    payload = channels.build_message(status.read(s, "copies"), None)
+    from pipeline.notify import message
+    payload = message.build_message(status.read(s, "copies"), None)
     assert payload["batch_alerts"]
     assert "repeat another row" in payload["batch_alerts"][0]
-    assert "BATCH ALERT" in channels.email_text(payload)[0]
+    assert "BATCH ALERT" in message.email_text(payload)[0]
     # an ordinary batch raises none
     steps.run_batch(deliver(root, "ordinary", 5), DATASET, settings=s)
     assert status.read(s, "ordinary")["batch_alerts"] == []

@@ -14,17 +14,9 @@ import pandas as pd
 import pytest
 
 from pipeline.config.dataset import SentinelError
-from pipeline.notify.channels import (
-    NotifyConfig,
-    _through_provider,
-    build_message,
-    email_html,
-    email_text,
-    load_config,
-    notification_key,
-    safe_url,
-    send,
-)
+from pipeline.notify.channels import email_html, send
+from pipeline.notify.message import build_message, email_text, notification_key, safe_url
+from pipeline.notify.settings import NotifyConfig, _through_provider, load_config
 
 TOKEN = "fake-webhook-t0ken-91c2"
 
