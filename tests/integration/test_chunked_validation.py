@@ -22,12 +22,8 @@ from pipeline.demo.data import generate_purchases
 from pipeline.ingest import reader
 from pipeline.ingest.reader import stage_streaming
 from pipeline.validate.batch import VALIDATE_CHUNK_ROWS, validate_chunk_rows
-from pipeline.validate.suite import (
-    BatchRejected,
-    load_suite_dict,
-    validate_frame,
-    validate_parquet_chunks,
-)
+from pipeline.validate.chunked import validate_parquet_chunks
+from pipeline.validate.suite import BatchRejected, load_suite_dict, validate_frame
 
 CHUNK = 500
 
