@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,10 @@ class Settings:
     registry_uri: str | None = None  # the model registry's store; None: the tracking store
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """From the environment (``pipeline.config.environment.Environment``: every variable, typed)."""
-        env = Environment.from_env()
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """From the environment (``pipeline.config.environment.Environment``: every variable,
+        typed), or from ``environ`` alone when given."""
+        env = Environment.from_env(environ)
         home = env.home.resolve()
         expectations = (env.expectations_dir or default_expectations_dir()).resolve()
         return cls(

@@ -67,13 +67,5 @@ def run_stack_cli(env: dict[str, str], *args: str, timeout: float = 900) -> subp
 
 
 def layout_of(env: dict[str, str]) -> tuple[StackLayout, Settings]:
-    """The ``StackLayout`` and ``Settings`` that ``env`` describes, read without changing
-    this process's environment for good."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        return StackLayout.from_env(), Settings.from_env()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    """The ``StackLayout`` and ``Settings`` that ``env`` alone describes."""
+    return StackLayout.from_env(env), Settings.from_env(env)

@@ -11,8 +11,11 @@ import os
 import secrets
 import shutil
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from dotenv import dotenv_values
 
 from pipeline.config.dataset import REPO_ROOT, Settings
 from pipeline.config.environment import StackEnvironment
@@ -73,9 +76,10 @@ class StackLayout:
     start_timeout_s: float
 
     @classmethod
-    def from_env(cls) -> StackLayout:
-        env = StackEnvironment.from_env()
-        settings = Settings.from_env()
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackLayout:
+        """From the environment, or from ``environ`` alone when given."""
+        env = StackEnvironment.from_env(environ)
+        settings = Settings.from_env(environ)
         return cls(
             root=(env.stack_dir or settings.home / "stack").resolve(),
             env_file=env.env_file.resolve(),
@@ -182,16 +186,11 @@ def check_ports_free(layout: StackLayout) -> None:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
+    """The ``KEY=value`` pairs of a ``.env`` file, read by python-dotenv (quotes, comments,
+    ``export``), values verbatim (no ``${VAR}`` expansion); ``{}`` when there is none."""
     if not path.is_file():
-        return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
+        return {}
+    return {k: v or "" for k, v in dotenv_values(path, interpolate=False).items()}
 
 
 def ensure_secrets(path: Path) -> tuple[dict[str, str], list[str]]:

@@ -11,22 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.stack.ephemeral import free_port
 from tests.conftest import REPO
 
 
 def stack_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SENTINEL_", "AIRFLOW", "MLFLOW_"))}
     base.update({"SENTINEL_HOME": str(tmp_path / "var"), "SENTINEL_STACK_ENV_FILE": str(tmp_path / ".env"),
-                 "SENTINEL_STACK_SUPERVISOR_PORT": str(_free_port())})
+                 "SENTINEL_STACK_SUPERVISOR_PORT": str(free_port())})
     base.update(env)
     return subprocess.run([sys.executable, "-m", "pipeline.stack", *args], cwd=REPO, env=base,
                           capture_output=True, text=True, timeout=120, check=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_port_in_use_is_named_with_the_variable_that_moves_it(tmp_path: Path) -> None:
@@ -44,7 +39,7 @@ def test_a_port_in_use_is_named_with_the_variable_that_moves_it(tmp_path: Path) 
 
 
 def test_two_services_on_one_port(tmp_path: Path) -> None:
-    port = str(_free_port())
+    port = str(free_port())
     res = stack_cli(tmp_path, "up", SENTINEL_STACK_REDIS_PORT=port, SENTINEL_STACK_AIRFLOW_PORT=port)
     assert res.returncode == 1
     assert f"port {port} is given to both Redis and Airflow's API server" in res.stderr

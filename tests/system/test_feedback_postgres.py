@@ -21,16 +21,15 @@ import pytest
 from pipeline.config.dataset import Settings
 from pipeline.feedback import store
 from pipeline.feedback.store import FeedbackError, NewDecision
+from pipeline.stack.layout import server_program
 from tests.unit.test_feedback_store import two_reviewers_at_once
 
 pytestmark = pytest.mark.slow
 
 
 def pg_bin(name: str) -> str:
-    """A PostgreSQL server program: on PATH, else Debian's newest ``/usr/lib/postgresql/N/bin``."""
-    debian = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
-                    key=lambda p: float(p.parts[-3]) if p.parts[-3].replace(".", "").isdigit() else 0.0, reverse=True)
-    found = shutil.which(name) or (str(debian[0]) if debian else None)
+    """A PostgreSQL server program, found as the stack finds it (``layout.server_program``)."""
+    found = server_program(name)
     assert found, f"{name} not found: 'make postgres' installs Debian's postgresql"
     return found
 

@@ -36,6 +36,26 @@ def test_secrets_are_generated_once_private_and_kept(layout: StackLayout) -> Non
     Fernet(again["AIRFLOW_FERNET_KEY"].encode())  # a valid key for Airflow
 
 
+def test_an_env_file_edited_by_hand_reads_as_compose_reads_it(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("# a comment\nexport A=1\nB='two words'\nC=\"x#y\"  # note\nD=$HOME/x\n\nE=\n")
+    assert read_env_file(env) == {"A": "1", "B": "two words", "C": "x#y", "D": "$HOME/x", "E": ""}
+    assert read_env_file(tmp_path / "none") == {}
+
+
+def test_a_layout_is_read_from_a_mapping_without_touching_the_environment(tmp_path: Path) -> None:
+    import os
+
+    from pipeline.stack.ephemeral import layout_of
+
+    before = dict(os.environ)
+    layout, settings = layout_of({"SENTINEL_HOME": str(tmp_path / "h"), "SENTINEL_WORKERS": "4",
+                                  "SENTINEL_STACK_REDIS_PORT": "7001"})
+    assert dict(os.environ) == before
+    assert (layout.workers, layout.redis_port) == (4, 7001)
+    assert settings.home == layout.home == (tmp_path / "h").resolve()
+
+
 def test_the_supervisor_configuration_has_no_secret_and_one_program_per_worker(layout: StackLayout) -> None:
     secrets, _ = ensure_secrets(layout.env_file)
     conf = render_supervisor_conf(layout)
