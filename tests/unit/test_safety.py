@@ -338,3 +338,11 @@ def test_pyfunc_wrapper_loads_through_load_bundle(
     with pytest.raises(BundleError, match="Sequential"):
         SentinelPyfunc().load_context(SimpleNamespace(artifacts={"bundle": str(hostile)}))
     assert not marker.exists()
+
+
+def test_versions_logged_before_the_restructure_still_find_their_pyfunc() -> None:
+    """Their logged model file says ``from pipeline.serving import SentinelPyfunc``."""
+    from pipeline.lifecycle.serving import SentinelPyfunc
+    from pipeline.serving import SentinelPyfunc as old_path
+
+    assert old_path is SentinelPyfunc
