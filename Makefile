@@ -66,7 +66,7 @@ demo: setup
 	$(BIN)/python -m pipeline demo
 
 test: setup browser postgres redis
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 # The unit tier only (tests/unit: no subprocess, no server, tiny data): under 3 minutes.
 test-fast: setup
