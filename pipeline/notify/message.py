@@ -113,24 +113,25 @@ def clip(value: Any, limit: int = TEXT_LIMIT) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _count(value: Any) -> int | None:
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite number, or ``None`` (missing, a boolean, text, NaN, infinite)."""
     if value is None or isinstance(value, bool):
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return int(number) if math.isfinite(number) else None
+    return number if math.isfinite(number) else None
+
+
+def _count(value: Any) -> int | None:
+    number = _finite(value)
+    return None if number is None else int(number)
 
 
 def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return round(number, 6) if math.isfinite(number) else None
+    number = _finite(value)
+    return None if number is None else round(number, 6)
 
 
 def email_text(payload: Mapping[str, Any]) -> tuple[str, str]:
