@@ -407,7 +407,11 @@ def assert_scores_match(scored: pd.DataFrame, clean: pd.DataFrame) -> None:
     a = scored.set_index(scored["purchase_id"].astype(str)).sort_index()
     b = clean.set_index(clean["purchase_id"].astype(str)).sort_index()
     assert list(a.index) == list(b.index)
-    np.testing.assert_allclose(a["raw_score"].to_numpy(), b["raw_score"].to_numpy(), rtol=1e-6)
+    # The network runs in float32 (models/dense.py), and a BLAS product's last bits depend on the
+    # shape of the chunk a row is scored in: on an AMD EPYC a clean run and a re-run chunked
+    # differently differed by up to 1.2e-5 relative (docs/throughput.md). Equal to 1e-4, and
+    # the flags exactly.
+    np.testing.assert_allclose(a["raw_score"].to_numpy(), b["raw_score"].to_numpy(), rtol=1e-4, atol=1e-6)
     assert (a["is_anomaly"].to_numpy() == b["is_anomaly"].to_numpy()).all()
 
 
