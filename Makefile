@@ -65,8 +65,14 @@ stack-status: setup
 demo: setup
 	$(BIN)/python -m pipeline demo
 
+# The suite runs its files on TEST_WORKERS processes (pytest-xdist; one file per worker at a
+# time, so a file's module fixtures start once; tests/conftest.py starts the longest files
+# first). Most of the system tests wait on servers and child processes, so three workers keep
+# two cores busy. TEST_WORKERS= (empty) runs it in one process.
+TEST_WORKERS ?= -n 3 --dist loadfile --no-loadscope-reorder
+
 test: setup browser postgres redis
-	$(BIN)/python -m pytest --durations=20
+	$(BIN)/python -m pytest $(TEST_WORKERS) --durations=20
 
 # The unit tier only (tests/unit: no subprocess, no server, tiny data): under 3 minutes.
 test-fast: setup

@@ -418,7 +418,7 @@ def fit_and_score_with_timeout(
     got = in_child(fit_and_score, name, X_train, X_test, seed, timeout=timeout)
     if got.ok:
         return got.value
-    if got.error and got.error.startswith("timed out"):
+    if got.timed_out:
         return Outcome(None, fit_s=got.wall_s, error=f"{got.error} (--timeout-per-fit)")
     return Outcome(None, error=got.error)
 

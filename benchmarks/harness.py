@@ -171,12 +171,14 @@ def pyod_available() -> bool:
 
 @dataclass
 class ChildResult:
-    """What ``in_child`` got back: ``value`` (``ok``), or why not (``error``), and the wall time."""
+    """What ``in_child`` got back: ``value`` (``ok``), or why not (``error``; ``timed_out`` when
+    the child was killed at the timeout), and the wall time."""
 
     value: Any = None
     ok: bool = False
     error: str | None = None
     wall_s: float = 0.0
+    timed_out: bool = False
 
 
 def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], log_level: int | None) -> None:
@@ -210,7 +212,8 @@ def in_child(
                 proc.join(5)
                 return ChildResult(error=f"child process died (exit code {proc.exitcode})",
                                    wall_s=time.perf_counter() - start)
-        return ChildResult(error=f"timed out after {timeout:g} s", wall_s=time.perf_counter() - start)
+        return ChildResult(error=f"timed out after {timeout:g} s", wall_s=time.perf_counter() - start,
+                           timed_out=True)
     finally:
         receiver.close()
         if proc.is_alive():

@@ -533,7 +533,7 @@ def _score_sentinel(job: Job) -> Outcome:
     import pipeline.score.scorer as score_module
     from models.bundle import load_bundle
     from pipeline.score.scorer import score_parquet_stream
-    from pipeline.score.stage_times import recording
+    from pipeline.stage_times import recording
 
     _import_sentinel()
     out = scores_path(job.workdir, job.system)

@@ -33,7 +33,7 @@ from models.detector import SIGNALS, LatentDetector
 from models.features import FeatureEncoder, SchemaMismatchError
 from pipeline import __version__
 from pipeline.config.dataset import SentinelError
-from pipeline.score.stage_times import timed
+from pipeline.stage_times import timed
 from pipeline.storage import atomic_dir, sha256_file
 
 BUNDLE_FORMAT = 1

@@ -36,7 +36,7 @@ from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator, OutlierMixin
 
 from models import load_latent_model, make_latent_model
-from pipeline.score.stage_times import timed
+from pipeline.stage_times import timed
 
 EPS = 1e-12
 TAIL_KNOTS = 256  # points of each component's training tail curve (calibration.json)

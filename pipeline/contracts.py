@@ -11,8 +11,9 @@ next step reads it back with ``of()``, which refuses an unknown or mistyped key 
     BatchSummary   the merged counts of a batch (``scores/<batch>/summary.json``)
     ModelDecision  what train_or_update decided: kept, trained, fine-tuned or retrained, and why
 
-The batch's status record (``var/status/<batch>.json``, ``pipeline.status``) is the long-lived
-record a user reads; these are the short-lived messages between steps.
+    StatusFields   every field of a batch's status record (``var/status/<batch>.json``,
+                   ``pipeline.status``), the long-lived record a user reads (``status --json``);
+                   ``status.update`` refuses a field that is not declared here
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class BatchRef(Contract):
     alerts: int | None = None
     # report, notify
     report: str | None = None
-    notified: dict[str, str] | None = None
+    notified: dict[str, Any] | None = None
 
 
 class Part(BatchRef):
@@ -142,6 +143,57 @@ class BatchSummary(Contract):
     parts: int
     model_version: str
     detail: Literal["lean", "full"]
+
+
+BatchState = Literal["ingesting", "ingested", "validated", "quarantined", "scored", "reported", "failed", "duplicate"]
+
+
+class StatusFields(BaseModel):
+    """What a batch's status record may hold, each field with its type. The record on disk is
+    the plain JSON of these fields (``status --json`` prints it); a step writes only the fields
+    it learnt, so every one is optional here. Not frozen and not a message: ``pipeline.status``
+    checks each write against it, so a misspelt or mistyped field fails where it is written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_id: str | None = None
+    dataset: str | None = None
+    source: str | None = None
+    state: BatchState | None = None
+    updated_at: str | None = None
+    content_sha256: str | None = None
+    duplicate_of: str | None = None
+    reason: str | None = None
+    # ingest and validation
+    rows_in: int | None = None
+    rows_valid: int | None = None
+    rows_quarantined: int | None = None
+    data_quality: str | None = None
+    data_docs: str | None = None
+    quarantine: str | None = None
+    extra_columns: list[str] | None = None
+    # the model decision (train_or_update)
+    model_action: str | None = None
+    model_reason: str | None = None
+    drift: dict[str, Any] | None = None
+    batch_alerts: list[dict[str, Any]] | None = None
+    # scoring (merge_parts)
+    rows_scored: int | None = None
+    alerts: int | None = None
+    model_name: str | None = None
+    model_version: str | int | None = None
+    scores: str | None = None
+    alerts_path: str | None = None
+    labels: dict[str, Any] | None = None
+    scoring_parts: int | None = None
+    # report and notification
+    report: str | None = None
+    notification_key: str | None = None
+    notified: dict[str, Any] | None = None
+    # a failed step (steps.recorded_step): what failed, the error, what to do
+    failed_step: str | None = None
+    error: str | None = None
+    next_step: str | None = None
 
 
 def to_xcom(value: Any) -> Any:

@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from pipeline.config.dataset import Settings
+from pipeline.contracts import StatusFields
 from pipeline.storage import FILE_MODE, file_lock, write_json
 
 #: Steps after which a batch's scores exist: a failure there keeps the scored rows usable.
@@ -45,7 +48,19 @@ def batch_run_lock(settings: Settings, batch_id: str) -> Iterator[None]:
         yield
 
 
+def _checked(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` as given, once ``contracts.StatusFields`` accepts every name and value: a
+    misspelt or mistyped field is a programming error, refused before anything is written."""
+    try:
+        StatusFields.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise TypeError(f"status field {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
+    return fields
+
+
 def update(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
+    _checked(fields)
     with _locked(settings, batch_id):
         record = {**read(settings, batch_id), **fields, "batch_id": batch_id}
         record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -55,6 +70,7 @@ def update(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
 
 def replace(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
     """Start a batch's record afresh (a re-run replaces what an earlier run recorded)."""
+    _checked(fields)
     record = {**fields, "batch_id": batch_id}
     record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     with _locked(settings, batch_id):

@@ -35,9 +35,29 @@ TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration", "system")
 
 
+#: Files that take the longest (minutes each), started first. ``make test`` runs the files in
+#: parallel (pytest-xdist, ``--dist loadfile``: one file on one worker, so module fixtures such
+#: as the stack start once), and workers take files in collection order; a long file picked up
+#: last would leave the others idle while it runs.
+LONGEST_FIRST = ("system/test_stack.py", "system/test_reliability.py", "system/test_review_step.py",
+                 "system/test_scheduler.py", "system/test_demo.py", "system/test_mlflow_server.py")
+
+
+def _run_order(item: pytest.Item) -> tuple[int, int]:
+    try:
+        rel = item.path.resolve().relative_to(TESTS).as_posix()
+    except ValueError:
+        return (len(LONGEST_FIRST), len(TIERS))
+    first = LONGEST_FIRST.index(rel) if rel in LONGEST_FIRST else len(LONGEST_FIRST)
+    tier = rel.split("/")[0]
+    return (first, -TIERS.index(tier) if tier in TIERS else 1)  # then system, integration, unit
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Each test gets the marker of its tier from its folder (tests/unit, tests/integration,
-    tests/system), so ``-m unit`` and friends work without anyone remembering a decorator."""
+    tests/system), so ``-m unit`` and friends work without anyone remembering a decorator; the
+    longest files go first (``LONGEST_FIRST``; a stable sort keeps each file's tests together
+    and in order)."""
     for item in items:
         try:
             tier = item.path.resolve().relative_to(TESTS).parts[0]
@@ -45,6 +65,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+    items.sort(key=_run_order)
 
 
 def settings_of(home: Path) -> Settings:

@@ -43,7 +43,7 @@ from pipeline.score.schema import (
     score_column_types,
     with_detail,
 )
-from pipeline.score.stage_times import timed
+from pipeline.stage_times import timed
 from pipeline.storage import atomic_path, open_parquet_stream
 
 log = logging.getLogger(__name__)

@@ -57,13 +57,12 @@ def validate_staged(s: Settings, cfg: DatasetConfig, batch: BatchRef) -> BatchRe
             )
             n_valid, n_bad = outcome.rows_valid, outcome.rows_quarantined
         else:
-            frame = validate_frame(pd.read_parquet(str(batch.staged)), cfg, gx_dir=s.gx_dir,
-                                   batch_id=bid, text_source=is_csv(batch.source))
-            outcome = frame
-            n_valid, n_bad = len(frame.valid), len(frame.quarantined)
+            outcome = validate_frame(pd.read_parquet(str(batch.staged)), cfg, gx_dir=s.gx_dir,
+                                     batch_id=bid, text_source=is_csv(batch.source))
+            n_valid, n_bad = len(outcome.valid), len(outcome.quarantined)
             if n_bad:
-                write_parquet(rows_path, frame.quarantined)
-            write_parquet(valid_path, frame.valid, row_group_size=ROW_GROUP_ROWS)
+                write_parquet(rows_path, outcome.quarantined)
+            write_parquet(valid_path, outcome.valid, row_group_size=ROW_GROUP_ROWS)
     except BatchRejected as exc:
         quarantine_batch(s, cfg, batch, exc.reason, exc.result)
         exc.quarantine = str(qdir)

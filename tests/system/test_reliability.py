@@ -198,7 +198,7 @@ def held(path, obj):
 
 status.write_json = held
 s = Settings(home=home, expectations_dir=home, tracking_uri="sqlite:///unused.db", landing_dir=home)
-status.update(s, "shared", first_writer="done")
+status.update(s, "shared", report="first writer")
 """
 
 # One validation in the GX file store, held just before its checkpoint runs until released.
@@ -881,8 +881,8 @@ def hammer(home: str, worker: int, rounds: int, barrier: Any) -> None:
     )
     barrier.wait()
     for i in range(rounds):
-        status.update(s, f"own-{worker}", state="scored", step=i, payload="x" * (i % 7) * 100)
-        status.update(s, "shared", **{f"worker_{worker}": i}, state="scored")
+        status.update(s, f"own-{worker}", state="scored", rows_scored=i, reason="x" * (i % 7) * 100)
+        status.update(s, "shared", alerts=worker, rows_in=i, state="scored")
         status.all_batches(s)  # a reader meanwhile: never a partial record
 
 
@@ -910,7 +910,7 @@ def test_status_updates_from_concurrent_processes_are_never_partial(tmp_path: Pa
     records = {r["batch_id"]: r for r in status.all_batches(s)}
     assert set(records) == {"shared", *(f"own-{w}" for w in range(workers))}
     for w in range(workers):
-        assert records[f"own-{w}"]["step"] == rounds - 1
+        assert records[f"own-{w}"]["rows_scored"] == rounds - 1
     assert records["shared"]["state"] == "scored"
     assert not [p.name for p in (tmp_path / "status").iterdir() if p.name.endswith(".tmp")]
 
@@ -937,7 +937,7 @@ def test_concurrent_updates_of_one_batch_record_lose_no_field(tmp_path: Path) ->
             time.sleep(0.01)
         # The second update runs in a thread: without a lock it lands while writer 1 holds its
         # stale read (and is then overwritten); with the lock it waits for writer 1 to finish.
-        second = threading.Thread(target=status.update, args=(s, "shared"), kwargs={"second_writer": "done"})
+        second = threading.Thread(target=status.update, args=(s, "shared"), kwargs={"notification_key": "second writer"})
         second.start()
         time.sleep(1.0)
     finally:
@@ -946,8 +946,8 @@ def test_concurrent_updates_of_one_batch_record_lose_no_field(tmp_path: Path) ->
     second.join(120)
     assert not second.is_alive()
     rec = status.read(s, "shared")
-    assert rec.get("first_writer") == "done"
-    assert rec.get("second_writer") == "done"
+    assert rec.get("report") == "first writer"
+    assert rec.get("notification_key") == "second writer"
 
 
 @pytest.mark.slow

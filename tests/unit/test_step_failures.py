@@ -68,3 +68,18 @@ def test_a_rejected_batch_is_not_recorded_as_a_failed_step(settings: Settings) -
     with pytest.raises(BatchRejected), steps.recorded_step(settings, BATCH, "validate"):
         raise BatchRejected("required column 'x' is missing")
     assert status.read(settings, "day_1")["state"] == "quarantined"
+
+
+def test_a_status_field_that_is_not_declared_is_refused_before_anything_is_written(settings: Settings) -> None:
+    """``contracts.StatusFields`` declares the record: a misspelt name or a wrong type raises
+    at the write, and the record on disk stays as it was."""
+    status.replace(settings, "day_1", dataset="retail_purchases", state="scored", rows_scored=10)
+    with pytest.raises(TypeError, match="status field rows_scord"):
+        status.update(settings, "day_1", rows_scord=11)
+    with pytest.raises(TypeError, match="status field state"):
+        status.update(settings, "day_1", state="scoring-ish")
+    with pytest.raises(TypeError, match="status field rows_in"):
+        status.replace(settings, "day_1", rows_in="many")
+    record = status.read(settings, "day_1")
+    assert (record["state"], record["rows_scored"]) == ("scored", 10)
+    assert "rows_scord" not in record
