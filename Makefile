@@ -65,14 +65,13 @@ stack-status: setup
 demo: setup
 	$(BIN)/python -m pipeline demo
 
-# TEST_WORKERS: pytest-xdist options, empty (one process) by default. On this 2-core machine
-# the suite is CPU-bound: with `-n 3 --dist loadfile --no-loadscope-reorder` every long test ran
-# about twice as slow and the suite took 31 min 8 s against 27-28 min in one process
-# (docs/testing.md). On a machine with more cores, try
-# `make test TEST_WORKERS="-n 4 --dist loadfile --no-loadscope-reorder"` (one file per worker, so
-# a file's module fixtures, such as the stack, start once; tests/conftest.py starts the longest
-# files first).
-TEST_WORKERS ?=
+# The suite runs its files on TEST_WORKERS processes (pytest-xdist, one file per worker at a
+# time, so a file's module fixtures such as the stack start once; tests/conftest.py starts the
+# longest files first). Much of the system tier waits on servers and child processes, so three
+# workers keep 2 cores busy: from a clean clone on this machine the suite took 31 min 8 s with
+# them, while in one process its system tier alone took over 31 minutes (docs/testing.md).
+# TEST_WORKERS= (empty) runs it in one process.
+TEST_WORKERS ?= -n 3 --dist loadfile --no-loadscope-reorder
 
 test: setup browser postgres redis
 	$(BIN)/python -m pytest $(TEST_WORKERS) --durations=20
