@@ -69,7 +69,7 @@ demo: setup
 # time, so a file's module fixtures such as the stack start once; tests/conftest.py starts the
 # longest files first). Much of the system tier waits on servers and child processes, so three
 # workers keep 2 cores busy: from a clean clone on this machine the suite took 31 min 8 s with
-# them, while in one process its system tier alone took over 31 minutes (docs/testing.md).
+# them, 49 min 52 s in one process (docs/testing.md).
 # TEST_WORKERS= (empty) runs it in one process.
 TEST_WORKERS ?= -n 3 --dist loadfile --no-loadscope-reorder
 
