@@ -95,7 +95,7 @@ class BatchRef(Contract):
     alerts: int | None = None
     # report, notify
     report: str | None = None
-    notified: dict[str, Any] | None = None
+    notified: dict[str, str] | None = None
 
 
 class Part(BatchRef):
@@ -189,7 +189,7 @@ class StatusFields(BaseModel):
     # report and notification
     report: str | None = None
     notification_key: str | None = None
-    notified: dict[str, Any] | None = None
+    notified: dict[str, str] | None = None
     # a failed step (steps.recorded_step): what failed, the error, what to do
     failed_step: str | None = None
     error: str | None = None

@@ -48,15 +48,14 @@ def batch_run_lock(settings: Settings, batch_id: str) -> Iterator[None]:
         yield
 
 
-def _checked(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` as given, once ``contracts.StatusFields`` accepts every name and value: a
+def _checked(fields: dict[str, Any]) -> None:
+    """Refuse ``fields`` unless ``contracts.StatusFields`` accepts every name and value: a
     misspelt or mistyped field is a programming error, refused before anything is written."""
     try:
         StatusFields.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise TypeError(f"status field {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
-    return fields
 
 
 def update(settings: Settings, batch_id: str, **fields: Any) -> dict[str, Any]:
