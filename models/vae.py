@@ -54,7 +54,11 @@ class VariationalAutoencoder(keras.Model):
         self.seed = seed
         self.body = dense_stack([hidden_dim], "relu", seed, "encoder_body")
         self.body.layers[-1].activation = keras.activations.relu
-        self.z_mean = keras.layers.Dense(latent_dim, name="z_mean")
+        # every initialiser seeded: an unseeded one draws from Keras's global generator, so two
+        # trainings with one seed would start from different weights
+        self.z_mean = keras.layers.Dense(
+            latent_dim, name="z_mean", kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 50)
+        )
         self.z_log_var = keras.layers.Dense(
             latent_dim, name="z_log_var", kernel_initializer="zeros", bias_initializer="zeros"
         )

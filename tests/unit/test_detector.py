@@ -159,3 +159,21 @@ def test_tail_curves_are_continuous_at_repeated_training_values() -> None:
     assert (np.diff(heights) >= 0).all()
     near = np.interp([1.5 - 1e-8, 1.5 + 1e-8], knots, heights)
     assert abs(near[1] - near[0]) < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_one_seed_trains_one_model(kind: str) -> None:
+    """The same rows and ``random_state`` give the same weights, in one process as across
+    processes: no layer may draw its initial weights from Keras's global generator (the VAE's
+    posterior-mean layer once did, so the demo's model differed from run to run)."""
+    from models import make_latent_model
+
+    X = np.random.default_rng(3).normal(size=(120, 6)).astype("float32")
+
+    def weights(seed: int) -> list[np.ndarray]:
+        model = make_latent_model(kind, len(X), X.shape[1], random_state=seed, epochs=2)
+        return model.fit(X).model_.get_weights()
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))

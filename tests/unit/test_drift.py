@@ -41,7 +41,7 @@ def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_o
         assert 0.2 < same["energy_ratio"] < 2.5, same  # measured 0.34-1.95 over 9 calibrations
         assert not drift.is_drifted(same, limits)[0], same
     # prices x5: tripled prices read 14-56x on the shipped model (docs/model-lifecycle.md), but
-    # once 2.94x on this quick 15-epoch session VAE (training is not bit-reproducible), just
+    # once 2.94x on a quick 15-epoch session VAE (before its initial weights were all seeded), just
     # under the 3x limit; the test is of the calibration, not of that model's sensitivity
     tripled = generate_purchases(1200, seed=22)[0]
     tripled["avg_item_price"] *= 5
