@@ -807,20 +807,26 @@ def write_markdown(
         markdown_table(["package", "version"], [[k, v] for k, v in versions.items()]),
         "",
     ]
-    # The throughput benchmark's section (benchmarks/throughput.py --markdown) is kept.
-    from benchmarks.demo_quality import BEGIN as DEMO_START
-    from benchmarks.demo_quality import END as DEMO_END
-    from benchmarks.throughput import SECTION_END, SECTION_START
-
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    for start, end, title in ((DEMO_START, DEMO_END, "## Demo data: anomalies caught by kind"), (SECTION_START, SECTION_END, None)):
-        if start in old and end in old:
-            kept = old[old.index(start) : old.index(end) + len(end)]
-            lines += [*([title, ""] if title else []), kept, ""]
+    doc = replace_section(old, ADBENCH_START, ADBENCH_END, "\n".join(lines).rstrip("\n"))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines))
+    tmp.write_text(doc)
     tmp.replace(path)  # atomic (os.replace)
+
+
+#: The part of ``docs/benchmarks.md`` this benchmark writes; the sections other benchmarks
+#: write (throughput, demo quality, the stack) and any prose around them are kept as they are.
+ADBENCH_START, ADBENCH_END = "<!-- adbench:start -->", "<!-- adbench:end -->"
+
+
+def replace_section(doc: str, start: str, end: str, body: str) -> str:
+    """``doc`` with the text between the markers ``start`` and ``end`` replaced by ``body``; a
+    document without them gets the section on top (a new or older report keeps what follows)."""
+    block = f"{start}\n{body}\n{end}"
+    if start in doc and end in doc:
+        return doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
+    return block + "\n\n" + doc.lstrip("\n") if doc.strip() else block + "\n"
 
 
 SELECTION_PROTOCOL = (
