@@ -821,12 +821,15 @@ ADBENCH_START, ADBENCH_END = "<!-- adbench:start -->", "<!-- adbench:end -->"
 
 
 def replace_section(doc: str, start: str, end: str, body: str) -> str:
-    """``doc`` with the text between the markers ``start`` and ``end`` replaced by ``body``; a
-    document without them gets the section on top (a new or older report keeps what follows)."""
+    """``doc`` with the text between the markers ``start`` and ``end`` replaced by ``body``. In a
+    document without them (a report written before the markers) the section replaces what
+    comes before the first other section's marker, and the other sections are kept."""
     block = f"{start}\n{body}\n{end}"
     if start in doc and end in doc:
         return doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
-    return block + "\n\n" + doc.lstrip("\n") if doc.strip() else block + "\n"
+    first = doc.find("<!-- ")
+    rest = doc[first:] if first >= 0 else ""
+    return block + "\n\n" + rest if rest else block + "\n"
 
 
 SELECTION_PROTOCOL = (

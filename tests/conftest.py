@@ -39,7 +39,7 @@ TIERS = ("unit", "integration", "system")
 #: parallel (pytest-xdist, ``--dist loadfile``: one file on one worker, so module fixtures such
 #: as the stack start once), and workers take files in collection order; a long file picked up
 #: last would leave the others idle while it runs.
-LONGEST_FIRST = ("system/test_stack.py", "system/test_reliability.py", "system/test_review_step.py",
+LONGEST_FIRST = ("system/test_stack_faults.py", "system/test_stack.py", "system/test_reliability.py", "system/test_review_step.py",
                  "system/test_scheduler.py", "system/test_demo.py", "system/test_mlflow_server.py")
 
 
