@@ -55,6 +55,7 @@ from benchmarks.harness import (
     positive_float,
     project_revision,
     pyod_model,
+    write_section,
 )
 
 log = logging.getLogger("benchmarks.adbench")
@@ -807,29 +808,8 @@ def write_markdown(
         markdown_table(["package", "version"], [[k, v] for k, v in versions.items()]),
         "",
     ]
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    doc = replace_section(old, ADBENCH_START, ADBENCH_END, "\n".join(lines).rstrip("\n"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(doc)
-    tmp.replace(path)  # atomic (os.replace)
-
-
-#: The part of ``docs/benchmarks.md`` this benchmark writes; the sections other benchmarks
-#: write (throughput, demo quality, the stack) and any prose around them are kept as they are.
-ADBENCH_START, ADBENCH_END = "<!-- adbench:start -->", "<!-- adbench:end -->"
-
-
-def replace_section(doc: str, start: str, end: str, body: str) -> str:
-    """``doc`` with the text between the markers ``start`` and ``end`` replaced by ``body``. In a
-    document without them (a report written before the markers) the section replaces what
-    comes before the first other section's marker, and the other sections are kept."""
-    block = f"{start}\n{body}\n{end}"
-    if start in doc and end in doc:
-        return doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
-    first = doc.find("<!-- ")
-    rest = doc[first:] if first >= 0 else ""
-    return block + "\n\n" + rest if rest else block + "\n"
+    # this benchmark's section only: the others' (throughput, demo quality, the stack) stay
+    write_section(path, "adbench", "\n".join(lines), replace_head=True)
 
 
 SELECTION_PROTOCOL = (

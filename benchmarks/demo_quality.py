@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -26,11 +25,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from benchmarks.harness import parse_seeds
+from benchmarks.harness import parse_seeds, write_section
 
 log = logging.getLogger("benchmarks.demo_quality")
 DATASET = "retail_purchases"
-BEGIN, END = "<!-- demo-quality:begin -->", "<!-- demo-quality:end -->"
 
 
 def run_seed(seed: int, rows: int, model: dict | None = None) -> pd.DataFrame:
@@ -97,13 +95,7 @@ def to_markdown(summary: pd.DataFrame, seeds: list[int], rows: int, alert_share:
 
 
 def write_markdown(path: Path, text: str) -> None:
-    doc = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.S)
-    else:
-        doc = doc.rstrip() + "\n\n## Demo data: anomalies caught by kind\n\n" + block + "\n"
-    path.write_text(doc)
+    write_section(path, "demo-quality", text, heading="## Demo data: anomalies caught by kind")
 
 
 def main(argv: list[str] | None = None) -> int:

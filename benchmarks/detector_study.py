@@ -34,7 +34,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from benchmarks.adbench import find_datasets, load_dataset, split
 from benchmarks.folds import fold_of
-from benchmarks.harness import parse_seeds
+from benchmarks.harness import parse_seeds, write_section
 
 log = logging.getLogger("benchmarks.detector_study")
 CACHE = Path("var/study")
@@ -161,21 +161,6 @@ def _knn_scales_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _write_section(path: Path, name: str, body: str) -> None:
-    """Write ``body`` as the ``name`` section of ``path`` (between ``<!-- name:start -->`` and
-    ``<!-- name:end -->``), keeping the file's other sections; a new section goes at the end."""
-    from benchmarks.adbench import replace_section
-
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if "<!-- " not in old:  # new, or written before sections (the study tables alone)
-        old = ""
-    if start not in old:
-        old = (old.rstrip("\n") + "\n\n" if old else "") + f"{start}\n{end}\n"
-    path.write_text(replace_section(old, start, end, body.rstrip("\n")))
-    print(f"wrote {path}")
-
-
 def cmd_knn_scales(args: argparse.Namespace) -> None:
     """Why PyOD's KNN leads on fold A: how much of it is the files' raw column units."""
     rows = [r for path in find_datasets([args.data]) for seed in args.seeds for r in knn_by_scaling(path, seed)]
@@ -184,7 +169,7 @@ def cmd_knn_scales(args: argparse.Namespace) -> None:
     table = df.groupby(["fold", "scaling"])[["kth", "mean"]].mean().unstack(0).round(4)
     print(table.to_string())
     if args.markdown:
-        _write_section(args.markdown, "knn-scales", KNN_SCALES_HEADER + _knn_scales_markdown(df))
+        write_section(args.markdown, "knn-scales", KNN_SCALES_HEADER + _knn_scales_markdown(df))
     if args.csv:
         df.to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
@@ -345,7 +330,7 @@ def cmd_choose(args: argparse.Namespace) -> None:
                for rule in args.rules]
         md.append("")
     if args.markdown:
-        _write_section(args.markdown, "choose", STUDY_HEADER + "\n".join(md))
+        write_section(args.markdown, "choose", STUDY_HEADER + "\n".join(md))
     if args.rules:
         print("\n== named rules ==")
         for rule in args.rules:

@@ -81,6 +81,31 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def write_section(path: Path, name: str, body: str, *, heading: str = "", replace_head: bool = False) -> None:
+    """Write ``body`` into the report at ``path`` between ``<!-- name:start -->`` and
+    ``<!-- name:end -->``, keeping everything else, atomically (temp file + rename). Several
+    benchmarks share one report (``docs/benchmarks.md``): each owns its section.
+
+    A report without the section gets it at the end, after ``heading``; with ``replace_head``
+    (the ADBench tables, which open the report), in place of what comes before the first other
+    section: that is the same benchmark's report, written before the markers existed.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    doc = path.read_text(encoding="utf-8") if path.is_file() else ""
+    block = f"{start}\n{body.strip(chr(10))}\n{end}"
+    if start in doc and end in doc:
+        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
+    elif replace_head:
+        first = doc.find("<!-- ")
+        doc = block + ("\n\n" + doc[first:] if first >= 0 else "\n")
+    else:
+        doc = doc.rstrip("\n") + ("\n\n" if doc.strip() else "") + (f"{heading}\n\n" if heading else "") + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(doc if doc.endswith("\n") else doc + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that shape the figures (from package metadata)."""
     versions = {"python": platform.python_version()}

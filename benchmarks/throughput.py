@@ -79,6 +79,7 @@ from benchmarks.harness import (
     positive_int,
     pyod_available,
     pyod_model,
+    write_section,
 )
 
 log = logging.getLogger("benchmarks.throughput")
@@ -946,17 +947,9 @@ def markdown_section(runs: Sequence[tuple[str, str, Sequence[dict[str, Any]]]]) 
 
 
 def update_markdown(path: Path, section: str) -> None:
-    """Put ``section`` into the report at ``path``, replacing an earlier one (atomically)."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        text = head + section + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    """Put ``section`` (from ``markdown_section``, markers included) into the report at ``path``,
+    replacing an earlier one."""
+    write_section(path, "throughput", section.removeprefix(SECTION_START).removesuffix(SECTION_END))
 
 
 def write_json(path: Path, results: Sequence[Result]) -> None:

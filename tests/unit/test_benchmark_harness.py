@@ -29,13 +29,9 @@ def test_adbench_report_keeps_the_other_benchmarks_sections(tmp_path) -> None:
     throughput, demo-quality and stack benchmarks wrote (and prose between them) survive."""
     import pandas as pd
 
-    from benchmarks.adbench import (
-        ADBENCH_END,
-        ADBENCH_START,
-        per_dataset_table,
-        summarize,
-        write_markdown,
-    )
+    from benchmarks.adbench import per_dataset_table, summarize, write_markdown
+
+    start, end = "<!-- adbench:start -->", "<!-- adbench:end -->"
 
     rows = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "detector": ["sentinel", "IForest"] * 2, "seed": 0,
                          "roc_auc": [0.9, 0.8, 0.7, 0.75], "avg_precision": [0.5, 0.4, 0.3, 0.35],
@@ -43,14 +39,28 @@ def test_adbench_report_keeps_the_other_benchmarks_sections(tmp_path) -> None:
     per = per_dataset_table(rows, ["a", "b"])
     doc = tmp_path / "benchmarks.md"
     others = "## The stack\n\nhand-written figures\n\n<!-- throughput:start -->\nT\n<!-- throughput:end -->\n"
-    doc.write_text(f"{ADBENCH_START}\nold report\n{ADBENCH_END}\n\n{others}")
+    doc.write_text(f"{start}\nold report\n{end}\n\n{others}")
     for _ in range(2):  # a second run replaces its own part again, nothing else
         write_markdown(doc, summarize(rows, per), per, command="python -m benchmarks.adbench x", sources=["r.csv"], seeds=[0])
         text = doc.read_text()
         assert "old report" not in text
-        assert text.count(ADBENCH_START) == 1
+        assert text.count(start) == 1
         assert text.endswith(others)
         assert "| sentinel" in text
     fresh = tmp_path / "new.md"  # no report yet: the section alone
     write_markdown(fresh, summarize(rows, per), per, command="c", sources=["r.csv"], seeds=[0])
-    assert fresh.read_text().startswith(ADBENCH_START)
+    assert fresh.read_text().startswith(start)
+
+
+def test_write_section_replaces_its_own_section_and_appends_a_new_one(tmp_path) -> None:
+    from benchmarks.harness import write_section
+
+    doc = tmp_path / "r.md"
+    doc.write_text("# Report\n\n<!-- a:start -->\nold\n<!-- a:end -->\n\nprose\n")
+    write_section(doc, "a", "new")
+    write_section(doc, "b", "more", heading="## B")
+    assert doc.read_text() == "# Report\n\n<!-- a:start -->\nnew\n<!-- a:end -->\n\nprose\n\n## B\n\n<!-- b:start -->\nmore\n<!-- b:end -->\n"
+    write_section(doc, "b", "again", heading="## B")  # no second heading
+    assert doc.read_text().count("## B") == 1
+    assert "again" in doc.read_text()
+    assert not list(tmp_path.glob(".*.tmp"))
