@@ -64,3 +64,22 @@ def test_write_section_replaces_its_own_section_and_appends_a_new_one(tmp_path) 
     assert doc.read_text().count("## B") == 1
     assert "again" in doc.read_text()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_study_combination_rules() -> None:
+    """The design study's combination rules on hand-made evidence: ``families`` adds the family
+    means, ``hmp`` is ``-log`` of the families' harmonic mean p-value (up to ``log`` of their
+    number), ``-wmax`` takes a family's largest component."""
+    import numpy as np
+
+    from benchmarks.detector_study import rule_score
+
+    ev = {"recon": np.array([1.0, 4.0]), "residual": np.array([3.0, 0.0]), "tails": np.array([2.0, 2.0])}
+    comps = ("recon", "residual", "tails")
+    np.testing.assert_allclose(rule_score(ev, comps, "families"), [4.0, 4.0])
+    np.testing.assert_allclose(rule_score(ev, comps, "families-wmax"), [5.0, 6.0])
+    np.testing.assert_allclose(rule_score(ev, comps, "fisher"), [6.0, 6.0])
+    np.testing.assert_allclose(rule_score(ev, comps, "max"), [2.0, 2.0])
+    p = np.exp(-np.array([[2.0, 2.0], [2.0, 2.0]]))  # the two families' p-values per row
+    np.testing.assert_allclose(rule_score(ev, comps, "hmp"), -np.log(1 / (1 / p).sum(axis=0)))
+    np.testing.assert_allclose(rule_score(ev, comps, "hmp-all"), np.log(np.exp([1.0, 4.0]) + np.exp([3.0, 0.0]) + np.exp(2.0)))
