@@ -162,41 +162,36 @@ class MarginalTails:
     def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X = np.asarray(X, dtype="float32")
         m, d = self.knots_.shape
-        columns = np.ascontiguousarray(X.T)
-        left = np.empty((d, len(X)), dtype="float32")
-        right = np.empty((d, len(X)), dtype="float32")
-        ties = self._tie_runs()
-        for j in range(d):  # one sorted search per column (vectorised over the rows)
+        n = len(X)
+        steps = np.arange(m + 1, dtype="float32")
+        # -log of the smoothed tail probability (count + 1) / (m + 1) on each side, per column
+        # and row (each column's rows contiguous); first the counts: knots <= x, knots >= x.
+        nl = np.empty((d, n), dtype="float32")
+        nr = np.empty((d, n), dtype="float32")
+        for j in range(d):
+            # Sort the column; the knots are sorted too, so where each knot falls among the
+            # sorted values (m searches, not one per row) gives every row's count: the i-th
+            # smallest value has as many knots below it as knots fall at or before i.
+            column = np.ascontiguousarray(X[:, j])
+            order = np.argsort(column)
+            keys = column[order]
             q = self.knots_[:, j]
-            # NumPy's search is several times faster for sorted keys (each starts where the
-            # last ended): sort the column, search, and put the counts back in row order.
-            order = np.argsort(columns[j])
-            keys = columns[j][order]
-            below = np.searchsorted(q, keys, side="left")  # knots < x
-            # knots == x: the run of equal knots starting at ``below`` when the knot there is x
-            # (one search instead of a second one with side="right"; the same counts)
-            at = np.minimum(below, m - 1)
-            left[j, order] = below + np.where(q[at] == keys, ties[at, j], 0)  # knots <= x
-            right[j, order] = m - below  # knots >= x
-        left, right = np.ascontiguousarray(left.T), np.ascontiguousarray(right.T)  # row order, as summed before
-        # -log of the smoothed tail probability (count + 1) / (m + 1), on each side
+            after = np.searchsorted(keys, q, side="right")  # knot k < keys[i] iff after[k] <= i
+            below = np.repeat(steps, np.diff(after, prepend=0, append=n))  # knots < keys[i]
+            nr[j, order] = m - below
+            before = np.searchsorted(keys, q, side="left")  # knot k <= keys[i] iff before[k] <= i
+            if np.array_equal(before, after):  # no value equals a knot: knots <= x are knots < x
+                nl[j, order] = below
+            else:
+                nl[j, order] = np.repeat(steps, np.diff(before, prepend=0, append=n))
         log_m = np.float32(np.log(m + 1.0))
-        nl = log_m - np.log1p(left)
-        nr = log_m - np.log1p(right)
-        auto = np.where(self.skew_sign_ < 0, nl, nr)
-        total = np.maximum(np.maximum(nl.sum(axis=1), nr.sum(axis=1)), auto.sum(axis=1))
-        return total.astype("float64"), np.maximum(nl, nr)
-
-    def _tie_runs(self) -> np.ndarray:
-        """Per knot and column, how many knots from it on hold the same value (computed once)."""
-        runs = self.__dict__.get("tie_runs_")
-        if runs is None:
-            m = len(self.knots_)
-            runs = np.stack(
-                [np.searchsorted(q, q, side="right") - np.arange(m) for q in self.knots_.T], axis=1
-            ).astype("int32")
-            self.tie_runs_ = runs
-        return runs
+        for counts in (nl, nr):  # in place: two (columns x rows) arrays in all
+            np.log1p(counts, out=counts)
+            np.subtract(log_m, counts, out=counts)
+        left_side = self.skew_sign_ < 0
+        auto = nl[left_side].sum(axis=0) + nr[~left_side].sum(axis=0)
+        total = np.maximum(np.maximum(nl.sum(axis=0), nr.sum(axis=0)), auto)
+        return total.astype("float64"), np.maximum(nl, nr, out=nl).T
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"tail_knots": self.knots_, "tail_skew": self.skew_sign_}
@@ -214,7 +209,7 @@ def _row_keys(X: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(20261201)
     mult = rng.integers(1, 2**63, size=bits.shape[1], dtype="uint64") | np.uint64(1)
     with np.errstate(over="ignore"):
-        h = (bits * mult).sum(axis=1, dtype="uint64")
+        h = bits @ mult  # the sum of the products, modulo 2**64, in one pass
         h ^= h >> np.uint64(31)
         h *= np.uint64(0x9E3779B97F4A7C15)
     return h
@@ -242,8 +237,13 @@ class DuplicateRecords:
         self._fit_keys(X)
         return self
 
+    def _key_part(self, X: np.ndarray) -> np.ndarray:
+        """The columns a record's key is made of (no copy when they are all of them)."""
+        k = self.key_columns_
+        return X if len(k) == X.shape[1] and (k == np.arange(len(k))).all() else X[:, k]
+
     def _fit_keys(self, X: np.ndarray) -> None:
-        keys, counts = np.unique(_row_keys(X[:, self.key_columns_]), return_counts=True)
+        keys, counts = np.unique(_row_keys(self._key_part(X)), return_counts=True)
         top = np.argsort(-counts, kind="stable")[:FREQUENT_KEYS]
         top = np.sort(top[counts[top] > 1])  # np.unique's keys are sorted: keep them so
         self.keys_, self.shares_ = keys[top], counts[top] / len(X)
@@ -257,7 +257,7 @@ class DuplicateRecords:
     def _raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from scipy.stats import binom
 
-        h = _row_keys(X[:, self.key_columns_])
+        h = _row_keys(self._key_part(X))
         _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
         copies = counts[inverse]
         share = np.full(len(h), self.unseen_share_)
@@ -649,7 +649,9 @@ class LatentDetector(OutlierMixin, BaseEstimator):
         k = max(1, min(self.n_neighbors, k_avail - 1 if k_avail > 1 else 1))
         if not len(Zs):  # the neighbour search refuses an empty query
             return np.zeros(0), np.zeros((0, k), dtype=int)
-        dist, idx = self.index_.query(np.asarray(Zs, dtype="float64"), k=[*range(1, k_avail + 1)], workers=workers)
+        # Rows of the reference set need one neighbour more (themselves); other rows k.
+        wanted = k_avail if exclude_self is not None else min(k, k_avail)
+        dist, idx = self.index_.query(np.asarray(Zs, dtype="float64"), k=[*range(1, wanted + 1)], workers=workers)
         if exclude_self is not None and k_avail > 1:
             # Rows of the reference set find themselves first at distance 0: skip that column.
             start = exclude_self.astype(int)
