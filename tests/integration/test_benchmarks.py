@@ -29,3 +29,28 @@ def test_adbench_harness_writes_the_contract_columns(tmp_path: Path) -> None:
     assert "sentinel:pca" in text
     assert "THROUGHPUT" in text
     assert "OLD-REPORT-TEXT" not in text
+
+
+def test_demo_quality_in_sample_adds_the_training_day_and_keeps_the_next_days_figures(tmp_path: Path, capsys) -> None:
+    """``benchmarks.demo_quality --in-sample`` scores the training day too (where the threshold
+    is set), per seed and kind, and leaves the next day's figures as they are without it."""
+    from benchmarks import demo_quality
+
+    out = tmp_path / "rows.csv"
+    assert demo_quality.main(["--seeds", "0", "--rows", "800", "--in-sample", "--out", str(out)]) == 0
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert set(rows["scored"]) == {"next day", "training day"}
+    assert {"extreme", "impossible", "atypical", "bot", "all"} <= set(rows["kind"])
+    for col in ("recall_at_alert_rate", "alert_share", "normal_alert_share"):
+        assert rows[col].between(0, 1).all(), col
+    # the training day is where the threshold sits: about the configured 2 % of it is flagged
+    day = rows[(rows["scored"] == "training day") & (rows["kind"] == "all")]
+    assert 0.005 <= float(day["alert_share"].iloc[0]) <= 0.03
+    printed = capsys.readouterr().out
+    assert "| 0 | training day |" in printed
+    assert "| 0 | next day |" in printed
+    plain = demo_quality.run_seed(0, 800)
+    assert set(plain["scored"]) == {"next day"}
+    cols = ["kind", "anomalies", "recall_at_alert_rate", "roc_auc", "avg_precision", "alert_share"]
+    pd.testing.assert_frame_equal(plain[cols].reset_index(drop=True),
+                                  rows.loc[rows["scored"] == "next day", cols].reset_index(drop=True))
