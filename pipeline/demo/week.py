@@ -133,8 +133,10 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     print_feedback(settings, batches, analyst)
     print("\n".join(review_lines))
     reports = [b["report"] for b in batches if b.get("report")]
-    if reports:
-        print(f"  latest report: {reports[-1]}")
+    # the report written last (the batches are listed by name, not by time)
+    newest = max(reports, key=lambda r: Path(r).stat().st_mtime if Path(r).is_file() else 0) if reports else None
+    if newest:
+        print(f"  reports: {len(reports)}, the newest {newest}")
     bad_runs = [r for r in runs if r["state"] != "success"]
     print(f"  DAG runs: {len(runs) - len(bad_runs)} succeeded, {len(bad_runs)} failed; took {time.perf_counter() - t0:.0f}s")
     venv_bin = Path(".venv/bin")
@@ -143,7 +145,6 @@ def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7)
     print(f"  Airflow UI: AIRFLOW_HOME={settings.airflow_home} AIRFLOW__CORE__DAGS_FOLDER={Path('dags').resolve()} "
           f"AIRFLOW__CORE__LOAD_EXAMPLES=False SENTINEL_HOME={settings.home} {venv_bin / 'airflow'} standalone")
     print("  Status    : .venv/bin/python -m pipeline status --json")
-    if reports:
-        newest = max(reports, key=lambda r: Path(r).stat().st_mtime if Path(r).is_file() else 0)
+    if newest:
         print(f"\nNewest report: {newest}")
     return 1 if bad_runs else 0

@@ -18,9 +18,10 @@ from tests.conftest import settings_of
 pytestmark = pytest.mark.slow
 
 
-def test_the_demo_leaves_a_promoted_version_one_waiting_and_the_analysts_feedback(tmp_path: Path) -> None:
+def test_the_demo_leaves_a_promoted_version_one_waiting_and_the_analysts_feedback(tmp_path: Path, capsys) -> None:
     settings = settings_of(tmp_path / "var")
     assert run_demo(settings, days=3, rows=1500, seed=7) == 0
+    printed = capsys.readouterr().out
 
     st = collect_status(settings)
     batches = [b for b in st["batches"] if b["dataset"] == DATASET]
@@ -46,3 +47,9 @@ def test_the_demo_leaves_a_promoted_version_one_waiting_and_the_analysts_feedbac
     assert model.aliases["challenger"] == newest
     assert tags[newest]["sentinel.review"] == "pending"
     assert tags[newest]["sentinel.gate"] == "fail"
+
+    # The one report the demo points at is the one written last, in its summary and at the end.
+    reports = [Path(b["report"]) for b in batches if b.get("report")]
+    newest = max(reports, key=lambda p: p.stat().st_mtime)
+    assert f"reports: {len(reports)}, the newest {newest}" in printed
+    assert printed.rstrip().endswith(f"Newest report: {newest}")
