@@ -84,6 +84,8 @@ def _traits(seg: pd.DataFrame, whole: pd.DataFrame, schema: dict[str, list[str]]
             continue
         share_seg = seg[col].astype(str).value_counts(normalize=True)
         share_all = whole[col].astype(str).value_counts(normalize=True)
+        if share_seg.empty:  # every value missing (pandas keeps missing text missing)
+            continue
         level = share_seg.index[0]
         lift = share_seg.iloc[0] / max(share_all.get(level, 0.0), 1e-9)
         if share_seg.iloc[0] >= 0.4 and lift >= 1.3:

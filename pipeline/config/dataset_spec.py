@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import SentinelError
 
@@ -46,6 +46,15 @@ class CsvOptions(_Section):
 
     delimiter: str = _field(",", "Field delimiter.", min_length=1, max_length=1)
     encoding: str = _field("utf8", "Text encoding, e.g. `utf8` or `latin-1`.", min_length=1)
+    decimal: Literal[".", ","] = _field(
+        ".", "Decimal mark of the numbers: `,` for files such as `3,14;2,72` (the delimiter is then not `,`)."
+    )
+
+    @model_validator(mode="after")
+    def _marks_differ(self) -> CsvOptions:
+        if self.decimal == self.delimiter:
+            raise ValueError(f"csv.decimal and csv.delimiter are both {self.delimiter!r}; a number could not be told from two fields")
+        return self
 
 
 class ModelParams(_Section):

@@ -9,6 +9,7 @@ and a row-count range around the reference's size.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,16 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
     if id_col is None:
         raise SentinelError(
             "could not guess the id column (a unique, non-null column named 'id' or '*_id'); "
-            "pass --id-column NAME"
+            "pass --id-column NAME, or add such a column (a row number will do) when the data has "
+            "none: alerts are reported, reviewed and fed back by record id"
         )
     if id_col not in df.columns:
         raise SentinelError(f"--id-column {id_col!r} is not a column of the reference batch")
     schema = infer_schema(df, exclude=(id_col,) if id_col else ())
-    # Categorical columns with one level per row carry no pattern to learn (free text, ids).
+    # Categorical columns with one level per row carry no pattern to learn (free text, ids), and
+    # a column with no value at all carries nothing (``left_out`` says why each one is not used).
     schema["categorical"] = [c for c in schema["categorical"] if df[c].nunique() < 0.5 * len(df) or len(df) < 20]
+    schema = {kind: [c for c in cols if df[c].notna().any()] for kind, cols in schema.items()}
     ts = schema["datetime"][0] if schema["datetime"] else None
     required = [c for c in df.columns if df[c].notna().all() and (c == id_col or c in sum(schema.values(), []))]
     config = {
@@ -70,7 +74,7 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
         "max_bad_row_share": 0.2,
         "alert_rate": 0.01,
         "model": {"kind": "ae"},
-        "csv": {"delimiter": ",", "encoding": "utf8"},
+        "csv": {"delimiter": ",", "encoding": "utf8", "decimal": "."},
     }
     exps: list[dict[str, Any]] = []
 
@@ -96,8 +100,28 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
     return config, suite
 
 
+#: A number written with a decimal comma (``3,14``, ``-0,5``, ``1,2e-3``) or a decimal point.
+_COMMA_NUMBER = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
+_POINT_NUMBER = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
+
+
+def left_out(df: pd.DataFrame, config: dict[str, Any]) -> dict[str, str]:
+    """Why each column of the reference batch that is neither the id nor a feature is left out."""
+    used = {config["id_column"], *(c for cols in config["features"].values() for c in cols)}
+    reasons = {}
+    for col in (c for c in df.columns if c not in used):
+        if not df[col].notna().any():
+            reasons[col] = "no value in any row"
+        else:
+            reasons[col] = ("text with a different value in most rows (free text or an id; a timestamp "
+                            "is read as one when written as ISO 8601, e.g. 2026-10-01 13:05)")
+    return reasons
+
+
 def sniff_csv(path: str) -> dict[str, str]:
-    """Delimiter and encoding of a local CSV file (plain or compressed), from its first 64 KiB."""
+    """Delimiter, encoding and decimal mark of a local CSV file (plain or compressed), from its
+    first 64 KiB: the decimal mark is ``,`` when the delimiter is not and the fields that look
+    like numbers use commas, never points."""
     import csv
 
     with pa.input_stream(path, compression="detect") as fh:
@@ -113,10 +137,21 @@ def sniff_csv(path: str) -> dict[str, str]:
         delimiter = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = ","
-    return {"delimiter": delimiter, "encoding": encoding}
+    decimal = "."
+    if delimiter != ",":
+        lines = text.splitlines()[1:-1] or text.splitlines()[1:]  # the last line may be cut at 64 KiB
+        cells = [c.strip() for row in csv.reader(lines, delimiter=delimiter) for c in row]
+        commas = sum(bool(_COMMA_NUMBER.fullmatch(c)) for c in cells)
+        points = sum(bool(_POINT_NUMBER.fullmatch(c)) for c in cells)
+        decimal = "," if commas and not points else "."
+    return {"delimiter": delimiter, "encoding": encoding, "decimal": decimal}
 
 
-def init_dataset(settings: Settings, name: str, source: str, id_column: str | None = None, force: bool = False) -> Path:
+def init_dataset(
+    settings: Settings, name: str, source: str, id_column: str | None = None, force: bool = False
+) -> tuple[Path, dict[str, str]]:
+    """Profile ``source`` into ``<expectations>/<name>/``; returns the folder and, per column of
+    the source left out of the features, why (``left_out``)."""
     from pipeline.config.dataset import DatasetConfig
     from pipeline.ingest.reader import check_exists, is_csv, is_url, read_batch
 
@@ -124,11 +159,11 @@ def init_dataset(settings: Settings, name: str, source: str, id_column: str | No
     if (folder / "dataset.json").exists() and not force:
         raise SentinelError(f"dataset {name!r} already exists in {folder}; pass --force to overwrite it")
     check_exists(source)
-    csv_opts = sniff_csv(source) if is_csv(source) and not is_url(source) else {"delimiter": ",", "encoding": "utf8"}
+    csv_opts = sniff_csv(source) if is_csv(source) and not is_url(source) else {"delimiter": ",", "encoding": "utf8", "decimal": "."}
     reader = DatasetConfig(name, "", None, [], [], [], [], [], csv=csv_opts)
     df = read_batch(source, reader)
     config, suite = profile(df, name, id_column)
     config["csv"] = csv_opts
     write_text(folder / "dataset.json", json.dumps(config, indent=2) + "\n")
     write_text(folder / "suite.json", json.dumps(suite, indent=2) + "\n")
-    return folder
+    return folder, left_out(df, config)

@@ -150,9 +150,10 @@ def _read_csv(path: str, fs: object | None, opts: dict) -> pa.Table:
     encoding = opts.get("encoding", "utf8")
     read = pacsv.ReadOptions(encoding=encoding)
     parse = pacsv.ParseOptions(delimiter=delimiter)
+    convert = pacsv.ConvertOptions(decimal_point=opts.get("decimal", "."))
     try:
         with _open_input(path, fs) as fh:
-            table = pacsv.read_csv(fh, read_options=read, parse_options=parse)
+            table = pacsv.read_csv(fh, read_options=read, parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid:
         _check_delimiter(path, fs, delimiter, encoding)
         raise
@@ -337,7 +338,10 @@ def _csv_batches(
     declared: set[str] = set()
     if cfg is not None:
         declared = {*cfg.numeric, *cfg.datetime, cfg.timestamp_column or ""}
-    nullable = [i for i, n in enumerate(normalised_names(list(header))) if n in declared]
+    names = normalised_names(list(header))
+    nullable = [i for i, n in enumerate(names) if n in declared]
+    # A decimal comma becomes a point in the declared numbers, which validation parses from text.
+    comma = [i for i, n in enumerate(names) if cfg is not None and n in cfg.numeric] if opts.get("decimal") == "," else []
     markers = pa.array(pacsv.ConvertOptions().null_values, pa.string())
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -346,6 +350,8 @@ def _csv_batches(
                 for i in nullable:
                     col = batch.column(i)
                     col = pc.if_else(pc.is_in(col, markers), pa.nulls(len(col), pa.string()), col)
+                    if i in comma:
+                        col = pc.replace_substring(col, ",", ".", max_replacements=1)
                     batch = batch.set_column(i, batch.schema.field(i), col)
                 yield batch
         except pa.ArrowInvalid as exc:

@@ -358,3 +358,30 @@ def test_a_large_batch_delivered_twice_is_a_duplicate_and_not_staged(
     assert status.read(settings, "day1_copy")["state"] == "duplicate"
     assert not (settings.staging_dir("day1_copy") / "input.parquet").exists()
     _no_temporaries(settings.staging_dir("day1_copy"))
+
+
+def test_a_large_csv_with_decimal_commas_is_streamed_and_its_numbers_parse(sentinel_env, tmp_path, monkeypatch) -> None:
+    """The streamed CSV path reads every column as text; with ``csv.decimal`` set to ``,`` the
+    declared numbers still parse (``10,5`` is 10.5, not a failed row), as the whole-file path
+    parses them."""
+    from pipeline.ingest.profile import init_dataset
+
+    monkeypatch.setenv("SENTINEL_VALIDATE_CHUNK_ROWS", str(CHUNK))
+    monkeypatch.setenv("SENTINEL_EXPECTATIONS_DIR", str(tmp_path / "expectations"))
+    settings = Settings.from_env()
+    df, _ = generate_purchases(2400, seed=12)
+    csv = tmp_path / "landing" / "export_eu.csv"
+    csv.parent.mkdir(parents=True)
+    df.to_csv(csv, sep=";", decimal=",", index=False)
+    init_dataset(settings, "shop_eu", str(csv))
+    cfg = json.loads((tmp_path / "expectations" / "shop_eu" / "dataset.json").read_text())
+    assert cfg["csv"]["decimal"] == ","
+    assert "basket_value" in cfg["features"]["numeric"]
+
+    monkeypatch.setattr(reader, "CSV_STREAM_BYTES", 10_000)  # now the same file is "large"
+    batch = steps.ingest(str(csv), "shop_eu", settings=settings)
+    assert all(pa.types.is_string(f.type) for f in pq.read_schema(batch.staged))  # streamed: all text
+    out = steps.validate(batch, settings=settings)
+    assert (out.rows_valid, out.rows_quarantined) == (2400, 0)
+    valid = pd.read_parquet(out.valid)
+    np.testing.assert_allclose(valid["basket_value"].to_numpy(), df["basket_value"].to_numpy())

@@ -258,3 +258,53 @@ def test_init_dataset_then_run_works_on_new_data_without_code_changes(tmp_path: 
     res = cli_main("sample", "--dataset", "sensors", "--n", "5", "--out", str(tmp_path / "s.csv"), home=home, extra_env=env_extra)
     assert res.returncode == 2
     assert "vae" in res.stderr
+
+
+def _european_export(n: int, seed: int, first_no: int = 0) -> pd.DataFrame:
+    """Sensor readings as a European spreadsheet exports them: ``;`` between fields, a decimal
+    comma, day-first timestamps, a notes column nobody fills, a running number as the id."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    temp = rng.normal(21, 2, n)
+    return pd.DataFrame({
+        "Reading No": np.arange(first_no, first_no + n),
+        "Sensor": [f"S{i % 12:02d}" for i in range(n)],
+        "Read at": pd.date_range("2026-10-01", periods=n, freq="min").strftime("%d/%m/%Y %H:%M"),
+        "Temp C": temp.round(2),
+        "Humidity": (80 - 1.5 * temp + rng.normal(0, 1, n)).round(1),
+        "Status": rng.choice(["OK", "WARN"], n, p=[0.9, 0.1]),
+        "Notes": [None] * n,
+    })
+
+
+def test_a_european_csv_export_is_profiled_as_numbers_and_runs(tmp_path: Path) -> None:
+    """``init-dataset`` on a ``;``-delimited file with decimal commas finds the decimal mark,
+    profiles the measurements as numbers (not as text with thousands of levels), says which
+    columns it left out and why, and the batch then runs end to end with its columns reordered."""
+    ref = _european_export(1200, seed=1)
+    src = tmp_path / "export.csv"
+    ref.to_csv(src, sep=";", decimal=",", index=False)
+    home, exp = tmp_path / "var", tmp_path / "expectations"
+    env = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
+    res = cli_main("init-dataset", "readings", "--from", str(src), "--id-column", "reading_no", home=home, extra_env=env)
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads((exp / "readings" / "dataset.json").read_text())
+    assert cfg["csv"] == {"delimiter": ";", "encoding": "utf8", "decimal": ","}
+    assert cfg["features"]["numeric"] == ["temp_c", "humidity"]
+    assert cfg["features"]["categorical"] == ["sensor", "status"]
+    assert "features: numeric temp_c, humidity; categorical sensor, status" in res.stdout
+    assert "left out: notes: no value in any row" in res.stdout
+    assert "left out: read_at: text with a different value in most rows" in res.stdout
+
+    day = _european_export(1200, seed=2, first_no=5000)
+    day.loc[3, "Temp C"] = 60.0  # outside the profiled range (and its margin): that row is quarantined
+    day = day[list(reversed(day.columns))]
+    day.to_csv(tmp_path / "day1.csv", sep=";", decimal=",", index=False)
+    run = cli_main("run", "--input", str(tmp_path / "day1.csv"), "--dataset", "readings", "--json", home=home, extra_env=env)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["state"] == "reported"
+    assert out["rows_in"] == 1200
+    # the measurements parsed: the one row quarantined is the hot one, none for its decimal comma
+    assert (out["rows_scored"], out["rows_quarantined"]) == (1199, 1)

@@ -26,7 +26,7 @@ def _zstd(data: bytes) -> bytes:
 
 
 COMPRESS = {".csv.gz": gzip.compress, ".csv.bz2": bz2.compress, ".csv.zst": _zstd}
-OPTS = {"delimiter": ";", "encoding": "utf8"}
+OPTS = {"delimiter": ";", "encoding": "utf8", "decimal": "."}
 
 
 @pytest.fixture(params=sorted(COMPRESS))
@@ -79,3 +79,37 @@ def test_a_compressed_csv_counts_at_its_likely_text_size(compressed: Path) -> No
 def _cfg(delimiter: str = ";") -> DatasetConfig:
     return DatasetConfig("shop", "purchase_id", None, ["amount"], [], ["is_member"], [], [],
                          csv={"delimiter": delimiter, "encoding": "utf8"})
+
+
+DECIMAL_COMMA = "Purchase ID;Amount;Is Member\np1;10,5;yes\np2;3,25;no\np3;7;yes\np4;-0,5;no\n"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_a_decimal_comma_is_sniffed_and_read_whole_and_streamed(tmp_path: Path, suffix: str) -> None:
+    """``10,5;3,25`` files (a European export) are numbers, not text: ``sniff_csv`` finds the
+    decimal comma, and both readers (whole, with inference; streamed, as text that validation
+    parses) give the same floats."""
+    path = tmp_path / f"export{suffix}"
+    data = DECIMAL_COMMA.encode()
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    opts = sniff_csv(str(path))
+    assert opts == {"delimiter": ";", "encoding": "utf8", "decimal": ","}
+    cfg = DatasetConfig("shop", "purchase_id", None, ["amount"], [], ["is_member"], [], [], csv=opts)
+    assert reader.read_batch(str(path), cfg)["amount"].tolist() == [10.5, 3.25, 7.0, -0.5]
+    target = tmp_path / "staged.parquet"
+    assert reader.stage_streaming(str(path), cfg, target, batch_rows=2) == 4
+    assert pq.read_table(target).column("amount").to_pylist() == ["10.5", "3.25", "7", "-0.5"]
+    # without the option the same file keeps its text: the comma is not guessed at read time
+    plain = DatasetConfig("shop", "purchase_id", None, ["amount"], [], ["is_member"], [], [],
+                          csv={"delimiter": ";", "encoding": "utf8"})
+    assert reader.read_batch(str(path), plain)["amount"].tolist() == ["10,5", "3,25", "7", "-0,5"]
+
+
+def test_points_or_a_comma_delimiter_keep_the_decimal_point(tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed.csv"  # one point anywhere: commas are not decimal marks
+    mixed.write_text("id;a;b\n1;2,5;3.5\n2;1,0;4.0\n")
+    assert sniff_csv(str(mixed))["decimal"] == "."
+    comma = tmp_path / "comma.csv"
+    comma.write_text('id,a\n1,"2,5"\n')
+    assert sniff_csv(str(comma))["decimal"] == "."
+

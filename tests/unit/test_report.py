@@ -72,6 +72,19 @@ def test_segments_are_fitted_on_training_latents_and_described_in_data_terms(mod
         assert g["description"].split(",")[0] in html
 
 
+def test_a_categorical_column_with_no_value_does_not_break_the_segments(model) -> None:
+    """A text column that is missing in every row (a ``notes`` column nobody fills) has no
+    level to describe a segment by: it is passed over, and the report is written."""
+    bundle, df, schema = model
+    scored = scored_of(bundle, df)
+    scored["notes"] = pd.Series([None] * len(scored), dtype="str")
+    with_notes = {**schema, "categorical": [*schema["categorical"], "notes"]}
+    segments = describe_segments(scored, with_notes)
+    assert [g["segment"] for g in segments] == sorted(set(scored["segment"]))
+    assert not any("notes" in g["description"] for g in segments)
+    assert "Latent segments" in render_report(summary=summary_of(scored), scored=scored, id_column=ID, schema=with_notes)
+
+
 @pytest.mark.parametrize("payload", ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>'])
 def test_values_from_the_data_are_escaped(model, payload: str) -> None:
     bundle, df, schema = model
