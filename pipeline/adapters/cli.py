@@ -214,8 +214,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_init_dataset(args: argparse.Namespace) -> int:
     from pipeline.ingest.profile import init_dataset
 
-    folder, left_out = init_dataset(Settings.from_env(), args.name, args.source, args.id_column, args.force)
-    features = json.loads((folder / "dataset.json").read_text())["features"]
+    folder, features, left_out = init_dataset(Settings.from_env(), args.name, args.source, args.id_column, args.force)
     print("features: " + "; ".join(f"{kind} {', '.join(cols)}" for kind, cols in features.items() if cols))
     for col, why in left_out.items():
         print(f"left out: {col}: {why}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from models.features import infer_schema
 from pipeline.config.dataset import SentinelError, Settings, check_name
+from pipeline.config.dataset_spec import CsvOptions
 from pipeline.storage import write_text
 
 MAX_SET_LEVELS = 50
@@ -74,7 +75,7 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
         "max_bad_row_share": 0.2,
         "alert_rate": 0.01,
         "model": {"kind": "ae"},
-        "csv": {"delimiter": ",", "encoding": "utf8", "decimal": "."},
+        "csv": CsvOptions().model_dump(),
     }
     exps: list[dict[str, Any]] = []
 
@@ -147,11 +148,19 @@ def sniff_csv(path: str) -> dict[str, str]:
     return {"delimiter": delimiter, "encoding": encoding, "decimal": decimal}
 
 
+class Profiled(NamedTuple):
+    """What ``init_dataset`` wrote: the dataset's folder, its features by kind and, per column of
+    the source left out of the features, why (``left_out``)."""
+
+    folder: Path
+    features: dict[str, list[str]]
+    left_out: dict[str, str]
+
+
 def init_dataset(
     settings: Settings, name: str, source: str, id_column: str | None = None, force: bool = False
-) -> tuple[Path, dict[str, str]]:
-    """Profile ``source`` into ``<expectations>/<name>/``; returns the folder and, per column of
-    the source left out of the features, why (``left_out``)."""
+) -> Profiled:
+    """Profile ``source`` into ``<expectations>/<name>/`` (``dataset.json`` and ``suite.json``)."""
     from pipeline.config.dataset import DatasetConfig
     from pipeline.ingest.reader import check_exists, is_csv, is_url, read_batch
 
@@ -159,11 +168,11 @@ def init_dataset(
     if (folder / "dataset.json").exists() and not force:
         raise SentinelError(f"dataset {name!r} already exists in {folder}; pass --force to overwrite it")
     check_exists(source)
-    csv_opts = sniff_csv(source) if is_csv(source) and not is_url(source) else {"delimiter": ",", "encoding": "utf8", "decimal": "."}
+    csv_opts = sniff_csv(source) if is_csv(source) and not is_url(source) else CsvOptions().model_dump()
     reader = DatasetConfig(name, "", None, [], [], [], [], [], csv=csv_opts)
     df = read_batch(source, reader)
     config, suite = profile(df, name, id_column)
     config["csv"] = csv_opts
     write_text(folder / "dataset.json", json.dumps(config, indent=2) + "\n")
     write_text(folder / "suite.json", json.dumps(suite, indent=2) + "\n")
-    return folder, left_out(df, config)
+    return Profiled(folder, config["features"], left_out(df, config))

@@ -341,7 +341,7 @@ def _csv_batches(
     names = normalised_names(list(header))
     nullable = [i for i, n in enumerate(names) if n in declared]
     # A decimal comma becomes a point in the declared numbers, which validation parses from text.
-    comma = [i for i, n in enumerate(names) if cfg is not None and n in cfg.numeric] if opts.get("decimal") == "," else []
+    comma = {i for i, n in enumerate(names) if cfg is not None and n in cfg.numeric} if opts.get("decimal") == "," else set()
     markers = pa.array(pacsv.ConvertOptions().null_values, pa.string())
 
     def batches() -> Iterator[pa.RecordBatch]:
