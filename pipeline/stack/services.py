@@ -146,6 +146,10 @@ AIRFLOW_TUNABLES = {
     # 2, 4, 8, 16, 32 s apart, instead of the embedded default's fail-in-seconds
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    # `mlflow server` on a database store starts seven job consumers (huey) for its GenAI
+    # features (judges, trace roll-ups), about 240 MiB and seconds of CPU each; nothing here
+    # submits such a job
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
 
 

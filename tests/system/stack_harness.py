@@ -15,7 +15,9 @@ Shortened for the tests, and what a production deployment should use instead
 (docs/deploy.md): the scheduler declares a task dead after 20 s without a heartbeat
 (``AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT``, Airflow's default 300 s), queues a
 task again that stayed queued 60 s (``AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT``, default 600 s),
-and a failed task is retried after 15 s (``SENTINEL_RETRY_DELAY_S``, default 60 s).
+adopts a dead scheduler's queued tasks within 15 s
+(``AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL``, default 300 s), and a failed task is
+retried after 15 s (``SENTINEL_RETRY_DELAY_S``, default 60 s).
 """
 
 from __future__ import annotations
@@ -162,6 +164,9 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # this long (Airflow's default: 600 s)
         AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT="60",
         AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL="15",
+        # a scheduler that exits while PostgreSQL restarts leaves the tasks it queued to the
+        # next one, which adopts them only in this check (Airflow's default: every 300 s)
+        AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL="15",
     )
     up = run_stack_cli(env, "up")
     layout, settings = layout_of(env)

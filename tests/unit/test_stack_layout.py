@@ -79,6 +79,7 @@ def test_the_stack_environment_points_every_process_at_one_stack(layout: StackLa
     env = stack_environment(layout, secrets)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "True"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no idle GenAI job consumers
     assert env["MLFLOW_TRACKING_URI"] == env["SENTINEL_MLFLOW_TRACKING_URI"] == layout.mlflow_url
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith(f":{layout.postgres_port}/airflow")
     assert env["SENTINEL_EXPECTATIONS_DIR"] == str(layout.expectations_dir)
