@@ -76,10 +76,12 @@ class Bundle:
         detector_params: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
         exclude: np.ndarray | None = None,
+        timestamp_format: str | None = None,
     ) -> Bundle:
         """Fit the encoder and the detector on a (validated) training frame; ``exclude`` marks
-        rows the model must not learn from (they still shape the calibration)."""
-        encoder = FeatureEncoder(schema=schema).fit(df)
+        rows the model must not learn from (they still shape the calibration);
+        ``timestamp_format`` is how text timestamps are written (``FeatureEncoder``)."""
+        encoder = FeatureEncoder(schema=schema, timestamp_format=timestamp_format).fit(df)
         X = encoder.transform(df)
         ids = df[id_column].astype(str).to_numpy() if id_column else None
         detector = LatentDetector(**(detector_params or {})).fit(

@@ -142,12 +142,20 @@ def as_bool01(s: pd.Series) -> np.ndarray:
     return x
 
 
-def _as_datetime(s: pd.Series) -> pd.Series:
-    """Timestamps in UTC; values that do not parse become ``NaT``."""
+def as_utc_timestamps(s: pd.Series, fmt: str | None = None) -> pd.Series:
+    """Timestamps in UTC; values that do not parse become ``NaT``. Text is read with the
+    ``strftime`` format ``fmt`` when given (the dataset's ``timestamp_format``), a value that
+    does not match it as ISO 8601 (unambiguous whatever the format); without ``fmt``, each
+    value on its own (pandas' ``"mixed"``: no format guessed from the first)."""
     text = not (pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_numeric_dtype(s))
     with np.errstate(invalid="ignore", over="ignore"):
-        # "mixed": each text value is parsed on its own (no format guessed from the first).
-        return pd.to_datetime(s, errors="coerce", utc=True, format="mixed" if text else None)
+        if not text or fmt is None:
+            return pd.to_datetime(s, errors="coerce", utc=True, format="mixed" if text else None)
+        t = pd.to_datetime(s, errors="coerce", utc=True, format=fmt)
+        other = (t.isna() & s.notna()).to_numpy(dtype=bool)
+        if other.any():
+            t[other] = pd.to_datetime(s[other], errors="coerce", utc=True, format="ISO8601")
+        return t
 
 
 def _astype_or(values: pd.Series, dtype: str) -> pd.Series:
@@ -244,10 +252,13 @@ class FeatureEncoder:
     schema : ``{"numeric": [...], "categorical": [...], "boolean": [...], "datetime": [...]}``;
         ``None`` infers it from dtypes at fit time.
     max_levels : most one-hot levels per categorical column (the rest share ``__other__``).
+    timestamp_format : ``strftime`` format of datetime columns that arrive as text (kept in the
+        state, so a saved encoder reads them alike); ``None``: each value parsed on its own.
     """
 
     schema: dict[str, list[str]] | None = None
     max_levels: int = MAX_LEVELS
+    timestamp_format: str | None = None
     state_: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     # ------------------------------------------------------------------ fit
@@ -324,7 +335,7 @@ class FeatureEncoder:
         for col in schema.get("datetime", []):
             # Day of week only when training saw most weekdays: a model trained on one day's
             # batch must not flag the next day's rows for being on another weekday.
-            t = _as_datetime(df[col])
+            t = as_utc_timestamps(df[col], self.timestamp_format)
             weekday = bool(t.dt.day_of_week.nunique() >= 5)
             first = t.min()
             tz = getattr(df[col].dtype, "tz", None)
@@ -339,6 +350,8 @@ class FeatureEncoder:
                     "tz": str(tz) if tz is not None else None,
                     "dtype": str(df[col].dtype),
                     "missing": bool(t.isna().any()),
+                    # how text values are read (absent in states saved before it existed)
+                    **({"format": self.timestamp_format} if self.timestamp_format else {}),
                 }
             )
         if not blocks:
@@ -390,7 +403,7 @@ class FeatureEncoder:
                 out[:, at] = as_bool01(s)
                 at += 1
             else:  # datetime
-                t = _as_datetime(s)
+                t = as_utc_timestamps(s, b.get("format"))
                 hour = (t.dt.hour + t.dt.minute / 60.0).to_numpy(dtype="float64", na_value=np.nan)
                 cols = [np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)]
                 if b.get("weekday", True):

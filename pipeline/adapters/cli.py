@@ -214,8 +214,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_init_dataset(args: argparse.Namespace) -> int:
     from pipeline.ingest.profile import init_dataset
 
-    folder, features, left_out = init_dataset(Settings.from_env(), args.name, args.source, args.id_column, args.force)
+    folder, features, left_out, ts_format = init_dataset(
+        Settings.from_env(), args.name, args.source, args.id_column, args.force
+    )
     print("features: " + "; ".join(f"{kind} {', '.join(cols)}" for kind, cols in features.items() if cols))
+    if ts_format:
+        print(f"timestamps: text read as {ts_format} (timestamp_format; ISO 8601 is read too)")
     for col, why in left_out.items():
         print(f"left out: {col}: {why}")
     print(f"wrote {folder / 'dataset.json'} and {folder / 'suite.json'}: review them, then "

@@ -125,6 +125,8 @@ class DatasetConfig:
     max_bad_row_share: float = 0.2
     alert_rate: float = 0.01
     max_future_days: float = 1.0
+    #: ``strftime`` format of text timestamps (``None``: each value parsed on its own).
+    timestamp_format: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
     registered_model_name: str | None = None
     csv: dict[str, Any] = field(default_factory=dict)
@@ -193,6 +195,7 @@ def load_dataset(settings: Settings, name: str) -> DatasetConfig:
         max_bad_row_share=spec.max_bad_row_share,
         alert_rate=spec.alert_rate,
         max_future_days=spec.max_future_days,
+        timestamp_format=spec.timestamp_format,
         # Only what the file sets: a key left out keeps the detector's (or lifecycle's) default.
         model=spec.model.model_dump(exclude_unset=True),
         registered_model_name=spec.registered_model_name,

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import SentinelError
 
@@ -209,6 +209,13 @@ class DatasetSpec(_Section):
     )
     alert_rate: float = _field(0.01, "Share of rows expected to alert; calibrates the threshold.", gt=0, lt=1)
     max_future_days: float = _field(1.0, "How far in the future a timestamp may lie, in days.", ge=0)
+    timestamp_format: str | None = _field(
+        None,
+        "How text timestamps are written, as a `strftime` format: `%d/%m/%Y %H:%M` for `31/10/2026 13:05` "
+        "(`init-dataset` sets it when the batch shows the form). Applies to `timestamp_column` and "
+        "`features.datetime`; a value that matches neither it nor ISO 8601 fails its row.",
+        shown_default="unset: each value read on its own (`05/10/2026` as May 10th)",
+    )
     model: ModelSpec = _field(ModelSpec(), "The detector and its latent model.")
     registered_model_name: str | None = _field(
         None, "Name of the model in the MLflow registry.", shown_default="the dataset's name"
@@ -216,6 +223,28 @@ class DatasetSpec(_Section):
     csv: CsvOptions = _field(CsvOptions(), "How CSV batches are read.")
     lifecycle: Lifecycle = _field(Lifecycle(), "Training, fine-tuning and promotion.")
     output: OutputSpec = _field(OutputSpec(), "What the scored output keeps.")
+
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _format_reads_its_own_output(cls, fmt: str | None) -> str | None:
+        if fmt is not None:
+            check_timestamp_format(fmt)
+        return fmt
+
+
+def check_timestamp_format(fmt: str) -> None:
+    """Refuse a ``strftime`` format that cannot read back a timestamp it writes (no directive,
+    an unknown one, or one that loses the date)."""
+    from datetime import datetime
+
+    sample = datetime(2026, 10, 31, 13, 5, 9)
+    try:
+        back = datetime.strptime(sample.strftime(fmt), fmt)
+    except ValueError as exc:
+        raise ValueError(f"timestamp_format {fmt!r} cannot read the timestamps it describes ({exc})") from None
+    if "%" not in fmt or back.date() != sample.date():
+        raise ValueError(f"timestamp_format {fmt!r} does not give a date (e.g. %d/%m/%Y %H:%M)")
 
 
 def parse_dataset_file(path: Path) -> DatasetSpec:

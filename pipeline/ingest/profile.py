@@ -28,6 +28,51 @@ RANGE_MARGIN = 0.25
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "uint8", "uint16", "uint32", "float32", "float64", "Float64"]
 
 
+#: Written forms of timestamps that ``init-dataset`` recognises in text columns besides ISO 8601
+#: (which the readers type by themselves): day-first and month-first dates, with or without a
+#: time of day.
+TIMESTAMP_FORMATS = tuple(
+    f"{date}{time}"
+    for date in ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d", "%d/%m/%y", "%m/%d/%y")
+    for time in (" %H:%M:%S", " %H:%M", "")
+)
+
+
+def timestamp_forms(s: pd.Series) -> list[str]:
+    """The formats of ``TIMESTAMP_FORMATS`` that read every value of the text column ``s``
+    (none for a column that is not text or has no value). Two or more: the column is
+    ambiguous (``05/10/2026`` is 5 October or May 10th)."""
+    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return []
+    text = s.dropna().astype(str).str.strip()
+    text = text[text != ""].drop_duplicates()
+    if text.empty:
+        return []
+    head = text.head(200)
+    return [fmt for fmt in TIMESTAMP_FORMATS
+            if pd.to_datetime(head, format=fmt, errors="coerce").notna().all()
+            and pd.to_datetime(text, format=fmt, errors="coerce").notna().all()]
+
+
+def text_timestamps(df: pd.DataFrame, id_col: str) -> tuple[str | None, list[str], list[str]]:
+    """``(timestamp_format, the text columns it reads, timestamp columns it does not)``: the first
+    column that exactly one recognised form reads decides the format and further columns in that
+    form are read too (one format per dataset); a column that two forms read (ambiguous) or that
+    is written in another form is not read, and is no category either: every new day would be a
+    level training never saw."""
+    fmt, cols, unread = None, [], []
+    for col in df.columns:
+        if col == id_col:
+            continue
+        forms = timestamp_forms(df[col])
+        if len(forms) == 1 and fmt in (None, forms[0]):
+            fmt = forms[0]
+            cols.append(col)
+        elif forms:
+            unread.append(col)
+    return fmt, cols, unread
+
+
 def guess_id_column(df: pd.DataFrame) -> str | None:
     for col in df.columns:
         s = df[col]
@@ -60,7 +105,10 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
         )
     if id_col not in df.columns:
         raise SentinelError(f"--id-column {id_col!r} is not a column of the reference batch")
-    schema = infer_schema(df, exclude=(id_col,) if id_col else ())
+    fmt, ts_text, unread = text_timestamps(df, id_col)
+    if ts_text:  # read with the format they are written in, so they profile as timestamps
+        df = df.assign(**{c: pd.to_datetime(df[c], format=fmt, errors="coerce") for c in ts_text})
+    schema = infer_schema(df, exclude=(id_col, *unread))  # ``left_out`` says what to set for those
     # Categorical columns with one level per row carry no pattern to learn (free text, ids), and
     # a column with no value at all carries nothing (``left_out`` says why each one is not used).
     schema["categorical"] = [c for c in schema["categorical"] if df[c].nunique() < 0.5 * len(df) or len(df) < 20]
@@ -77,6 +125,8 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
         "model": {"kind": "ae"},
         "csv": CsvOptions().model_dump(),
     }
+    if fmt is not None:
+        config["timestamp_format"] = fmt
     exps: list[dict[str, Any]] = []
 
     def add(kind: str, **kwargs: Any) -> None:
@@ -111,11 +161,21 @@ def left_out(df: pd.DataFrame, config: dict[str, Any]) -> dict[str, str]:
     used = {config["id_column"], *(c for cols in config["features"].values() for c in cols)}
     reasons = {}
     for col in (c for c in df.columns if c not in used):
+        forms = timestamp_forms(df[col])
         if not df[col].notna().any():
             reasons[col] = "no value in any row"
+        elif len(forms) > 1:
+            reasons[col] = (f"timestamps that read as {' and as '.join(forms)} (day and month cannot be told "
+                            "apart in this batch): set timestamp_format in dataset.json to the right one and "
+                            "add the column to features.datetime")
+        elif forms:
+            reasons[col] = (f"timestamps written as {forms[0]}, another timestamp column as "
+                            f"{config.get('timestamp_format')} (one timestamp_format per dataset)")
         else:
-            reasons[col] = ("text with a different value in most rows (free text or an id; a timestamp "
-                            "is read as one when written as ISO 8601, e.g. 2026-10-01 13:05)")
+            reasons[col] = ("text with a different value in most rows (free text or an id; a timestamp is "
+                            "read as one when written as ISO 8601, e.g. 2026-10-01 13:05, or in one of "
+                            "the forms of pipeline.ingest.profile.TIMESTAMP_FORMATS, e.g. 01/10/2026 13:05 "
+                            "when some day is above 12)")
     return reasons
 
 
@@ -149,12 +209,14 @@ def sniff_csv(path: str) -> dict[str, str]:
 
 
 class Profiled(NamedTuple):
-    """What ``init_dataset`` wrote: the dataset's folder, its features by kind and, per column of
-    the source left out of the features, why (``left_out``)."""
+    """What ``init_dataset`` wrote: the dataset's folder, its features by kind, per column of
+    the source left out of the features why (``left_out``), and the format its text timestamps
+    are read with (``None``: none found, or ISO 8601)."""
 
     folder: Path
     features: dict[str, list[str]]
     left_out: dict[str, str]
+    timestamp_format: str | None = None
 
 
 def init_dataset(
@@ -175,4 +237,4 @@ def init_dataset(
     config["csv"] = csv_opts
     write_text(folder / "dataset.json", json.dumps(config, indent=2) + "\n")
     write_text(folder / "suite.json", json.dumps(suite, indent=2) + "\n")
-    return Profiled(folder, config["features"], left_out(df, config))
+    return Profiled(folder, config["features"], left_out(df, config), config.get("timestamp_format"))

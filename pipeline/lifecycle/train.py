@@ -218,6 +218,7 @@ def train_and_register(
             metadata={"dataset": cfg.name, "batch_ids": batch_ids[-MAX_TRAINED_IDS:], "trained_rows": len(df),
                       "train_mode": mode},
             exclude=exclude,
+            timestamp_format=cfg.timestamp_format,
         )
     fit_s = time.perf_counter() - t0
     scored = bundle.score_frame(df, keep_columns=False)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.features import as_utc_timestamps
 from pipeline.config.dataset import DatasetConfig, SentinelError
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,8 @@ def prepare_types(
     typed format such as Parquet a numeric column that arrives as text is schema drift, left
     to the suite's type check) and ``parse_timestamp:<col>``. Numeric ``±inf``
     fails ``finite:<col>``; timestamps more than ``max_future_days`` ahead of now fail
-    ``future_timestamp:<col>``. Timestamps end up in UTC (mixed offsets are converted).
+    ``future_timestamp:<col>``. Timestamps end up in UTC (mixed offsets are converted); text
+    timestamps are read with the dataset's ``timestamp_format`` when it has one.
     Returns the typed frame and one boolean column per failed rule (``rule__<rule>``).
     """
     typed = df.copy()
@@ -183,7 +185,7 @@ def prepare_types(
             t = s.dt.tz_localize("UTC")
         else:
             text = s.astype("string").str.strip()
-            t = pd.to_datetime(text.replace("", pd.NA), errors="coerce", utc=True, format="mixed")
+            t = as_utc_timestamps(text.replace("", pd.NA), cfg.timestamp_format)
             bad = (text.notna() & (text != "")).to_numpy(dtype=bool) & t.isna().to_numpy()
             if bad.any():
                 fails[f"parse_timestamp:{col}"] = bad

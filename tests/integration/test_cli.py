@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -260,9 +261,10 @@ def test_init_dataset_then_run_works_on_new_data_without_code_changes(tmp_path: 
     assert "vae" in res.stderr
 
 
-def _european_export(n: int, seed: int, first_no: int = 0) -> pd.DataFrame:
+def _european_export(n: int, seed: int, first_no: int = 0, start: str = "2026-10-01", freq: str = "min") -> pd.DataFrame:
     """Sensor readings as a European spreadsheet exports them: ``;`` between fields, a decimal
-    comma, day-first timestamps, a notes column nobody fills, a running number as the id."""
+    comma, day-first timestamps (from ``start``, one per ``freq``), a notes column nobody fills,
+    a running number as the id."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -270,7 +272,7 @@ def _european_export(n: int, seed: int, first_no: int = 0) -> pd.DataFrame:
     return pd.DataFrame({
         "Reading No": np.arange(first_no, first_no + n),
         "Sensor": [f"S{i % 12:02d}" for i in range(n)],
-        "Read at": pd.date_range("2026-10-01", periods=n, freq="min").strftime("%d/%m/%Y %H:%M"),
+        "Read at": pd.date_range(start, periods=n, freq=freq).strftime("%d/%m/%Y %H:%M"),
         "Temp C": temp.round(2),
         "Humidity": (80 - 1.5 * temp + rng.normal(0, 1, n)).round(1),
         "Status": rng.choice(["OK", "WARN"], n, p=[0.9, 0.1]),
@@ -278,24 +280,31 @@ def _european_export(n: int, seed: int, first_no: int = 0) -> pd.DataFrame:
     })
 
 
-def test_a_european_csv_export_is_profiled_as_numbers_and_runs(tmp_path: Path) -> None:
-    """``init-dataset`` on a ``;``-delimited file with decimal commas finds the decimal mark,
-    profiles the measurements as numbers (not as text with thousands of levels), says which
-    columns it left out and why, and the batch then runs end to end with its columns reordered."""
-    ref = _european_export(1200, seed=1)
+def _init_from_export(tmp_path: Path, ref: pd.DataFrame) -> tuple[Any, dict, Path, dict[str, str]]:
+    """``init-dataset readings`` on ``ref`` written as the export: the CLI's result, the
+    ``dataset.json`` it wrote, the home and the environment for the runs that follow."""
     src = tmp_path / "export.csv"
     ref.to_csv(src, sep=";", decimal=",", index=False)
     home, exp = tmp_path / "var", tmp_path / "expectations"
     env = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
     res = cli_main("init-dataset", "readings", "--from", str(src), "--id-column", "reading_no", home=home, extra_env=env)
     assert res.returncode == 0, res.stderr
-    cfg = json.loads((exp / "readings" / "dataset.json").read_text())
+    return res, json.loads((exp / "readings" / "dataset.json").read_text()), home, env
+
+
+def test_a_european_csv_export_is_profiled_as_numbers_and_runs(tmp_path: Path) -> None:
+    """``init-dataset`` on a ``;``-delimited file with decimal commas finds the decimal mark,
+    profiles the measurements as numbers (not as text with thousands of levels), says which
+    columns it left out and why, and the batch then runs end to end with its columns reordered."""
+    res, cfg, home, env = _init_from_export(tmp_path, _european_export(1200, seed=1))
     assert cfg["csv"] == {"delimiter": ";", "encoding": "utf8", "decimal": ","}
     assert cfg["features"]["numeric"] == ["temp_c", "humidity"]
     assert cfg["features"]["categorical"] == ["sensor", "status"]
     assert "features: numeric temp_c, humidity; categorical sensor, status" in res.stdout
     assert "left out: notes: no value in any row" in res.stdout
-    assert "left out: read_at: text with a different value in most rows" in res.stdout
+    # 20 hours of 1 October: 01/10/2026 13:05 may be day-first or month-first
+    assert ("left out: read_at: timestamps that read as %d/%m/%Y %H:%M and as %m/%d/%Y %H:%M" in res.stdout)
+    assert "timestamp_format" not in cfg
 
     day = _european_export(1200, seed=2, first_no=5000)
     day.loc[3, "Temp C"] = 60.0  # outside the profiled range (and its margin): that row is quarantined
@@ -308,3 +317,38 @@ def test_a_european_csv_export_is_profiled_as_numbers_and_runs(tmp_path: Path) -
     assert out["rows_in"] == 1200
     # the measurements parsed: the one row quarantined is the hot one, none for its decimal comma
     assert (out["rows_scored"], out["rows_quarantined"]) == (1199, 1)
+
+
+def test_day_first_timestamps_are_found_by_init_dataset_and_read_as_written(tmp_path: Path) -> None:
+    """25 days of readings (a day above 12 tells day-first from month-first): ``init-dataset``
+    writes ``timestamp_format``, makes the column the event time and a feature; the next batch's
+    timestamps are read day-first (5 November, not 11 May), an impossible one quarantines its row,
+    and ``score`` reads them alike."""
+    res, cfg, home, env = _init_from_export(tmp_path, _european_export(1200, seed=1, freq="30min"))
+    assert cfg["timestamp_format"] == "%d/%m/%Y %H:%M"
+    assert (cfg["timestamp_column"], cfg["features"]["datetime"]) == ("read_at", ["read_at"])
+    assert "timestamps: text read as %d/%m/%Y %H:%M" in res.stdout
+    assert "left out: read_at" not in res.stdout
+
+    day = _european_export(600, seed=2, first_no=5000, start="2026-11-05", freq="30min")
+    day.loc[7, "Read at"] = "31/02/2026 10:00"  # no such day
+    day.to_csv(tmp_path / "day1.csv", sep=";", decimal=",", index=False)
+    run = cli_main("run", "--input", str(tmp_path / "day1.csv"), "--dataset", "readings", "--json", home=home, extra_env=env)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert (out["state"], out["rows_scored"], out["rows_quarantined"]) == ("reported", 599, 1)
+    scored = pd.read_parquet(out["scores"]).set_index("reading_no")
+    expected = pd.date_range("2026-11-05", periods=600, freq="30min", tz="UTC")
+    assert scored.loc[5000, "read_at"] == expected[0]  # 05/11/2026 00:00 is 5 November
+    assert scored.loc[5599, "read_at"] == expected[599]
+    assert 5007 not in scored.index
+
+    scored_again = tmp_path / "again.parquet"
+    day.drop(index=7).to_csv(tmp_path / "day1_ok.csv", sep=";", decimal=",", index=False)
+    again = cli_main("score", "--input", str(tmp_path / "day1_ok.csv"), "--dataset", "readings",
+                     "--out", str(scored_again), home=home, extra_env=env)
+    assert again.returncode == 0, again.stderr
+    direct = pd.read_parquet(scored_again).set_index("reading_no")
+    # the same batch without the gate: the same scores as the run's (the encoder read the text day-first)
+    pd.testing.assert_series_equal(direct["score"].sort_index(), scored["score"].sort_index(),
+                                   check_exact=False, rtol=1e-4)
