@@ -49,11 +49,17 @@ class CsvOptions(_Section):
     decimal: Literal[".", ","] = _field(
         ".", "Decimal mark of the numbers: `,` for files such as `3,14;2,72` (the delimiter is then not `,`)."
     )
+    thousands: Literal["", ".", ",", " ", "'"] = _field(
+        "", "Digit-group separator of the numbers, removed before they are read: `.` for `1.234,56`, `,` for "
+        "`1,234.56`; empty: none."
+    )
 
     @model_validator(mode="after")
     def _marks_differ(self) -> CsvOptions:
         if self.decimal == self.delimiter:
             raise ValueError(f"csv.decimal and csv.delimiter are both {self.delimiter!r}; a number could not be told from two fields")
+        if self.thousands and self.thousands in (self.decimal, self.delimiter):
+            raise ValueError(f"csv.thousands is {self.thousands!r}, the same as csv.decimal or csv.delimiter")
         return self
 
 

@@ -179,10 +179,23 @@ def left_out(df: pd.DataFrame, config: dict[str, Any]) -> dict[str, str]:
     return reasons
 
 
+#: A number with digit groups, by the decimal mark: ``1.234,56`` (groups of ``.``), or
+#: ``1,234.56`` / ``1,234,567`` (groups of ``,``; ``1,234`` alone could be a decimal comma).
+_GROUPED = {",": re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d*)?"),
+            ".": re.compile(r"[+-]?\d{1,3}(?:,\d{3})+\.\d*|[+-]?\d{1,3}(?:,\d{3}){2,}")}
+
+
 def sniff_csv(path: str) -> dict[str, str]:
-    """Delimiter, encoding and decimal mark of a local CSV file (plain or compressed), from its
-    first 64 KiB: the decimal mark is ``,`` when the delimiter is not and the fields that look
-    like numbers use commas, never points."""
+    """Delimiter, encoding, decimal mark and digit-group separator of a local CSV file (plain or
+    compressed), from its first 64 KiB (``csv`` options of ``dataset.json``)."""
+    return _sniff(path)[0]
+
+
+def _sniff(path: str) -> tuple[dict[str, str], list[str]]:
+    """``sniff_csv``'s options and the header's columns where grouped numbers were seen. The
+    decimal mark is ``,`` when the delimiter is not and the fields that look like numbers use
+    commas, never points; the separator is ``.`` or ``,`` when some field is a number with
+    digit groups of it (``1.234,56``, ``1,234.56``)."""
     import csv
 
     with pa.input_stream(path, compression="detect") as fh:
@@ -198,14 +211,19 @@ def sniff_csv(path: str) -> dict[str, str]:
         delimiter = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = ","
+    lines = text.splitlines()
+    header = next(csv.reader(lines[:1], delimiter=delimiter), [])
+    rows = list(csv.reader(lines[1:-1] or lines[1:], delimiter=delimiter))  # the last line may be cut
+    cells = [c.strip() for row in rows for c in row]
     decimal = "."
     if delimiter != ",":
-        lines = text.splitlines()[1:-1] or text.splitlines()[1:]  # the last line may be cut at 64 KiB
-        cells = [c.strip() for row in csv.reader(lines, delimiter=delimiter) for c in row]
         commas = sum(bool(_COMMA_NUMBER.fullmatch(c)) for c in cells)
         points = sum(bool(_POINT_NUMBER.fullmatch(c)) for c in cells)
         decimal = "," if commas and not points else "."
-    return {"delimiter": delimiter, "encoding": encoding, "decimal": decimal}
+    grouped = sorted({i for row in rows for i, c in enumerate(row) if _GROUPED[decimal].fullmatch(c.strip())})
+    thousands = ("." if decimal == "," else ",") if grouped else ""
+    names = [header[i] for i in grouped if i < len(header)]
+    return {"delimiter": delimiter, "encoding": encoding, "decimal": decimal, "thousands": thousands}, names
 
 
 class Profiled(NamedTuple):
@@ -224,15 +242,21 @@ def init_dataset(
 ) -> Profiled:
     """Profile ``source`` into ``<expectations>/<name>/`` (``dataset.json`` and ``suite.json``)."""
     from pipeline.config.dataset import DatasetConfig
-    from pipeline.ingest.reader import check_exists, is_csv, is_url, read_batch
+    from pipeline.ingest.reader import check_exists, is_csv, is_url, normalised_names, read_batch
 
     folder = settings.expectations_dir / check_name(name, "dataset name")
     if (folder / "dataset.json").exists() and not force:
         raise SentinelError(f"dataset {name!r} already exists in {folder}; pass --force to overwrite it")
     check_exists(source)
-    csv_opts = sniff_csv(source) if is_csv(source) and not is_url(source) else CsvOptions().model_dump()
-    reader = DatasetConfig(name, "", None, [], [], [], [], [], csv=csv_opts)
+    csv_opts, grouped = _sniff(source) if is_csv(source) and not is_url(source) else (CsvOptions().model_dump(), [])
+    # columns with grouped digits are read as text without the separators, then as numbers
+    grouped = normalised_names(grouped)
+    reader = DatasetConfig(name, "", None, grouped, [], [], [], [], csv=csv_opts)
     df = read_batch(source, reader)
+    for col in grouped:
+        num = pd.to_numeric(df[col], errors="coerce")
+        if num.notna().sum() == df[col].notna().sum():
+            df[col] = num
     config, suite = profile(df, name, id_column)
     config["csv"] = csv_opts
     write_text(folder / "dataset.json", json.dumps(config, indent=2) + "\n")

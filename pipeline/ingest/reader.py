@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -133,7 +133,7 @@ def read_batch(path: str, cfg: DatasetConfig | None = None) -> pd.DataFrame:
     csv_opts = (cfg.csv if cfg else {}) or {}
     try:
         if is_csv(p):
-            table = _read_csv(p, fs, csv_opts)
+            table = _read_csv(p, fs, csv_opts, cfg.numeric if cfg else ())
         elif fs is None and Path(p).is_dir():
             table = pads.dataset(p, format="parquet", partitioning="hive").to_table()
         else:
@@ -145,18 +145,40 @@ def read_batch(path: str, cfg: DatasetConfig | None = None) -> pd.DataFrame:
     return normalise_columns(df)
 
 
-def _read_csv(path: str, fs: object | None, opts: dict) -> pa.Table:
+def number_text(col: pa.Array | pa.ChunkedArray, opts: dict) -> pa.Array | pa.ChunkedArray:
+    """Number text as validation parses it: digit-group separators (``csv.thousands``) removed,
+    a decimal comma (``csv.decimal``) made a point: ``1.234,56`` -> ``1234.56``."""
+    if thousands := opts.get("thousands"):
+        col = pc.replace_substring(col, thousands, "")
+    if opts.get("decimal") == ",":
+        col = pc.replace_substring(col, ",", ".", max_replacements=1)
+    return col
+
+
+def _read_csv(path: str, fs: object | None, opts: dict, numeric: Iterable[str] = ()) -> pa.Table:
+    """A whole CSV file with type inference. With ``csv.thousands`` the declared ``numeric``
+    columns are read as text with their separators removed (``number_text``): pyarrow cannot
+    read grouped digits, and validation parses the text row by row."""
     delimiter = opts.get("delimiter", ",")
     encoding = opts.get("encoding", "utf8")
     read = pacsv.ReadOptions(encoding=encoding)
     parse = pacsv.ParseOptions(delimiter=delimiter)
-    convert = pacsv.ConvertOptions(decimal_point=opts.get("decimal", "."))
+    grouped: list[str] = []
+    if opts.get("thousands") and (wanted := set(numeric)):
+        with _open_input(path, fs) as fh:
+            header = pacsv.open_csv(fh, read_options=read, parse_options=parse).schema.names
+        grouped = [raw for raw, name in zip(header, normalised_names(list(header)), strict=True) if name in wanted]
+    convert = pacsv.ConvertOptions(decimal_point=opts.get("decimal", "."),
+                                   column_types=dict.fromkeys(grouped, pa.string()))
     try:
         with _open_input(path, fs) as fh:
             table = pacsv.read_csv(fh, read_options=read, parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid:
         _check_delimiter(path, fs, delimiter, encoding)
         raise
+    for raw in grouped:
+        i = table.schema.get_field_index(raw)
+        table = table.set_column(i, raw, number_text(table.column(i), opts))
     binary = [f.name for f in table.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
     if binary:  # pyarrow keeps bytes it cannot decode as binary instead of failing
         raise UnreadableBatchError(
@@ -340,8 +362,11 @@ def _csv_batches(
         declared = {*cfg.numeric, *cfg.datetime, cfg.timestamp_column or ""}
     names = normalised_names(list(header))
     nullable = [i for i, n in enumerate(names) if n in declared]
-    # A decimal comma becomes a point in the declared numbers, which validation parses from text.
-    comma = {i for i, n in enumerate(names) if cfg is not None and n in cfg.numeric} if opts.get("decimal") == "," else set()
+    # Declared numbers lose their digit-group separators and a decimal comma becomes a point
+    # (validation parses them from text).
+    numbers = set()
+    if cfg is not None and (opts.get("decimal") == "," or opts.get("thousands")):
+        numbers = {i for i, n in enumerate(names) if n in cfg.numeric}
     markers = pa.array(pacsv.ConvertOptions().null_values, pa.string())
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -350,8 +375,8 @@ def _csv_batches(
                 for i in nullable:
                     col = batch.column(i)
                     col = pc.if_else(pc.is_in(col, markers), pa.nulls(len(col), pa.string()), col)
-                    if i in comma:
-                        col = pc.replace_substring(col, ",", ".", max_replacements=1)
+                    if i in numbers:
+                        col = number_text(col, opts)
                     batch = batch.set_column(i, batch.schema.field(i), col)
                 yield batch
         except pa.ArrowInvalid as exc:

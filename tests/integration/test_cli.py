@@ -297,7 +297,7 @@ def test_a_european_csv_export_is_profiled_as_numbers_and_runs(tmp_path: Path) -
     profiles the measurements as numbers (not as text with thousands of levels), says which
     columns it left out and why, and the batch then runs end to end with its columns reordered."""
     res, cfg, home, env = _init_from_export(tmp_path, _european_export(1200, seed=1))
-    assert cfg["csv"] == {"delimiter": ";", "encoding": "utf8", "decimal": ","}
+    assert cfg["csv"] == {"delimiter": ";", "encoding": "utf8", "decimal": ",", "thousands": ""}
     assert cfg["features"]["numeric"] == ["temp_c", "humidity"]
     assert cfg["features"]["categorical"] == ["sensor", "status"]
     assert "features: numeric temp_c, humidity; categorical sensor, status" in res.stdout
@@ -352,3 +352,59 @@ def test_day_first_timestamps_are_found_by_init_dataset_and_read_as_written(tmp_
     # the same batch without the gate: the same scores as the run's (the encoder read the text day-first)
     pd.testing.assert_series_equal(direct["score"].sort_index(), scored["score"].sort_index(),
                                    check_exact=False, rtol=1e-4)
+
+
+def _german_orders(path: Path, n: int, seed: int, first_id: int = 0) -> None:
+    """Orders as a German spreadsheet exports them: a byte-order mark, ``;`` between fields and
+    amounts with digit groups and a decimal comma (``8.441,53``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"order_id": np.arange(first_id, first_id + n), "amount": rng.lognormal(7, 1, n).round(2),
+                       "qty": rng.integers(1, 9, n), "shop": rng.choice(["Berlin", "Köln", "München"], n)})
+    german = df["amount"].map(lambda v: f"{v:,.2f}".replace(",", "_").replace(".", ",").replace("_", "."))
+    lines = ["order_id;amount;qty;shop", *(f"{i};{a};{q};{s}" for i, a, q, s in
+                                           zip(df["order_id"], german, df["qty"], df["shop"], strict=True))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
+
+
+def test_amounts_with_digit_groups_are_profiled_as_numbers_and_validated(tmp_path: Path) -> None:
+    """``init-dataset`` finds ``.`` as ``csv.thousands`` and profiles the amounts as numbers
+    (before, the main measure was left out as text); a run reads every amount, quarantines the
+    one beyond the profiled range and the one that is no number, and ``score`` reads them alike."""
+    _german_orders(tmp_path / "ref.csv", 600, seed=3)
+    home, exp = tmp_path / "var", tmp_path / "expectations"
+    env = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
+    res = cli_main("init-dataset", "orders", "--from", str(tmp_path / "ref.csv"), home=home, extra_env=env)
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads((exp / "orders" / "dataset.json").read_text())
+    assert cfg["csv"] == {"delimiter": ";", "encoding": "utf8", "decimal": ",", "thousands": "."}
+    assert cfg["features"]["numeric"] == ["amount", "qty"]
+    assert "left out" not in res.stdout
+
+    day = tmp_path / "day1.csv"
+    _german_orders(day, 600, seed=4, first_id=10_000)
+    text = day.read_text(encoding="utf-8-sig").splitlines()
+    text[6] = "10005;2.500.000,00;3;Köln"  # beyond the profiled range
+    text[10] = "10009;zwölf;3;Köln"  # no number
+    day.write_text("\n".join(text) + "\n", encoding="utf-8-sig")
+    run = cli_main("run", "--input", str(day), "--dataset", "orders", "--json", home=home, extra_env=env)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert (out["state"], out["rows_scored"], out["rows_quarantined"]) == ("reported", 598, 2)
+    q = pd.read_parquet(home / "quarantine" / "day1" / "rows.parquet").set_index("order_id")["quarantine_reason"]
+    assert q[10005] == "be_between:amount"
+    assert q[10009].startswith("parse_numeric:amount")
+
+    again = cli_main("score", "--input", str(day), "--dataset", "orders", "--out", str(tmp_path / "s.parquet"),
+                     home=home, extra_env=env)
+    assert again.returncode == 2  # no gate in score: the text that is no number is refused, named
+    assert "'amount' should be numeric" in again.stderr
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join(t for i, t in enumerate(text) if i not in (6, 10)) + "\n", encoding="utf-8-sig")
+    again = cli_main("score", "--input", str(good), "--dataset", "orders", "--out", str(tmp_path / "s.parquet"),
+                     home=home, extra_env=env)
+    assert again.returncode == 0, again.stderr
+    scored = pd.read_parquet(out["scores"]).set_index("order_id")["score"].sort_index()
+    direct = pd.read_parquet(tmp_path / "s.parquet").set_index("order_id")["score"].sort_index()
+    pd.testing.assert_series_equal(direct, scored, check_exact=False, rtol=1e-4)

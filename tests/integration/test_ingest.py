@@ -79,7 +79,7 @@ def test_csv_delimiter_and_encoding_come_from_the_dataset_config(tmp_path: Path)
         read_batch(str(path), _reader(delimiter=",", encoding="latin-1"))
     with pytest.raises(UnreadableBatchError, match="not valid utf8"):
         read_batch(str(path), _reader(delimiter=";", encoding="utf8"))
-    assert sniff_csv(str(path)) == {"delimiter": ";", "encoding": "latin-1", "decimal": ","}
+    assert sniff_csv(str(path)) == {"delimiter": ";", "encoding": "latin-1", "decimal": ",", "thousands": ""}
     euros = read_batch(str(path), _reader(delimiter=";", encoding="latin-1", decimal=","))
     assert euros["betrag_eur"].tolist() == [12.5, 3.0]
 

@@ -26,7 +26,7 @@ def _zstd(data: bytes) -> bytes:
 
 
 COMPRESS = {".csv.gz": gzip.compress, ".csv.bz2": bz2.compress, ".csv.zst": _zstd}
-OPTS = {"delimiter": ";", "encoding": "utf8", "decimal": "."}
+OPTS = {"delimiter": ";", "encoding": "utf8", "decimal": ".", "thousands": ""}
 
 
 @pytest.fixture(params=sorted(COMPRESS))
@@ -93,7 +93,7 @@ def test_a_decimal_comma_is_sniffed_and_read_whole_and_streamed(tmp_path: Path, 
     data = DECIMAL_COMMA.encode()
     path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
     opts = sniff_csv(str(path))
-    assert opts == {"delimiter": ";", "encoding": "utf8", "decimal": ","}
+    assert opts == {"delimiter": ";", "encoding": "utf8", "decimal": ",", "thousands": ""}
     cfg = DatasetConfig("shop", "purchase_id", None, ["amount"], [], ["is_member"], [], [], csv=opts)
     assert reader.read_batch(str(path), cfg)["amount"].tolist() == [10.5, 3.25, 7.0, -0.5]
     target = tmp_path / "staged.parquet"
@@ -112,4 +112,32 @@ def test_points_or_a_comma_delimiter_keep_the_decimal_point(tmp_path: Path) -> N
     comma = tmp_path / "comma.csv"
     comma.write_text('id,a\n1,"2,5"\n')
     assert sniff_csv(str(comma))["decimal"] == "."
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_grouped_digits_are_sniffed_and_read_whole_and_streamed(tmp_path: Path, suffix: str) -> None:
+    """``1.234,56`` (a German export's amounts): ``sniff_csv`` finds ``.`` as the digit-group
+    separator, and both readers give the declared column as the text validation parses, without
+    the separators (pyarrow reads no grouped digits); undeclared columns keep theirs."""
+    path = tmp_path / f"orders{suffix}"
+    data = b"id;amount;note\n1;1.234,56;1.234,56\n2;85,10;x\n3;12.345.678,00;y\n4;-7,5;z\n"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    opts = sniff_csv(str(path))
+    assert opts == {"delimiter": ";", "encoding": "utf8", "decimal": ",", "thousands": "."}
+    cfg = DatasetConfig("shop", "id", None, ["amount"], [], [], [], [], csv=opts)
+    whole = reader.read_batch(str(path), cfg)
+    assert whole["amount"].tolist() == ["1234.56", "85.10", "12345678.00", "-7.5"]
+    assert whole["note"].tolist()[0] == "1.234,56"
+    target = tmp_path / "staged.parquet"
+    assert reader.stage_streaming(str(path), cfg, target, batch_rows=2) == 4
+    assert pq.read_table(target).column("amount").to_pylist() == whole["amount"].tolist()
+
+
+def test_comma_groups_need_a_point_or_two_groups(tmp_path: Path) -> None:
+    us = tmp_path / "us.csv"
+    us.write_text('id,amount\n1,"1,234.50"\n2,"12.00"\n')
+    assert sniff_csv(str(us))["thousands"] == ","
+    ambiguous = tmp_path / "eu.csv"  # 1,234 alone is one and a bit with a decimal comma
+    ambiguous.write_text("id;amount\n1;1,234\n2;3,5\n")
+    assert sniff_csv(str(ambiguous)) == {"delimiter": ";", "encoding": "utf8", "decimal": ",", "thousands": ""}
 

@@ -83,13 +83,21 @@ def test_only_the_keys_a_file_sets_reach_the_detector(settings: Settings, tmp_pa
     cfg = load_dataset(s, "shop")
     assert cfg.model == {"kind": "vae", "latent_variance": None, "model_params": {"epochs": 12}}
     assert cfg.lifecycle == {"gate": {"auto_promote": False}}
-    assert cfg.csv == {"delimiter": ",", "encoding": "utf8", "decimal": "."}
+    assert cfg.csv == {"delimiter": ",", "encoding": "utf8", "decimal": ".", "thousands": ""}
 
 
 def test_a_decimal_mark_equal_to_the_delimiter_is_refused_in_one_line(tmp_path: Path) -> None:
     path = _write(tmp_path, csv={"delimiter": ",", "decimal": ","})
     with pytest.raises(SentinelError, match="csv.decimal and csv.delimiter are both ','") as err:
         parse_dataset_file(path)
+    assert len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("csv", [{"delimiter": ";", "decimal": ",", "thousands": ","},
+                                 {"delimiter": " ", "thousands": " "}])
+def test_a_thousands_separator_equal_to_another_mark_is_refused_in_one_line(tmp_path: Path, csv: dict) -> None:
+    with pytest.raises(SentinelError, match="csv.thousands is") as err:
+        parse_dataset_file(_write(tmp_path, csv=csv))
     assert len(str(err.value).splitlines()) == 1
 
 
