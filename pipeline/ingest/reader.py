@@ -139,8 +139,7 @@ def read_batch(path: str, cfg: DatasetConfig | None = None) -> pd.DataFrame:
         else:
             table = pq.read_table(p, filesystem=fs)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnreadableBatchError(f"cannot read {path} as a table: {first}") from exc
+        raise _unreadable(path, exc) from exc
     df = table.to_pandas()
     return normalise_columns(df)
 
@@ -222,6 +221,17 @@ _READ_ERRORS = (
 
 
 def _unreadable(path: str, exc: BaseException) -> UnreadableBatchError:
+    """What could not be read, and why. A file named neither ``.parquet`` nor CSV (``x.json``,
+    ``x.xlsx``) is read as Parquet: say which formats a batch may have instead of pyarrow's
+    "magic bytes" alone."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    suffix = name[name.index("."):] if "." in name else ""
+    if suffix and not name.endswith(SUFFIXES) and "Parquet magic bytes" in str(exc):
+        return UnreadableBatchError(
+            f"cannot read {path}: a batch is Parquet ({', '.join(SUFFIXES[:1])}) or CSV "
+            f"({', '.join(CSV_SUFFIXES)}), and this file, named {suffix}, is not Parquet inside; "
+            "export it as one of those (a CSV file must be named so)"
+        )
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return UnreadableBatchError(f"cannot read {path} as a table: {first}")
 
@@ -464,7 +474,14 @@ def discover_batches(
     for d in days:
         if not d.is_dir():
             continue
+        skipped = []
         for p in sorted(d.iterdir()):
             if _is_batch_file(p) or (p.is_dir() and not p.name.startswith(".")):
                 found.append(str(p))
+            elif p.is_file() and not p.name.startswith((".", "_")) and not p.name.endswith(LABEL_SUFFIX):
+                skipped.append(p.name)
+        if skipped:  # an upload in another format is not a batch, and must not vanish unseen
+            log.warning("%s: skipped %s: not a batch (Parquet %s or CSV %s by name; names starting "
+                        "with '.' or '_' are ignored quietly)", d, ", ".join(skipped), SUFFIXES[0],
+                        ", ".join(CSV_SUFFIXES))
     return found
