@@ -88,13 +88,16 @@ def known_columns(cfg: DatasetConfig, suite_dict: dict[str, Any]) -> set[str]:
 def check_frame(df: pd.DataFrame) -> None:
     """Reject what no row-level rule can describe and GX cannot even read.
 
-    Duplicate column names (which of the two is the declared column?) and text that is not
-    valid Unicode (lone surrogates, e.g. from a producer decoding with ``surrogateescape``):
-    neither can be validated, written to Parquet or scored.
+    Duplicate column names (which of the two is the declared column?) and text, in a value or
+    a column's name, that is not valid Unicode (lone surrogates, e.g. from a producer decoding
+    with ``surrogateescape``): neither can be validated, logged, written to Parquet or scored.
     """
     if len(dup := df.columns[df.columns.duplicated()]):
         names = ", ".join(sorted({repr(c) for c in dup}))
         raise BatchRejected(f"the batch has duplicate column name(s) {names}")
+    if bad := [c for c in df.columns if isinstance(c, str) and not _is_unicode(c)]:
+        # repr: the name escaped, so the message itself can be logged and written as UTF-8
+        raise BatchRejected(f"column name {bad[0]!r} is not valid Unicode; check the producer's text encoding")
     for i, col in enumerate(df.columns):
         s = df.iloc[:, i]
         if not (pd.api.types.is_object_dtype(s) or isinstance(s.dtype, pd.StringDtype)):

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from models.bundle import Bundle
 from pipeline.config.dataset import SentinelError
-from pipeline.validate.suite import validate_frame
+from pipeline.validate.suite import BatchRejected, validate_frame
 from tests.conftest import TrainedBundles
 from tests.unit.test_fuzz import (
     BASE,
@@ -101,3 +101,14 @@ def test_nullable_numbers_are_validated_not_rejected(cfg) -> None:
     out = validate_frame(df, cfg, batch_id="nullable")
     assert len(out.valid) == 9
     assert out.quarantined["quarantine_reason"].tolist() == ["not_be_null:item_count"]
+
+
+def test_a_column_name_that_is_not_valid_unicode_rejects_the_batch_in_words(cfg) -> None:
+    """Found by fuzzing (a pytest-xdist worker crashed sending a log line that named the
+    column): a lone surrogate in a column's name was logged as an unknown column and kept. The
+    batch is rejected instead, and the message shows the name escaped."""
+    df = BASE.head(5).assign(extra=1.0)
+    df.columns = pd.Index([*df.columns[:-1], "\ud800"], dtype=object)  # text names cannot hold it
+    with pytest.raises(BatchRejected, match=r"column name '\\ud800' is not valid Unicode") as err:
+        validate_frame(df, cfg, batch_id="surrogate")
+    str(err.value).encode("utf-8")  # the message itself can be written out
