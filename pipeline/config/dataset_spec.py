@@ -230,7 +230,6 @@ class DatasetSpec(_Section):
     lifecycle: Lifecycle = _field(Lifecycle(), "Training, fine-tuning and promotion.")
     output: OutputSpec = _field(OutputSpec(), "What the scored output keeps.")
 
-
     @field_validator("timestamp_format")
     @classmethod
     def _format_reads_its_own_output(cls, fmt: str | None) -> str | None:

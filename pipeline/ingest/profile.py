@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from models.features import infer_schema
+from models.features import as_utc_timestamps, infer_schema
 from pipeline.config.dataset import SentinelError, Settings, check_name
 from pipeline.config.dataset_spec import CsvOptions
 from pipeline.storage import write_text
@@ -42,7 +42,7 @@ def timestamp_forms(s: pd.Series) -> list[str]:
     """The formats of ``TIMESTAMP_FORMATS`` that read every value of the text column ``s``
     (none for a column that is not text or has no value). Two or more: the column is
     ambiguous (``05/10/2026`` is 5 October or May 10th)."""
-    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+    if pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_numeric_dtype(s):  # booleans too
         return []
     text = s.dropna().astype(str).str.strip()
     text = text[text != ""].drop_duplicates()
@@ -106,8 +106,8 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
     if id_col not in df.columns:
         raise SentinelError(f"--id-column {id_col!r} is not a column of the reference batch")
     fmt, ts_text, unread = text_timestamps(df, id_col)
-    if ts_text:  # read with the format they are written in, so they profile as timestamps
-        df = df.assign(**{c: pd.to_datetime(df[c], format=fmt, errors="coerce") for c in ts_text})
+    if ts_text:  # read as validation will read them, so they profile as timestamps
+        df = df.assign(**{c: as_utc_timestamps(df[c], fmt) for c in ts_text})
     schema = infer_schema(df, exclude=(id_col, *unread))  # ``left_out`` says what to set for those
     # Categorical columns with one level per row carry no pattern to learn (free text, ids), and
     # a column with no value at all carries nothing (``left_out`` says why each one is not used).
@@ -161,10 +161,11 @@ def left_out(df: pd.DataFrame, config: dict[str, Any]) -> dict[str, str]:
     used = {config["id_column"], *(c for cols in config["features"].values() for c in cols)}
     reasons = {}
     for col in (c for c in df.columns if c not in used):
-        forms = timestamp_forms(df[col])
         if not df[col].notna().any():
             reasons[col] = "no value in any row"
-        elif len(forms) > 1:
+            continue
+        forms = timestamp_forms(df[col])
+        if len(forms) > 1:
             reasons[col] = (f"timestamps that read as {' and as '.join(forms)} (day and month cannot be told "
                             "apart in this batch): set timestamp_format in dataset.json to the right one and "
                             "add the column to features.datetime")

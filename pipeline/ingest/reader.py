@@ -228,7 +228,7 @@ def _unreadable(path: str, exc: BaseException) -> UnreadableBatchError:
     suffix = name[name.index("."):] if "." in name else ""
     if suffix and not name.endswith(SUFFIXES) and "Parquet magic bytes" in str(exc):
         return UnreadableBatchError(
-            f"cannot read {path}: a batch is Parquet ({', '.join(SUFFIXES[:1])}) or CSV "
+            f"cannot read {path}: a batch is Parquet ({SUFFIXES[0]}) or CSV "
             f"({', '.join(CSV_SUFFIXES)}), and this file, named {suffix}, is not Parquet inside; "
             "export it as one of those (a CSV file must be named so)"
         )
