@@ -222,10 +222,23 @@ class DuplicateRecords:
     when it was unique or unseen) is expected ``f·(m - 1)`` more times among ``m`` scored rows;
     the evidence is ``-log`` of the binomial probability of at least as many copies as seen.
     Bots and stuck feeds repeat one record; ordinary rows appear once. Copies are counted within
-    one scored frame (a part of a batch, or a chunk of a streamed one)."""
+    one scored frame (a part of a batch, or a chunk of a streamed one).
 
-    def fit(self, X: np.ndarray, key_columns: np.ndarray, random_state: int = 0) -> DuplicateRecords:
+    Training data can hold a burst of its own (the training day's bot). Learned as a frequent
+    record, its copies would be expected ever after, and the threshold would be set as if those
+    rows were normal. So, as the reconstruction trims its worst rows, ``fit`` first treats as
+    suspect the records repeated beyond chance among records seen once (evidence above
+    ``DUPLICATE_MARGIN`` at the unseen share ``1/n``), when their rows are at most ``trim`` of
+    the training rows; a source with more repeats than that repeats by itself, and keeps them.
+    The suspect rows take no part in the rest of the fit (``burst_rows_`` counts them)."""
+
+    def fit(
+        self, X: np.ndarray, key_columns: np.ndarray, random_state: int = 0, trim: float = 0.05
+    ) -> DuplicateRecords:
         self.key_columns_ = np.asarray(key_columns, dtype=int)
+        burst = self._bursts(X, trim)
+        self.burst_rows_ = int(burst.sum())
+        X = X[~burst]
         # How repetitive is this source by itself? Records of one half of the training rows,
         # scored against the other half, give the evidence that ordinary repeats reach; only
         # evidence beyond that (and beyond DUPLICATE_MARGIN) counts.
@@ -236,6 +249,13 @@ class DuplicateRecords:
             self.offset_ = max(DUPLICATE_MARGIN, float(self._raw(X[~half])[0].max()))
         self._fit_keys(X)
         return self
+
+    def _bursts(self, X: np.ndarray, trim: float) -> np.ndarray:
+        """Rows of records repeated beyond chance, when they are at most ``trim`` of ``X``."""
+        self.keys_, self.shares_ = np.zeros(0, dtype="uint64"), np.zeros(0)
+        self.unseen_share_ = 1.0 / max(len(X), 1)
+        burst = self._raw(X)[0] > DUPLICATE_MARGIN
+        return burst if burst.sum() <= trim * len(X) else np.zeros(len(X), dtype=bool)
 
     def _key_part(self, X: np.ndarray) -> np.ndarray:
         """The columns a record's key is made of (no copy when they are all of them)."""
@@ -564,7 +584,8 @@ class LatentDetector(OutlierMixin, BaseEstimator):
         if "duplicates" in comps:
             key_cols = np.flatnonzero([kinds[g] != "datetime" for g in self.groups_])
             self.duplicates_model_ = DuplicateRecords().fit(
-                X[keep], key_cols if len(key_cols) else np.arange(X.shape[1]), random_state=self.random_state
+                X[keep], key_cols if len(key_cols) else np.arange(X.shape[1]), random_state=self.random_state,
+                trim=self.trim_fraction,
             )
         if "combos" in comps and any(k in ("categorical", "boolean") for k in kinds):
             # categorical and boolean columns first, so the bound on pairs keeps them all

@@ -111,9 +111,42 @@ def test_duplicates_of_a_repetitive_source_are_not_evidence() -> None:
     rng = np.random.default_rng(0)
     X = rng.integers(0, 3, size=(4000, 3)).astype("float32")  # 27 distinct records
     model = DuplicateRecords().fit(X[:3000], np.arange(3))
+    assert model.burst_rows_ == 0  # every row repeats: not a burst, the source's own habit
     evidence, copies = model.score(X[3000:])
     assert copies.min() > 10
     assert evidence.max() == 0
+
+
+def _with_bot(df: pd.DataFrame, rows: np.ndarray, template: int = 0) -> pd.DataFrame:
+    df = df.copy()
+    for col in ("amount", "items", "channel", "payment", "member"):
+        df.loc[rows, col] = df.loc[template, col]  # copies of one ordinary order (ids differ)
+    return df
+
+
+def test_a_burst_in_the_training_data_is_not_learned_as_a_frequent_record(tmp_path: Path) -> None:
+    """The training day's own bot: 30 copies of one order in 3,000 rows. Learned as a frequent
+    record (share 1 %), its copies would be expected in every later batch and in-sample, and the
+    threshold would be set as if they were normal rows; trimmed as a burst, they alert both
+    in the training rows and when the same bot comes back."""
+    rows = np.arange(100, 130)
+    train = _with_bot(_shop(3000, 0), rows)
+    bundle = _train(train)
+    assert bundle.detector.duplicates_model_.burst_rows_ == 31  # the template and its 30 copies
+    in_sample = bundle.score_frame(train, keep_columns=False)
+    assert in_sample.loc[rows, "is_anomaly"].all()
+    assert (in_sample.loc[rows, "signal"] == "duplicates").all()
+    test = _shop(2000, 3)
+    test.loc[rows, ["amount", "items", "channel", "payment", "member"]] = train.loc[
+        0, ["amount", "items", "channel", "payment", "member"]
+    ].to_numpy()
+    scored = bundle.score_frame(test, keep_columns=False)
+    assert (scored.loc[rows, "signal"] == "duplicates").all()
+    assert scored.loc[rows, "is_anomaly"].all()
+    assert (bundle.score_frame(_shop(2000, 4), keep_columns=False)["signal"] != "duplicates").all()
+    bundle.save(tmp_path / "b")
+    again = load_bundle(tmp_path / "b").score_frame(test, keep_columns=False)
+    np.testing.assert_allclose(again["raw_score"], scored["raw_score"])
 
 
 def test_a_batch_that_is_entirely_one_record_scores_and_alerts() -> None:
