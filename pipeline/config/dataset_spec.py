@@ -41,6 +41,11 @@ class Features(_Section):
     datetime: list[str] = _field([], "Timestamps: hour of day and day of week; one in the future fails its row.")
 
 
+#: A space, a no-break space, a narrow no-break space between digit groups: ``csv.thousands``
+#: names the one a file's fields use most, and the readers remove all three.
+GROUP_SPACES = (" ", "\u00a0", "\u202f")
+
+
 class CsvOptions(_Section):
     """How a CSV batch of this dataset is read (plain or `.gz`/`.bz2`/`.zst` compressed)."""
 
@@ -49,17 +54,21 @@ class CsvOptions(_Section):
     decimal: Literal[".", ","] = _field(
         ".", "Decimal mark of the numbers: `,` for files such as `3,14;2,72` (the delimiter is then not `,`)."
     )
-    thousands: Literal["", ".", ",", " ", "'"] = _field(
+    thousands: Literal["", ".", ",", " ", "\u00a0", "\u202f", "'"] = _field(
         "", "Digit-group separator of the numbers, removed before they are read: `.` for `1.234,56`, `,` for "
-        "`1,234.56`; empty: none."
+        "`1,234.56`, `'` for `1'234.56`, a space or a no-break space (`\\u00a0`, `\\u202f`, as French exports "
+        "write `1 234,56`; any of the three is then removed); empty: none."
     )
 
     @model_validator(mode="after")
     def _marks_differ(self) -> CsvOptions:
         if self.decimal == self.delimiter:
             raise ValueError(f"csv.decimal and csv.delimiter are both {self.delimiter!r}; a number could not be told from two fields")
-        if self.thousands and self.thousands in (self.decimal, self.delimiter):
-            raise ValueError(f"csv.thousands is {self.thousands!r}, the same as csv.decimal or csv.delimiter")
+        # The same as the delimiter is fine: `1,234.56` in a comma-separated file is quoted, as
+        # spreadsheets export it; the same as the decimal mark could not be read either way.
+        if self.thousands and self.thousands == self.decimal:
+            raise ValueError(f"csv.thousands and csv.decimal are both {self.thousands!r}; `1{self.decimal}234` could "
+                             "not be told from one and a bit")
         return self
 
 

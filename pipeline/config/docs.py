@@ -45,10 +45,18 @@ def _type_name(annotation: Any) -> str:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return " or ".join(_type_name(a) for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(annotation) is Literal:
-        return " or ".join(f"`{v}`" for v in typing.get_args(annotation))
+        return " or ".join(_literal(v) for v in typing.get_args(annotation))
     if typing.get_origin(annotation) is list:
         return f"list of {_type_name(typing.get_args(annotation)[0])}"
     return _TYPES.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _literal(value: Any) -> str:
+    """A choice as the file spells it; empty and white-space text as JSON writes it (`""`,
+    `" "`, `"\\u00a0"`), which a reader can tell apart."""
+    if isinstance(value, str) and (not value or not value.strip()):
+        return f"`{json.dumps(value)}`"
+    return f"`{value}`"
 
 
 def _kind(field: FieldInfo) -> str:
@@ -73,7 +81,9 @@ def _default(field: FieldInfo) -> str:
         return "unset"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
-    if isinstance(value, Path | str):
+    if isinstance(value, str):
+        return _literal(value)
+    if isinstance(value, Path):
         return f"`{value}`"
     return f"`{json.dumps(value)}`"
 

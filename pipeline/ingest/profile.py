@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from models.features import as_utc_timestamps, infer_schema
 from pipeline.config.dataset import SentinelError, Settings, check_name
-from pipeline.config.dataset_spec import CsvOptions
+from pipeline.config.dataset_spec import GROUP_SPACES, CsvOptions
 from pipeline.storage import write_text
 
 MAX_SET_LEVELS = 50
@@ -180,10 +180,18 @@ def left_out(df: pd.DataFrame, config: dict[str, Any]) -> dict[str, str]:
     return reasons
 
 
-#: A number with digit groups, by the decimal mark: ``1.234,56`` (groups of ``.``), or
-#: ``1,234.56`` / ``1,234,567`` (groups of ``,``; ``1,234`` alone could be a decimal comma).
-_GROUPED = {",": re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d*)?"),
-            ".": re.compile(r"[+-]?\d{1,3}(?:,\d{3})+\.\d*|[+-]?\d{1,3}(?:,\d{3}){2,}")}
+#: A number with digit groups, by the decimal mark and the group separator: ``1.234,56``
+#: (groups of ``.``), ``1 234,56`` (a space, or the no-break spaces of French exports), ``1,234.56``
+#: / ``1,234,567`` (groups of ``,``; ``1,234`` alone could be a decimal comma), ``1'234.56``
+#: (Swiss). The separator most fields use is the dataset's ``csv.thousands``.
+_GROUPED = {
+    ",": {".": re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d*)?"),
+          " ": re.compile(r"[+-]?\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:,\d*)?")},
+    ".": {",": re.compile(r"[+-]?\d{1,3}(?:,\d{3})+\.\d*|[+-]?\d{1,3}(?:,\d{3}){2,}"),
+          "'": re.compile(r"[+-]?\d{1,3}(?:'\d{3})+(?:\.\d*)?"),
+          " ": re.compile(r"[+-]?\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:\.\d*)?")},
+}
+_SPACE_OR_QUOTE_GROUP = re.compile(r"(?<=\d)[ \u00a0\u202f'](?=\d{3}(?:\D|$))")
 
 
 def sniff_csv(path: str) -> dict[str, str]:
@@ -215,14 +223,23 @@ def _sniff(path: str) -> tuple[dict[str, str], list[str]]:
     lines = text.splitlines()
     header = next(csv.reader(lines[:1], delimiter=delimiter), [])
     rows = list(csv.reader(lines[1:-1] or lines[1:], delimiter=delimiter))  # the last line may be cut
-    cells = [c.strip() for row in rows for c in row]
+    cells = [_SPACE_OR_QUOTE_GROUP.sub("", c.strip()) for row in rows for c in row]  # 1 234,56 -> 1234,56
     decimal = "."
     if delimiter != ",":
         commas = sum(bool(_COMMA_NUMBER.fullmatch(c)) for c in cells)
         points = sum(bool(_POINT_NUMBER.fullmatch(c)) for c in cells)
         decimal = "," if commas and not points else "."
-    grouped = sorted({i for row in rows for i, c in enumerate(row) if _GROUPED[decimal].fullmatch(c.strip())})
-    thousands = ("." if decimal == "," else ",") if grouped else ""
+    seen: dict[str, list[int]] = {}  # separator -> columns of the fields grouped with it
+    for row in rows:
+        for i, c in enumerate(row):
+            for sep, pattern in _GROUPED[decimal].items():
+                if pattern.fullmatch(c.strip()):
+                    seen.setdefault(sep, []).append(i)
+    thousands = max(seen, key=lambda sep: len(seen[sep]), default="")
+    if thousands == " ":  # the space the fields use most: " ", or a no-break space
+        spaces = [c for row in rows for c in row if _GROUPED[decimal][" "].fullmatch(c.strip())]
+        thousands = max(GROUP_SPACES, key=lambda sp: sum(sp in c for c in spaces))
+    grouped = sorted(set(seen.get(thousands if thousands not in GROUP_SPACES else " ", [])))
     names = [header[i] for i in grouped if i < len(header)]
     return {"delimiter": delimiter, "encoding": encoding, "decimal": decimal, "thousands": thousands}, names
 

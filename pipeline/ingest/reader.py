@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipeline.config.dataset import DatasetConfig, SentinelError, check_name
+from pipeline.config.dataset_spec import GROUP_SPACES
 from pipeline.demo.data import LABEL_SUFFIX
 from pipeline.storage import open_parquet_stream
 
@@ -147,7 +148,9 @@ def read_batch(path: str, cfg: DatasetConfig | None = None) -> pd.DataFrame:
 def number_text(col: pa.Array | pa.ChunkedArray, opts: dict) -> pa.Array | pa.ChunkedArray:
     """Number text as validation parses it: digit-group separators (``csv.thousands``) removed,
     a decimal comma (``csv.decimal``) made a point: ``1.234,56`` -> ``1234.56``."""
-    if thousands := opts.get("thousands"):
+    if (thousands := opts.get("thousands")) in GROUP_SPACES:  # a space or a no-break space: all three
+        col = pc.replace_substring_regex(col, "[" + "".join(GROUP_SPACES) + "]", "")
+    elif thousands:
         col = pc.replace_substring(col, thousands, "")
     if opts.get("decimal") == ",":
         col = pc.replace_substring(col, ",", ".", max_replacements=1)

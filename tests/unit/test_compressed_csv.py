@@ -141,3 +141,37 @@ def test_comma_groups_need_a_point_or_two_groups(tmp_path: Path) -> None:
     ambiguous.write_text("id;amount\n1;1,234\n2;3,5\n")
     assert sniff_csv(str(ambiguous)) == {"delimiter": ";", "encoding": "utf8", "decimal": ",", "thousands": ""}
 
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    # a French export: narrow no-break spaces (and a plain space and a no-break space, which
+    # the reader removes as well), decimal comma
+    ("fr", "id;montant;note\n1;1\u202f234,56;a\n2;85,10;b\n3;12\u202f345\u202f678,00;c\n4;-2 500,5;d\n5;1\u00a0000;e\n",
+     {"delimiter": ";", "decimal": ",", "thousands": "\u202f"}),
+    # a Swiss export: apostrophes
+    ("ch", "id;amount;note\n1;1'234.56;a\n2;12.00;b\n3;-7.5;c\n4;1'000'000;d\n5;3;e\n",
+     {"delimiter": ";", "decimal": ".", "thousands": "'"}),
+    # a US spreadsheet export: comma-separated, the grouped numbers quoted
+    ("us", 'id,amount,note\n1,"1,234.56",a\n2,12.00,b\n3,-7.5,c\n4,"1,000,000",d\n5,3,e\n',
+     {"delimiter": ",", "decimal": ".", "thousands": ","}),
+])
+def test_spaces_apostrophes_and_quoted_commas_group_digits(tmp_path: Path, name: str, text: str, expected: dict) -> None:
+    """What ``sniff_csv`` finds is a valid ``csv`` section (the US case used to be refused when
+    the run read it back: the separator equal to the delimiter), and both readers give the
+    declared amounts as plain number text."""
+    from pipeline.config.dataset_spec import CsvOptions
+
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text, encoding="utf-8")
+    opts = sniff_csv(str(path))
+    assert {k: opts[k] for k in expected} == expected
+    CsvOptions(**opts)  # what init-dataset writes, the run reads back
+    amount = "montant" if name == "fr" else "amount"
+    cfg = DatasetConfig("shop", "id", None, [amount], [], [], [], [], csv=opts)
+    whole = reader.read_batch(str(path), cfg)
+    numbers = [float(v.replace(",", ".")) if name == "fr" else float(v) for v in whole[amount]]
+    assert numbers == ([1234.56, 85.10, 12345678.0, -2500.5, 1000.0] if name == "fr"
+                       else [1234.56, 12.0, -7.5, 1000000.0, 3.0])
+    target = tmp_path / "staged.parquet"
+    assert reader.stage_streaming(str(path), cfg, target, batch_rows=2) == 5
+    assert pq.read_table(target).column(amount).to_pylist() == whole[amount].tolist()

@@ -94,11 +94,17 @@ def test_a_decimal_mark_equal_to_the_delimiter_is_refused_in_one_line(tmp_path: 
 
 
 @pytest.mark.parametrize("csv", [{"delimiter": ";", "decimal": ",", "thousands": ","},
-                                 {"delimiter": " ", "thousands": " "}])
-def test_a_thousands_separator_equal_to_another_mark_is_refused_in_one_line(tmp_path: Path, csv: dict) -> None:
-    with pytest.raises(SentinelError, match="csv.thousands is") as err:
+                                 {"delimiter": ";", "thousands": "."}])
+def test_a_thousands_separator_equal_to_the_decimal_mark_is_refused_in_one_line(tmp_path: Path, csv: dict) -> None:
+    with pytest.raises(SentinelError, match="csv.thousands and csv.decimal are both") as err:
         parse_dataset_file(_write(tmp_path, csv=csv))
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_a_thousands_separator_equal_to_the_delimiter_is_accepted(tmp_path: Path) -> None:
+    """A US export: comma-separated, ``"1,234.56"`` quoted (what ``init-dataset`` writes for it)."""
+    cfg = parse_dataset_file(_write(tmp_path, csv={"delimiter": ",", "thousands": ","}))
+    assert cfg.csv.thousands == ","
 
 
 def test_the_cli_refuses_a_misspelt_key_before_any_work(
