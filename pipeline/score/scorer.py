@@ -626,6 +626,9 @@ class _StreamSummary:
         self.top = self.sample = empty
         self.top_pos = self.sample_pos = np.zeros(0, dtype="int64")
         self.top_raw = self.sample_keys = np.zeros(0)
+        self.pending: list[tuple[pa.Table, np.ndarray, np.ndarray]] = []  # sampled rows not yet folded in
+        self.pending_rows = 0
+        self.sample_bound = np.inf  # rows with keys at or above it cannot enter the sample
         self.hist = {
             "normal": np.zeros(len(HIST_EDGES) - 1, dtype="int64"),
             "alert": np.zeros(len(HIST_EDGES) - 1, dtype="int64"),
@@ -659,28 +662,37 @@ class _StreamSummary:
 
         if self.sample_rows > 0:
             # Bottom-k sampling: every row draws a uniform key and the sample is the rows with
-            # the smallest keys so far, i.e. a uniform sample without replacement of all rows.
+            # the smallest keys, i.e. a uniform sample without replacement of all rows. Rows
+            # whose key is below the bound (the largest kept key at the last compaction: it only
+            # falls) are appended; the pending rows are cut back to the smallest keys once
+            # they are twice the sample, and at the end, so each chunk costs its own rows only.
             keys = self.rng.random(n)
-            if len(self.sample_keys) >= self.sample_rows:
-                picked = np.flatnonzero(keys < self.sample_keys.max())
-            else:
-                picked = np.arange(n)
+            picked = np.flatnonzero(keys < self.sample_bound)
             if len(picked) > self.sample_rows:  # no more than could stay
-                picked = np.sort(
-                    picked[np.argpartition(keys[picked], self.sample_rows)][: self.sample_rows]
-                )
+                picked = np.sort(picked[np.argpartition(keys[picked], self.sample_rows)][: self.sample_rows])
             if len(picked):
-                sample = pa.concat_tables([self.sample, view.take(pa.array(picked))])
-                pos = np.concatenate([self.sample_pos, start + picked])
-                sample_keys = np.concatenate([self.sample_keys, keys[picked]])
-                if len(sample_keys) > self.sample_rows:
-                    keep = np.sort(
-                        np.argpartition(sample_keys, self.sample_rows)[: self.sample_rows]
-                    )
-                    sample, pos, sample_keys = sample.take(pa.array(keep)), pos[keep], sample_keys[keep]
-                self.sample, self.sample_pos, self.sample_keys = sample, pos, sample_keys
+                self.pending.append((view.take(pa.array(picked)), start + picked, keys[picked]))
+                self.pending_rows += len(picked)
+                if self.pending_rows >= 2 * self.sample_rows:
+                    self._compact_sample()
+
+    def _compact_sample(self) -> None:
+        """Fold the pending rows into the sample: the ``sample_rows`` smallest keys, in order."""
+        if not self.pending:
+            return
+        sample = pa.concat_tables([self.sample, *(t for t, _, _ in self.pending)])
+        pos = np.concatenate([self.sample_pos, *(p for _, p, _ in self.pending)])
+        keys = np.concatenate([self.sample_keys, *(k for _, _, k in self.pending)])
+        self.pending, self.pending_rows = [], 0
+        if len(keys) > self.sample_rows:
+            keep = np.sort(np.argpartition(keys, self.sample_rows)[: self.sample_rows])
+            sample, pos, keys = sample.take(pa.array(keep)), pos[keep], keys[keep]
+        if len(keys) >= self.sample_rows:
+            self.sample_bound = float(keys.max())
+        self.sample, self.sample_pos, self.sample_keys = sample, pos, keys
 
     def result(self) -> dict[str, Any]:
+        self._compact_sample()
         order = np.argsort(-self.top_raw, kind="stable")
         return {
             "rows": self.rows,

@@ -66,6 +66,36 @@ def test_marginal_tails_flag_a_value_far_out_in_its_own_column(tmp_path: Path) -
     np.testing.assert_allclose(again["raw_score"], scored["raw_score"])
 
 
+def test_marginal_tails_count_knots_exactly_on_awkward_columns() -> None:
+    """The knot tables (``_KnotTable``) give the counts of a search per value: ties (integer
+    and one-hot columns), a constant column, a heavy tail whose bulk crowds a few cells, values
+    beyond every knot and exactly on one, one training row."""
+    rng = np.random.default_rng(1)
+
+    def frame(n: int) -> np.ndarray:
+        return np.column_stack([
+            rng.normal(size=n), rng.integers(0, 5, n), rng.random(n) < 0.1, np.full(n, 7.0),
+            rng.standard_cauchy(n), np.round(rng.normal(size=n), 1),
+        ]).astype("float32")
+
+    for n_train in (5000, 40, 1):
+        train, test = frame(n_train), frame(3000)
+        test[:4, 0] = [-1e30, 1e30, train[0, 0], np.nextafter(train[0, 0], np.float32(np.inf))]
+        test[:3, 3] = [6.5, 7.0, 7.5]
+        model = MarginalTails().fit(train)
+        total, per_column = model.score(test)
+        m = len(model.knots_)
+        left = np.stack([np.searchsorted(model.knots_[:, j], test[:, j], side="right") for j in range(test.shape[1])])
+        right = m - np.stack([np.searchsorted(model.knots_[:, j], test[:, j], side="left") for j in range(test.shape[1])])
+        log_m = np.float32(np.log(m + 1.0))
+        nl = log_m - np.log1p(left.astype("float32"))
+        nr = log_m - np.log1p(right.astype("float32"))
+        np.testing.assert_array_equal(per_column, np.maximum(nl, nr).T)
+        sides = model.skew_sign_ < 0
+        expected = np.maximum(np.maximum(nl.sum(0), nr.sum(0)), nl[sides].sum(0) + nr[~sides].sum(0))
+        np.testing.assert_allclose(total, expected, rtol=1e-6)
+
+
 def test_impossible_combination_is_flagged_and_explained_even_when_training_holds_a_few(tmp_path: Path) -> None:
     train = _shop(3000, 0, cash_on_web=15)  # 0.5 % of training rows are the impossible pair
     test = _shop(400, 2)

@@ -264,3 +264,24 @@ def test_threads_keep_the_order_and_raise_where_it_failed() -> None:
     assert closed == [True]  # the consumer stopped: the producer closed its source
     with pytest.raises(OSError, match="disk went away"):
         list(_prefetched(broken()))
+
+
+def test_the_streamed_sample_is_exactly_the_rows_with_the_smallest_keys() -> None:
+    """The sample folds pending rows in only now and then (each chunk costs its own rows): it
+    must still be the bottom-k of every row's key, in the rows' order, as if cut every chunk."""
+    from pipeline.score.scorer import _StreamSummary
+
+    sizes = [700, 50, 1200, 1, 999, 300, 2500, 40, 800]
+    view = pa.table({"record_id": pa.array(np.arange(sum(sizes)))})
+    summary = _StreamSummary(view.slice(0, 0), max_alerts=0, sample_rows=250, seed=7)
+    start = 0
+    for n in sizes:
+        flags = np.zeros(n, dtype=bool)
+        summary.add(view.slice(start, n), {"is_anomaly": flags, "score": np.zeros(n), "raw_score": np.zeros(n)})
+        start += n
+    rng = np.random.default_rng(7)  # the same keys, drawn chunk by chunk
+    keys = np.concatenate([rng.random(n) for n in sizes])
+    expected = np.sort(np.argsort(keys)[:250])
+    sample = summary.result()["sample"]
+    assert sample.index.tolist() == expected.tolist()
+    assert sample["record_id"].tolist() == expected.tolist()
