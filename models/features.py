@@ -66,6 +66,26 @@ def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict[str, l
     return schema
 
 
+def native_types(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the Python-object columns that some Arrow types become in pandas given NumPy
+    types: decimals (Parquet ``DECIMAL``, as databases and Spark write amounts) as float64
+    numbers, dates (``date32``) as midnight timestamps. ``df`` itself when there are none."""
+    converted: dict[int, pd.Series] = {}
+    for i in [i for i, t in enumerate(df.dtypes) if pd.api.types.is_object_dtype(t)]:
+        s = df.iloc[:, i]
+        kind = pd.api.types.infer_dtype(s, skipna=True)
+        if kind == "decimal":
+            converted[i] = pd.to_numeric(s, errors="coerce").astype("float64")
+        elif kind == "date":
+            converted[i] = pd.to_datetime(s, errors="coerce")
+    if not converted:
+        return df
+    df = df.copy()
+    for i, values in converted.items():  # by position: a duplicated name is refused later, in words
+        df.isetitem(i, values)
+    return df
+
+
 def _check_unique(df: pd.DataFrame, wanted: list[Any]) -> None:
     """Refuse a frame where a wanted column name appears twice: which one is meant is unclear."""
     dup = df.columns[df.columns.duplicated()]

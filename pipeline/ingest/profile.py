@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from models.features import as_utc_timestamps, infer_schema
+from models.features import as_utc_timestamps, infer_schema, native_types
 from pipeline.config.dataset import SentinelError, Settings, check_name
 from pipeline.config.dataset_spec import GROUP_SPACES, CsvOptions
 from pipeline.storage import write_text
@@ -105,6 +105,7 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
         )
     if id_col not in df.columns:
         raise SentinelError(f"--id-column {id_col!r} is not a column of the reference batch")
+    df = native_types(df)  # decimal amounts as numbers, dates as timestamps, as validation reads them
     fmt, ts_text, unread = text_timestamps(df, id_col)
     if ts_text:  # read as validation will read them, so they profile as timestamps
         df = df.assign(**{c: as_utc_timestamps(df[c], fmt) for c in ts_text})

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.features import as_utc_timestamps
+from models.features import as_utc_timestamps, native_types
 from pipeline.config.dataset import DatasetConfig, SentinelError
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,8 @@ def prepare_types(
     timestamps are read with the dataset's ``timestamp_format`` when it has one.
     Returns the typed frame and one boolean column per failed rule (``rule__<rule>``).
     """
-    typed = df.copy()
+    typed = native_types(df)  # decimals as numbers, dates as timestamps
+    typed = typed.copy() if typed is df else typed
     fails: dict[str, np.ndarray] = {}
     for col in cfg.numeric:
         if col not in typed.columns:

@@ -408,3 +408,64 @@ def test_amounts_with_digit_groups_are_profiled_as_numbers_and_validated(tmp_pat
     scored = pd.read_parquet(out["scores"]).set_index("order_id")["score"].sort_index()
     direct = pd.read_parquet(tmp_path / "s.parquet").set_index("order_id")["score"].sort_index()
     pd.testing.assert_series_equal(direct, scored, check_exact=False, rtol=1e-4)
+
+
+def _database_export(path: Path, n: int, seed: int, first_id: int = 0) -> None:
+    """Orders as a database or Spark writes them to Parquet: the amount a ``DECIMAL(10, 2)``,
+    the order day a ``date32``, the shop a dictionary column."""
+    import datetime
+    import decimal
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    start = datetime.date(2026, 11, 2)
+    pq.write_table(pa.table({
+        "order_id": pa.array(np.arange(first_id, first_id + n)),
+        "amount": pa.array([decimal.Decimal(f"{v:.2f}") for v in rng.lognormal(3.0, 0.4, n)], pa.decimal128(10, 2)),
+        "qty": pa.array(rng.integers(1, 6, n), pa.int32()),
+        "order_day": pa.array([start + datetime.timedelta(days=int(d)) for d in rng.integers(0, 14, n)], pa.date32()),
+        "shop": pa.array(rng.choice(["north", "south"], n)).dictionary_encode(),
+    }), path)
+
+
+def test_decimal_amounts_and_dates_from_a_database_export_are_numbers_and_timestamps(tmp_path: Path) -> None:
+    """Before, ``init-dataset`` left the decimal amounts out as text with a value per row and
+    profiled the dates as categories, which then failed every row of the very batch it was
+    profiled from (``be_in_set``: dates against their text)."""
+    _database_export(tmp_path / "ref.parquet", 600, seed=1)
+    home, exp = tmp_path / "var", tmp_path / "expectations"
+    env = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
+    res = cli_main("init-dataset", "orders", "--from", str(tmp_path / "ref.parquet"), home=home, extra_env=env)
+    assert res.returncode == 0, res.stderr
+    features = json.loads((exp / "orders" / "dataset.json").read_text())["features"]
+    assert (features["numeric"], features["datetime"], features["categorical"]) == (["amount", "qty"], ["order_day"], ["shop"])
+    assert "left out" not in res.stdout
+
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    day = tmp_path / "day1.parquet"
+    _database_export(day, 600, seed=2, first_id=10_000)
+    table = pq.read_table(day)
+    amounts = table.column("amount").to_pylist()
+    amounts[5] = decimal.Decimal("99999.99")  # beyond the profiled range
+    pq.write_table(table.set_column(1, "amount", pa.array(amounts, pa.decimal128(10, 2))), day)
+    run = cli_main("run", "--input", str(day), "--dataset", "orders", "--json", home=home, extra_env=env)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert (out["state"], out["rows_scored"], out["rows_quarantined"]) == ("reported", 599, 1)
+    quarantined = pq.read_table(home / "quarantine" / "day1" / "rows.parquet")
+    assert quarantined.column("quarantine_reason").to_pylist() == ["be_between:amount"]
+    assert quarantined.column("amount").to_pylist() == [decimal.Decimal("99999.99")]  # as it came
+
+    again = cli_main("score", "--input", str(day), "--dataset", "orders", "--out", str(tmp_path / "s.parquet"),
+                     home=home, extra_env=env)
+    assert again.returncode == 0, again.stderr
+    scored = pd.read_parquet(out["scores"]).set_index("order_id")["score"].sort_index()
+    direct = pd.read_parquet(tmp_path / "s.parquet").set_index("order_id")["score"].drop(10_005).sort_index()
+    pd.testing.assert_series_equal(direct, scored, check_exact=False, rtol=1e-4)

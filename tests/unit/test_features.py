@@ -77,3 +77,37 @@ def test_empty_frame_cannot_be_fitted() -> None:
 
     with pytest.raises(SentinelError, match="empty"):
         FeatureEncoder().fit(pd.DataFrame({"x": pd.Series([], dtype=float)}))
+
+
+def test_decimals_and_dates_become_numbers_and_timestamps_and_the_encoder_reads_them_alike() -> None:
+    """What Arrow's ``DECIMAL`` and ``date32`` become in pandas (Python objects) is given NumPy
+    types; text, mixed objects and everything else stays as it is (the same frame when there is
+    nothing to convert); the encoder reads the objects to the values of the converted frame."""
+    import datetime
+    import decimal
+
+    from models.features import native_types
+
+    raw = pd.DataFrame({
+        "amount": [decimal.Decimal("12.50"), None, decimal.Decimal("-3.01")],
+        "day": [datetime.date(2026, 11, 2), datetime.date(2026, 11, 7), None],
+        "mixed": pd.Series([decimal.Decimal("1"), "x", None], dtype=object),
+        "text": ["a", "b", "c"],
+    })
+    typed = native_types(raw)
+    assert typed["amount"].dtype == "float64"
+    assert typed["amount"].isna().tolist() == [False, True, False]
+    assert typed["amount"].iloc[0] == 12.5
+    assert pd.api.types.is_datetime64_dtype(typed["day"])
+    assert typed["day"].iloc[1] == pd.Timestamp("2026-11-07")
+    assert typed["mixed"].dtype == object
+    assert typed["text"].tolist() == ["a", "b", "c"]
+    assert raw["amount"].dtype == object  # not changed in place
+    plain = pd.DataFrame({"x": [1.0, 2.0]})
+    assert native_types(plain) is plain
+    twice = pd.DataFrame([[decimal.Decimal("1"), decimal.Decimal("2")]], columns=["a", "a"])
+    assert list(native_types(twice).dtypes) == ["float64", "float64"]  # by position
+
+    schema = {"numeric": ["amount"], "categorical": [], "boolean": [], "datetime": ["day"]}
+    encoder = FeatureEncoder(schema).fit(typed)
+    np.testing.assert_array_equal(encoder.transform(raw), encoder.transform(typed))
