@@ -157,6 +157,20 @@ _COMMA_NUMBER = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
 _POINT_NUMBER = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
 
 
+#: A number with a currency sign or a unit before or after it: ``$58.14``, ``-€3,50``, ``12 %``.
+_UNIT_NUMBER = re.compile(r"\s*[+-]?\s*([$€£¥%])?\s*[+-]?\d[\d.,' \u00a0\u202f]*\s*([$€£¥%]|EUR|USD|GBP|CHF)?\s*")
+
+
+def _unit_sign(s: pd.Series) -> str | None:
+    """The sign or unit that (nearly) every value of a text column wraps a number in, if any."""
+    values = s.dropna().astype(str)
+    if values.empty:
+        return None
+    signs = [m.group(1) or m.group(2) if (m := _UNIT_NUMBER.fullmatch(v)) else "" for v in values.head(1000)]
+    top = max(set(signs), key=signs.count)
+    return top if top and signs.count(top) >= 0.9 * len(signs) else None
+
+
 def left_out(df: pd.DataFrame, config: dict[str, Any]) -> dict[str, str]:
     """Why each column of the reference batch that is neither the id nor a feature is left out."""
     used = {config["id_column"], *(c for cols in config["features"].values() for c in cols)}
@@ -173,6 +187,11 @@ def left_out(df: pd.DataFrame, config: dict[str, Any]) -> dict[str, str]:
         elif forms:
             reasons[col] = (f"timestamps written as {forms[0]}, another timestamp column as "
                             f"{config.get('timestamp_format')} (one timestamp_format per dataset)")
+        elif (sign := _unit_sign(df[col])) is not None:
+            example = str(df[col].dropna().iloc[0]).strip()
+            reasons[col] = (f"numbers written with {sign!r} ({example}): numbers are read without currency "
+                            "signs or units; export the column as plain numbers (digit groups and a decimal "
+                            "comma are fine: csv.thousands, csv.decimal), then add it to features.numeric")
         else:
             reasons[col] = ("text with a different value in most rows (free text or an id; a timestamp is "
                             "read as one when written as ISO 8601, e.g. 2026-10-01 13:05, or in one of "

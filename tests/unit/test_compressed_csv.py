@@ -175,3 +175,24 @@ def test_spaces_apostrophes_and_quoted_commas_group_digits(tmp_path: Path, name:
     target = tmp_path / "staged.parquet"
     assert reader.stage_streaming(str(path), cfg, target, batch_rows=2) == 5
     assert pq.read_table(target).column(amount).to_pylist() == whole[amount].tolist()
+
+
+def test_numbers_with_a_currency_sign_are_left_out_saying_so() -> None:
+    """``$58.14`` is not read as a number; init-dataset used to call such a column free text or
+    an id. Now it names the sign and what to do; free text still reads as free text."""
+    from pipeline.ingest.profile import left_out, profile
+
+    n = 300
+    df = pd.DataFrame({
+        "order_id": range(n),
+        "amount": [f"${10 + i * 1.37:,.2f}" for i in range(n)],
+        "price": [f"{3 + i * 0.11:.2f} €" for i in range(n)],
+        "note": [f"order note {i}" for i in range(n)],
+        "qty": [i % 5 for i in range(n)],
+    })
+    cfg, _ = profile(df, "shop")
+    why = left_out(df, cfg)
+    assert why["amount"].startswith("numbers written with '$' ($10.00)")
+    assert why["price"].startswith("numbers written with '€' (3.00 €)")
+    assert why["note"].startswith("text with a different value in most rows")
+    assert cfg["features"]["numeric"] == ["qty"]
