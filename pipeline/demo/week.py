@@ -85,10 +85,16 @@ def print_feedback(settings: Settings, batches: list[dict[str, Any]], analyst: d
 
 
 def run_demo(settings: Settings, days: int = 4, rows: int = 4000, seed: int = 7) -> int:
+    from pipeline import status
     from pipeline.adapters.cli import collect_status
 
     t0 = time.perf_counter()
     print(f"Latent Sentinel demo: state under {settings.home}")
+    earlier = [b for b in status.all_batches(settings) if b.get("dataset") == DATASET]
+    if earlier:  # the days run again on the earlier run's models: other versions, other figures
+        print(f"   note: this state holds an earlier demo run ({len(earlier)} batches); this run continues it, "
+              "with the models it left (other versions, other figures). For the demo from scratch, point "
+              "SENTINEL_HOME at an empty folder or empty this one.")
     files = write_demo_batches(settings, days, rows, seed)
     print(f"1/3 generated {len(files)} batches of purchases in {settings.landing_dir / DATASET}")
     # A daily run at midnight processes the day that just ended (its data interval).

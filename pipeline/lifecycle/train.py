@@ -462,16 +462,22 @@ def _train_or_update_locked(
     key = training_key(cfg.name, champion, mode, window_ids, fingerprints)
     adopted = registry.version_with_tag(settings, name, "training_key", key)
     if adopted is not None:
-        # A killed run registered this version for this very training, but did not finish
-        # (gate, aliases). Finish it instead of training and registering a second one.
+        # This very training (champion, mode, window, data) registered a version already: a
+        # killed run that did not finish (gate, aliases), or a re-run of the batch. Finish or
+        # repeat the gate on it instead of training and registering a second one.
         from models.bundle import load_bundle
 
         version = str(adopted.version)
-        log.warning("version %s of %s was registered for this training by a run that did not "
-                    "finish; finishing it instead of training again", version, name)
+        mlflow_client = registry.client(settings)
+        if mlflow_client.get_run(adopted.run_id).info.status == "FINISHED":
+            log.info("version %s of %s was trained on this very data and window already (a re-run); "
+                     "gating it again instead of training a second one", version, name)
+        else:
+            log.warning("version %s of %s was registered for this training by a run that did not "
+                        "finish; finishing it instead of training again", version, name)
+            mlflow_client.set_terminated(adopted.run_id, status="FINISHED")
         folder, _ = registry.fetch_bundle(settings, name, version=version)
         result = {"run_id": adopted.run_id, "version": version, "bundle": load_bundle(folder)}
-        registry.client(settings).set_terminated(adopted.run_id, status="FINISHED")
     else:
         result = _train_new(settings, cfg, life, champ_bundle, champion, train_df, window_ids, mode,
                             reason, y_train, figures, artifacts, key, holdout)

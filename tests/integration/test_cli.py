@@ -469,3 +469,33 @@ def test_decimal_amounts_and_dates_from_a_database_export_are_numbers_and_timest
     scored = pd.read_parquet(out["scores"]).set_index("order_id")["score"].sort_index()
     direct = pd.read_parquet(tmp_path / "s.parquet").set_index("order_id")["score"].drop(10_005).sort_index()
     pd.testing.assert_series_equal(direct, scored, check_exact=False, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_forced_retrain_run_again_gates_its_version_again_without_a_second_training(
+    champion_state: dict, tmp_path: Path
+) -> None:
+    """The same training (champion, mode, window, data) a second time: the version the first
+    run registered is gated again, not trained and registered twice, and the log says it is a
+    re-run (it used to say a run 'did not finish', which sent one looking for a crash)."""
+    import shutil
+
+    st = copy_of_champion(champion_state, tmp_path / "state")
+    exp = tmp_path / "expectations"
+    shutil.copytree(Path("expectations") / "retail_purchases", exp / "retail_purchases")
+    spec = json.loads((exp / "retail_purchases" / "dataset.json").read_text())
+    spec["lifecycle"] = {**spec.get("lifecycle", {}), "gate": {"auto_promote": False}}  # the champion stays
+    (exp / "retail_purchases" / "dataset.json").write_text(json.dumps(spec))
+    env = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
+    args = ("run", "--input", str(st["batch"]), "--dataset", "retail_purchases", "--force-retrain", "--json")
+    first = cli_main(*args, home=st["home"], extra_env=env)
+    assert first.returncode == 0, first.stderr
+    second = cli_main(*args, home=st["home"], extra_env=env)
+    assert second.returncode == 0, second.stderr
+    assert "trained on this very data and window already (a re-run)" in second.stderr
+    assert "did not finish" not in second.stderr
+    assert [json.loads(r.stdout)["model_action"] for r in (first, second)] == ["retrained-awaiting-review"] * 2
+    status = json.loads(cli_main("status", "--json", home=st["home"]).stdout)
+    model = next(m for m in status["models"] if m["name"] == "retail_purchases")
+    assert model["versions"] == [1, 2]  # one challenger, gated twice
+    assert model["aliases"]["champion"] == "1"
