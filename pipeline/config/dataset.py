@@ -28,18 +28,29 @@ class UnknownDatasetError(SentinelError):
     pass
 
 
+def shipped_expectations_dir() -> Path:
+    """The data contracts installed with the package (in a checkout, the repository's folder)."""
+    try:
+        return Path(str(importlib.resources.files("expectations"))).resolve()
+    except ModuleNotFoundError:  # an editable install made before the folder became a package
+        return (REPO_ROOT / "expectations").resolve()
+
+
+def writable_expectations_dir(settings: Settings) -> Path:
+    """Where ``init-dataset`` writes a new contract: the configured folder, but never the copy
+    installed with the package (site-packages, or a checkout seen from another folder); then
+    ``./expectations`` of the working directory, which ``default_expectations_dir`` reads next."""
+    if settings.expectations_dir == shipped_expectations_dir() != Path("expectations").resolve():
+        return Path("expectations").resolve()
+    return settings.expectations_dir
+
+
 def default_expectations_dir() -> Path:
     """The data contracts when ``SENTINEL_EXPECTATIONS_DIR`` is unset: ``./expectations`` of the
     working directory when it exists, else the copy installed with the package (the
     ``expectations`` package's data; in a checkout, the repository's own folder)."""
     local = Path("expectations")
-    if local.is_dir():
-        return local
-    try:
-        shipped = importlib.resources.files("expectations")
-    except ModuleNotFoundError:  # an editable install made before the folder became a package
-        return REPO_ROOT / "expectations"
-    return Path(str(shipped))
+    return local if local.is_dir() else shipped_expectations_dir()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from models.features import as_utc_timestamps, infer_schema, native_types
-from pipeline.config.dataset import SentinelError, Settings, check_name
+from pipeline.config.dataset import SentinelError, Settings, check_name, writable_expectations_dir
 from pipeline.config.dataset_spec import GROUP_SPACES, CsvOptions
 from pipeline.storage import write_text
 
@@ -73,10 +73,17 @@ def text_timestamps(df: pd.DataFrame, id_col: str) -> tuple[str | None, list[str
     return fmt, cols, unread
 
 
+def nested(s: pd.Series) -> bool:
+    """Whether a column holds nested values (Parquet lists, structs, maps) or raw bytes, which
+    are no feature (and which pandas cannot count or hash)."""
+    first = s.dropna().head(1)
+    return bool(len(first)) and isinstance(first.iloc[0], list | tuple | dict | set | np.ndarray | bytes | bytearray)
+
+
 def guess_id_column(df: pd.DataFrame) -> str | None:
     for col in df.columns:
         s = df[col]
-        if (col == "id" or col.endswith("_id")) and s.notna().all() and s.is_unique:
+        if (col == "id" or col.endswith("_id")) and not nested(s) and s.notna().all() and s.is_unique:
             return col
     return None
 
@@ -106,7 +113,9 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
     if id_col not in df.columns:
         raise SentinelError(f"--id-column {id_col!r} is not a column of the reference batch")
     df = native_types(df)  # decimal amounts as numbers, dates as timestamps, as validation reads them
-    fmt, ts_text, unread = text_timestamps(df, id_col)
+    skipped = [c for c in df.columns if c != id_col and nested(df[c])]  # ``left_out`` says why
+    fmt, ts_text, unread = text_timestamps(df.drop(columns=skipped), id_col)
+    unread = [*unread, *skipped]
     if ts_text:  # read as validation will read them, so they profile as timestamps
         df = df.assign(**{c: as_utc_timestamps(df[c], fmt) for c in ts_text})
     schema = infer_schema(df, exclude=(id_col, *unread))  # ``left_out`` says what to set for those
@@ -178,6 +187,10 @@ def left_out(df: pd.DataFrame, config: dict[str, Any]) -> dict[str, str]:
     for col in (c for c in df.columns if c not in used):
         if not df[col].notna().any():
             reasons[col] = "no value in any row"
+            continue
+        if nested(df[col]):
+            reasons[col] = ("nested values (lists, structs or bytes), which are no feature: flatten what "
+                            "matters into columns of their own (a count, a flag per tag) to learn from it")
             continue
         forms = timestamp_forms(df[col])
         if len(forms) > 1:
@@ -282,7 +295,7 @@ def init_dataset(
     from pipeline.config.dataset import DatasetConfig
     from pipeline.ingest.reader import check_exists, is_csv, is_url, normalised_names, read_batch
 
-    folder = settings.expectations_dir / check_name(name, "dataset name")
+    folder = writable_expectations_dir(settings) / check_name(name, "dataset name")
     if (folder / "dataset.json").exists() and not force:
         raise SentinelError(f"dataset {name!r} already exists in {folder}; pass --force to overwrite it")
     check_exists(source)

@@ -196,3 +196,24 @@ def test_numbers_with_a_currency_sign_are_left_out_saying_so() -> None:
     assert why["price"].startswith("numbers written with '€' (3.00 €)")
     assert why["note"].startswith("text with a different value in most rows")
     assert cfg["features"]["numeric"] == ["qty"]
+
+
+def test_nested_columns_are_left_out_saying_why() -> None:
+    """Parquet lists, structs and bytes used to crash init-dataset (pandas cannot count arrays:
+    ``unhashable type: 'numpy.ndarray'``); they are left out with what to do instead."""
+    from pipeline.ingest.profile import left_out, profile
+
+    n = 60
+    df = pa.table({
+        "event_id": pa.array(range(n)),
+        "value": pa.array([float(i % 9) for i in range(n)]),
+        "tags": pa.array([["a", "b"][: i % 3] for i in range(n)], pa.list_(pa.string())),
+        "meta": pa.array([{"k": i} for i in range(n)]),
+        "blob": pa.array([b"\x00"] * n, pa.binary()),
+    }).to_pandas()
+    cfg, _ = profile(df, "events")
+    assert cfg["features"]["numeric"] == ["value"]
+    assert sum(cfg["features"].values(), []) == ["value"]
+    why = left_out(df, cfg)
+    assert set(why) == {"tags", "meta", "blob"}
+    assert all(w.startswith("nested values (lists, structs or bytes)") for w in why.values())

@@ -41,3 +41,23 @@ def test_the_image_and_compose_name_the_folder() -> None:
     for name in ("airflow-scheduler", "airflow-worker"):
         env = compose["services"][name]["environment"]
         assert env["SENTINEL_EXPECTATIONS_DIR"] == "/opt/sentinel/expectations", name
+
+
+def test_init_dataset_never_writes_into_the_installed_copy(sentinel_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """From a folder without ``./expectations`` (and no variable), the contracts are read from the
+    package; a new one used to be written there too (site-packages, once installed). It goes to
+    ``./expectations`` of the working directory, which is then where they are read from."""
+    import pandas as pd
+
+    from pipeline.ingest.profile import init_dataset
+
+    sentinel_env.delenv("SENTINEL_EXPECTATIONS_DIR", raising=False)
+    sentinel_env.chdir(tmp_path)
+    shipped = Path(str(importlib.resources.files("expectations"))).resolve()
+    before = sorted(p.name for p in shipped.iterdir())
+    pd.DataFrame({"reading_id": range(50), "value": [float(i % 7) for i in range(50)]}).to_parquet(tmp_path / "ref.parquet")
+    made = init_dataset(Settings.from_env(), "readings", str(tmp_path / "ref.parquet"))
+    assert made.folder == tmp_path / "expectations" / "readings"
+    assert (made.folder / "dataset.json").is_file()
+    assert sorted(p.name for p in shipped.iterdir()) == before
+    assert known_datasets(Settings.from_env()) == ["readings"]
