@@ -168,8 +168,13 @@ class _KnotTable:
         lo, hi = self.values[int(0.01 * (k - 1))], self.values[int(0.99 * (k - 1))]
         if hi <= lo:
             lo, hi = self.values[0], self.values[-1]
-        self.lo = np.float32(lo)
-        self.scale = np.float32(TAIL_CELLS / (hi - lo)) if hi > lo else np.float32(0.0)
+        with np.errstate(over="ignore"):
+            span = np.float32(hi) - np.float32(lo)
+        # One cell, every value searched, when the knots span nothing or more than float32 holds
+        # (the arithmetic could not map a value to a cell then).
+        ok = bool(np.isfinite(span) and span > 0)
+        self.lo = np.float32(lo) if ok else np.float32(0.0)
+        self.scale = np.float32(TAIL_CELLS / span) if ok else np.float32(0.0)
         start = np.searchsorted(self._cell(self.values.copy()), np.arange(TAIL_CELLS + 1)).astype(np.int32)
         first, n_in = start[:-1], np.diff(start)
         # per cell: its first distinct knot (+inf when empty: every comparison false), whether a
@@ -182,8 +187,9 @@ class _KnotTable:
         self.cell_right = np.stack([self.right_log[first], self.right_log[nxt]], axis=1).ravel()
 
     def _cell(self, v: np.ndarray) -> np.ndarray:
-        np.subtract(v, self.lo, out=v)
-        np.multiply(v, self.scale, out=v)
+        with np.errstate(over="ignore"):  # beyond float32: +-inf, which the clip puts in an end cell
+            np.subtract(v, self.lo, out=v)
+            np.multiply(v, self.scale, out=v)
         np.clip(v, 0, TAIL_CELLS - 1, out=v)
         return v.astype(np.int32)
 

@@ -95,6 +95,16 @@ def test_marginal_tails_count_knots_exactly_on_awkward_columns() -> None:
         expected = np.maximum(np.maximum(nl.sum(0), nr.sum(0)), nl[sides].sum(0) + nr[~sides].sum(0))
         np.testing.assert_allclose(total, expected, rtol=1e-6)
 
+    # knots spanning more than float32 holds (the cell arithmetic would overflow): all searched
+    wide = MarginalTails().fit(np.array([[-3e38], [3e38], [0.0], [1.0]], dtype="float32"))
+    query = np.array([[-3e38], [3e38], [0.5], [-1e30], [5.0]], dtype="float32")
+    knots = wide.knots_[:, 0]
+    log_m = np.float32(np.log(len(knots) + 1.0))
+    left = log_m - np.log1p(np.searchsorted(knots, query[:, 0], side="right").astype("float32"))
+    right = log_m - np.log1p((len(knots) - np.searchsorted(knots, query[:, 0], side="left")).astype("float32"))
+    with np.errstate(all="raise"):
+        np.testing.assert_array_equal(wide.score(query)[1][:, 0], np.maximum(left, right))
+
 
 def test_impossible_combination_is_flagged_and_explained_even_when_training_holds_a_few(tmp_path: Path) -> None:
     train = _shop(3000, 0, cash_on_web=15)  # 0.5 % of training rows are the impossible pair
