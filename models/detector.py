@@ -114,6 +114,9 @@ FREQUENT_KEYS = 2048  # training records' most frequent keys kept with their sha
 #: The families, in a fixed order: the ``signal`` of a scored row is a position in it.
 SIGNALS = ("reconstruction", "latent", "marginal", "isolation", "combination", "duplicates")
 DUPLICATE_MARGIN = float(np.log(1e4))  # evidence of repeats counts only beyond p = 1e-4
+#: A burst's copies lie this close in every encoded timestamp column (sine and cosine of the hour:
+#: about 30 minutes of the day; of the weekday: the same day)
+BURST_SPREAD = 0.13
 COMBO_MIN_EXPECTED = 10.0
 DIRECT = frozenset({"duplicates", "combos"})  # components whose values are -log p already
 
@@ -172,9 +175,11 @@ class _KnotTable:
             span = np.float32(hi) - np.float32(lo)
         # One cell, every value searched, when the knots span nothing or more than float32 holds
         # (the arithmetic could not map a value to a cell then).
-        ok = bool(np.isfinite(span) and span > 0)
+        with np.errstate(over="ignore", divide="ignore"):
+            scale = np.float32(TAIL_CELLS) / span if span > 0 else np.float32(np.inf)
+        ok = bool(np.isfinite(span) and np.isfinite(scale) and span > 0)  # a subnormal span: no
         self.lo = np.float32(lo) if ok else np.float32(0.0)
-        self.scale = np.float32(TAIL_CELLS / span) if ok else np.float32(0.0)
+        self.scale = scale if ok else np.float32(0.0)
         start = np.searchsorted(self._cell(self.values.copy()), np.arange(TAIL_CELLS + 1)).astype(np.int32)
         first, n_in = start[:-1], np.diff(start)
         # per cell: its first distinct knot (+inf when empty: every comparison false), whether a
@@ -187,10 +192,11 @@ class _KnotTable:
         self.cell_right = np.stack([self.right_log[first], self.right_log[nxt]], axis=1).ravel()
 
     def _cell(self, v: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):  # beyond float32: +-inf, which the clip puts in an end cell
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: +-inf, an end cell
             np.subtract(v, self.lo, out=v)
             np.multiply(v, self.scale, out=v)
         np.clip(v, 0, TAIL_CELLS - 1, out=v)
+        np.nan_to_num(v, copy=False, nan=0.0)  # NaN (and inf * 0): cell 0, then searched
         return v.astype(np.int32)
 
     def tails(self, x: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
@@ -201,7 +207,9 @@ class _KnotTable:
         pair = cell * 2
         np.take(self.cell_left, pair + (value <= x), out=left)
         np.take(self.cell_right, np.add(pair, value < x, out=pair), out=right)
-        many = np.flatnonzero(np.take(self.cell_many, cell))
+        many = np.take(self.cell_many, cell)
+        many |= np.isnan(x)  # searched: NaN is above every knot, as the sort it replaced had it
+        many = np.flatnonzero(many)
         if len(many):
             xm = x[many]
             left[many] = self.left_log[np.searchsorted(self.values, xm, side="right")]
@@ -285,16 +293,19 @@ class DuplicateRecords:
     Training data can hold a burst of its own (the training day's bot). Learned as a frequent
     record, its copies would be expected ever after, and the threshold would be set as if those
     rows were normal. So, as the reconstruction trims its worst rows, ``fit`` first treats as
-    suspect the records repeated beyond chance among records seen once (evidence above
-    ``DUPLICATE_MARGIN`` at the unseen share ``1/n``), when their rows are at most ``trim`` of
-    the training rows; a source with more repeats than that repeats by itself, and keeps them.
-    The suspect rows take no part in the rest of the fit (``burst_rows_`` counts them)."""
+    suspect a record repeated beyond chance among records seen once (evidence above
+    ``DUPLICATE_MARGIN`` at the unseen share ``1/n``) whose copies all fall within minutes of
+    each other (``time_columns``, the encoded timestamps, within ``BURST_SPREAD``), when such
+    rows are at most ``trim`` of the training rows. A record repeated through the day (a default
+    order, an idle reading) is the source's habit and is learned; without timestamps nothing is
+    trimmed. The suspect rows take no part in the rest of the fit (``burst_rows_`` counts them)."""
 
     def fit(
-        self, X: np.ndarray, key_columns: np.ndarray, random_state: int = 0, trim: float = 0.05
+        self, X: np.ndarray, key_columns: np.ndarray, random_state: int = 0, trim: float = 0.05,
+        time_columns: np.ndarray | None = None,
     ) -> DuplicateRecords:
         self.key_columns_ = np.asarray(key_columns, dtype=int)
-        burst = self._bursts(X, trim)
+        burst = self._bursts(X, trim, np.asarray(time_columns if time_columns is not None else [], dtype=int))
         self.burst_rows_ = int(burst.sum())
         X = X[~burst]
         # How repetitive is this source by itself? Records of one half of the training rows,
@@ -308,12 +319,24 @@ class DuplicateRecords:
         self._fit_keys(X)
         return self
 
-    def _bursts(self, X: np.ndarray, trim: float) -> np.ndarray:
-        """Rows of records repeated beyond chance, when they are at most ``trim`` of ``X``."""
+    def _bursts(self, X: np.ndarray, trim: float, time_columns: np.ndarray) -> np.ndarray:
+        """Rows of records repeated beyond chance within minutes, when at most ``trim`` of ``X``."""
+        none = np.zeros(len(X), dtype=bool)
+        if not len(time_columns) or len(X) < 20:
+            return none
         self.keys_, self.shares_ = np.zeros(0, dtype="uint64"), np.zeros(0)
-        self.unseen_share_ = 1.0 / max(len(X), 1)
-        burst = self._raw(X)[0] > DUPLICATE_MARGIN
-        return burst if burst.sum() <= trim * len(X) else np.zeros(len(X), dtype=bool)
+        self.unseen_share_ = 1.0 / len(X)
+        rows = np.flatnonzero(self._raw(X)[0] > DUPLICATE_MARGIN)
+        if not len(rows) or len(rows) > trim * len(X):
+            return none
+        # per repeated record, the spread of its copies' encoded timestamps
+        _, group = np.unique(_row_keys(self._key_part(X[rows])), return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(group[order]) > 0])
+        T = X[rows[order]][:, time_columns]
+        spread = (np.maximum.reduceat(T, starts, axis=0) - np.minimum.reduceat(T, starts, axis=0)).max(axis=1)
+        none[rows[order][np.repeat(spread <= BURST_SPREAD, np.diff(np.r_[starts, len(order)]))]] = True
+        return none
 
     def _key_part(self, X: np.ndarray) -> np.ndarray:
         """The columns a record's key is made of (no copy when they are all of them)."""
@@ -643,7 +666,7 @@ class LatentDetector(OutlierMixin, BaseEstimator):
             key_cols = np.flatnonzero([kinds[g] != "datetime" for g in self.groups_])
             self.duplicates_model_ = DuplicateRecords().fit(
                 X[keep], key_cols if len(key_cols) else np.arange(X.shape[1]), random_state=self.random_state,
-                trim=self.trim_fraction,
+                trim=self.trim_fraction, time_columns=np.flatnonzero([kinds[g] == "datetime" for g in self.groups_]),
             )
         if "combos" in comps and any(k in ("categorical", "boolean") for k in kinds):
             # categorical and boolean columns first, so the bound on pairs keeps them all

@@ -20,6 +20,7 @@ datetime anchor) is kept in optional state keys, so states saved before they exi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,12 +67,16 @@ def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict[str, l
     return schema
 
 
-def native_types(df: pd.DataFrame) -> pd.DataFrame:
+def native_types(df: pd.DataFrame, columns: Iterable[Any] | None = None) -> pd.DataFrame:
     """``df`` with the Python-object columns that some Arrow types become in pandas given NumPy
     types: decimals (Parquet ``DECIMAL``, as databases and Spark write amounts) as float64
-    numbers, dates (``date32``) as midnight timestamps. ``df`` itself when there are none."""
+    numbers, dates (``date32``) as midnight timestamps; only ``columns`` when given (an id
+    stored as a decimal stays exact). ``df`` itself when there is nothing to convert."""
+    wanted = None if columns is None else set(columns)
     converted: dict[int, pd.Series] = {}
     for i in [i for i, t in enumerate(df.dtypes) if pd.api.types.is_object_dtype(t)]:
+        if wanted is not None and df.columns[i] not in wanted:
+            continue
         s = df.iloc[:, i]
         kind = pd.api.types.infer_dtype(s, skipna=True)
         if kind == "decimal":

@@ -37,9 +37,12 @@ def shipped_expectations_dir() -> Path:
 
 
 def writable_expectations_dir(settings: Settings) -> Path:
-    """Where ``init-dataset`` writes a new contract: the configured folder, but never the copy
-    installed with the package (site-packages, or a checkout seen from another folder); then
-    ``./expectations`` of the working directory, which ``default_expectations_dir`` reads next."""
+    """Where ``init-dataset`` writes a new contract: ``SENTINEL_EXPECTATIONS_DIR`` when set;
+    otherwise the folder the contracts are read from, unless that is the copy installed with
+    the package (site-packages, or a checkout seen from another folder): then ``./expectations``
+    of the working directory, which ``default_expectations_dir`` reads from next time."""
+    if settings.expectations_set:
+        return settings.expectations_dir
     if settings.expectations_dir == shipped_expectations_dir() != Path("expectations").resolve():
         return Path("expectations").resolve()
     return settings.expectations_dir
@@ -62,6 +65,7 @@ class Settings:
     tracking_uri: str
     landing_dir: Path
     registry_uri: str | None = None  # the model registry's store; None: the tracking store
+    expectations_set: bool = False  # expectations_dir named by SENTINEL_EXPECTATIONS_DIR
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,6 +80,7 @@ class Settings:
             tracking_uri=env.tracking_uri_for(home),
             landing_dir=(env.landing_dir or home / "landing").resolve(),
             registry_uri=env.mlflow_registry_uri,
+            expectations_set=env.expectations_dir is not None,
         )
 
     @property

@@ -66,6 +66,9 @@ class CsvOptions(_Section):
             raise ValueError(f"csv.decimal and csv.delimiter are both {self.delimiter!r}; a number could not be told from two fields")
         # The same as the delimiter is fine: `1,234.56` in a comma-separated file is quoted, as
         # spreadsheets export it; the same as the decimal mark could not be read either way.
+        if self.thousands and self.thousands == self.delimiter != ",":
+            raise ValueError(f"csv.thousands and csv.delimiter are both {self.thousands!r}; only ',' may be both "
+                             '(a comma-separated file quotes "1,234.56")')
         if self.thousands and self.thousands == self.decimal:
             raise ValueError(f"csv.thousands and csv.decimal are both {self.thousands!r}; `1{self.decimal}234` could "
                              "not be told from one and a bit")

@@ -112,7 +112,9 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
         )
     if id_col not in df.columns:
         raise SentinelError(f"--id-column {id_col!r} is not a column of the reference batch")
-    df = native_types(df)  # decimal amounts as numbers, dates as timestamps, as validation reads them
+    # decimal amounts as numbers, dates as timestamps, as validation reads declared ones; the id
+    # stays as it is (a DECIMAL(38, 0) id beyond 2**53 would collide as a float)
+    df = native_types(df, [c for c in df.columns if c != id_col])
     skipped = [c for c in df.columns if c != id_col and nested(df[c])]  # ``left_out`` says why
     fmt, ts_text, unread = text_timestamps(df.drop(columns=skipped), id_col)
     unread = [*unread, *skipped]
@@ -166,16 +168,27 @@ _COMMA_NUMBER = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
 _POINT_NUMBER = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
 
 
-#: A number with a currency sign or a unit before or after it: ``$58.14``, ``-€3,50``, ``12 %``.
-_UNIT_NUMBER = re.compile(r"\s*[+-]?\s*([$€£¥%])?\s*[+-]?\d[\d.,' \u00a0\u202f]*\s*([$€£¥%]|EUR|USD|GBP|CHF)?\s*")
+#: Currency signs and units a number may be written with: ``$58.14``, ``-€3,50``, ``12 %``, ``4 EUR``.
+_UNIT_SIGNS = ("$", "€", "£", "¥", "%", "EUR", "USD", "GBP", "CHF")
+_BARE_NUMBER = re.compile(r"[+-]?\d[\d.,'\s]*")  # one class repeated: linear, however long
 
 
 def _unit_sign(s: pd.Series) -> str | None:
     """The sign or unit that (nearly) every value of a text column wraps a number in, if any."""
-    values = s.dropna().astype(str)
-    if values.empty:
+    values = [v.strip() for v in s.dropna().astype(str).head(1000) if len(v) <= 64]
+    if not values:
         return None
-    signs = [m.group(1) or m.group(2) if (m := _UNIT_NUMBER.fullmatch(v)) else "" for v in values.head(1000)]
+
+    def sign_of(v: str) -> str:
+        for sign in _UNIT_SIGNS:
+            rest = v.removeprefix(sign) if v.startswith(sign) else (v.removesuffix(sign) if v.endswith(sign) else None)
+            if rest is None and v[:1] in "+-" and v[1:].startswith(sign):  # -$3.50
+                rest = v[0] + v[1 + len(sign):]
+            if rest is not None and _BARE_NUMBER.fullmatch(rest.strip()):
+                return sign
+        return ""
+
+    signs = [sign_of(v) for v in values]
     top = max(set(signs), key=signs.count)
     return top if top and signs.count(top) >= 0.9 * len(signs) else None
 
@@ -268,7 +281,10 @@ def _sniff(path: str) -> tuple[dict[str, str], list[str]]:
             for sep, pattern in _GROUPED[decimal].items():
                 if pattern.fullmatch(c.strip()):
                     seen.setdefault(sep, []).append(i)
-    thousands = max(seen, key=lambda sep: len(seen[sep]), default="")
+    # A point, comma or apostrophe between digit groups is one; spaces also group phone numbers
+    # (555 123 456) and postcodes (75 001), so they count only when no other separator is seen.
+    marks = {sep: cols for sep, cols in seen.items() if sep != " "} or seen
+    thousands = max(marks, key=lambda sep: len(marks[sep]), default="")
     if thousands == " ":  # the space the fields use most: " ", or a no-break space
         spaces = [c for row in rows for c in row if _GROUPED[decimal][" "].fullmatch(c.strip())]
         thousands = max(GROUP_SPACES, key=lambda sp: sum(sp in c for c in spaces))

@@ -469,15 +469,20 @@ def _train_or_update_locked(
 
         version = str(adopted.version)
         mlflow_client = registry.client(settings)
-        if mlflow_client.get_run(adopted.run_id).info.status == "FINISHED":
+        try:
+            finished = mlflow_client.get_run(adopted.run_id).info.status == "FINISHED"
+        except Exception:  # noqa: BLE001 - a run deleted since: finish the version as if killed
+            finished = False
+        if finished:
             log.info("version %s of %s was trained on this very data and window already (a re-run); "
                      "gating it again instead of training a second one", version, name)
         else:
             log.warning("version %s of %s was registered for this training by a run that did not "
                         "finish; finishing it instead of training again", version, name)
-            mlflow_client.set_terminated(adopted.run_id, status="FINISHED")
         folder, _ = registry.fetch_bundle(settings, name, version=version)
         result = {"run_id": adopted.run_id, "version": version, "bundle": load_bundle(folder)}
+        if not finished:  # only once its bundle loads: a retry after a failure here warns again
+            mlflow_client.set_terminated(adopted.run_id, status="FINISHED")
     else:
         result = _train_new(settings, cfg, life, champ_bundle, champion, train_df, window_ids, mode,
                             reason, y_train, figures, artifacts, key, holdout)

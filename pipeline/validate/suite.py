@@ -151,7 +151,8 @@ def prepare_types(
     timestamps are read with the dataset's ``timestamp_format`` when it has one.
     Returns the typed frame and one boolean column per failed rule (``rule__<rule>``).
     """
-    typed = native_types(df)  # decimals as numbers, dates as timestamps
+    declared = [*cfg.numeric, *cfg.datetime, *([cfg.timestamp_column] if cfg.timestamp_column else [])]
+    typed = native_types(df, declared)  # decimal numbers as numbers, dates as timestamps
     typed = typed.copy() if typed is df else typed
     fails: dict[str, np.ndarray] = {}
     for col in cfg.numeric:

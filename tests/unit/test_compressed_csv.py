@@ -217,3 +217,11 @@ def test_nested_columns_are_left_out_saying_why() -> None:
     why = left_out(df, cfg)
     assert set(why) == {"tags", "meta", "blob"}
     assert all(w.startswith("nested values (lists, structs or bytes)") for w in why.values())
+
+
+def test_space_groups_give_way_to_a_real_separator(tmp_path: Path) -> None:
+    """Phone numbers (555 123 456) look like space-grouped digits; a quoted 1,234.56 in the same
+    file decides the separator, and only the amounts are read as grouped numbers."""
+    path = tmp_path / "contacts.csv"
+    path.write_text('id,amount,phone\n1,"1,234.56",555 123 456\n2,"12,000.00",555 987 654\n3,7.50,555 111 222\n')
+    assert sniff_csv(str(path))["thousands"] == ","

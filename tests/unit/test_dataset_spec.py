@@ -107,6 +107,12 @@ def test_a_thousands_separator_equal_to_the_delimiter_is_accepted(tmp_path: Path
     assert cfg.csv.thousands == ","
 
 
+def test_another_delimiter_as_the_thousands_separator_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SentinelError, match="only ',' may be both") as err:
+        parse_dataset_file(_write(tmp_path, csv={"delimiter": " ", "thousands": " "}))
+    assert len(str(err.value).splitlines()) == 1
+
+
 def test_the_cli_refuses_a_misspelt_key_before_any_work(
     sentinel_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

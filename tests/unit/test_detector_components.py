@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.bundle import Bundle, load_bundle
 from models.detector import (
@@ -157,36 +158,61 @@ def test_duplicates_of_a_repetitive_source_are_not_evidence() -> None:
     assert evidence.max() == 0
 
 
-def _with_bot(df: pd.DataFrame, rows: np.ndarray, template: int = 0) -> pd.DataFrame:
-    df = df.copy()
-    for col in ("amount", "items", "channel", "payment", "member"):
-        df.loc[rows, col] = df.loc[template, col]  # copies of one ordinary order (ids differ)
-    return df
+ORDER = ["amount", "items", "channel", "payment", "member"]
+
+
+def _timed(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The orders spread over one day (a timestamp column the detector encodes)."""
+    rng = np.random.default_rng(seed)
+    seconds = np.sort(rng.integers(0, 86_400, size=len(df)))
+    return df.assign(at=pd.Timestamp("2026-11-02", tz="UTC") + pd.to_timedelta(seconds, unit="s"))
+
+
+def _train_timed(df: pd.DataFrame) -> Bundle:
+    schema = {"numeric": ["amount", "items"], "categorical": ["channel", "payment"], "boolean": ["member"], "datetime": ["at"]}
+    return Bundle.train(df, schema, id_column="order_id", detector_params=PCA)
 
 
 def test_a_burst_in_the_training_data_is_not_learned_as_a_frequent_record(tmp_path: Path) -> None:
-    """The training day's own bot: 30 copies of one order in 3,000 rows. Learned as a frequent
-    record (share 1 %), its copies would be expected in every later batch and in-sample, and the
-    threshold would be set as if they were normal rows; trimmed as a burst, they alert both
-    in the training rows and when the same bot comes back."""
+    """The training day's own bot: 30 copies of one order within a minute, among 3,000 orders of
+    a day. Learned as a frequent record (share 1 %), its copies would be expected in every later
+    batch and in-sample, and the threshold would be set as if they were normal rows; trimmed as
+    a burst, they alert both in the training rows and when the same bot comes back."""
     rows = np.arange(100, 130)
-    train = _with_bot(_shop(3000, 0), rows)
-    bundle = _train(train)
+    train = _timed(_shop(3000, 0), 0)
+    train.loc[rows, ORDER] = train.loc[0, ORDER].to_numpy()
+    train.loc[[0, *rows], "at"] = train.loc[0, "at"] + pd.to_timedelta(2 * np.arange(31), unit="s")
+    bundle = _train_timed(train)
     assert bundle.detector.duplicates_model_.burst_rows_ == 31  # the template and its 30 copies
     in_sample = bundle.score_frame(train, keep_columns=False)
     assert in_sample.loc[rows, "is_anomaly"].all()
     assert (in_sample.loc[rows, "signal"] == "duplicates").all()
-    test = _shop(2000, 3)
-    test.loc[rows, ["amount", "items", "channel", "payment", "member"]] = train.loc[
-        0, ["amount", "items", "channel", "payment", "member"]
-    ].to_numpy()
+    test = _timed(_shop(2000, 3), 3)
+    test.loc[rows, ORDER] = train.loc[0, ORDER].to_numpy()
     scored = bundle.score_frame(test, keep_columns=False)
     assert (scored.loc[rows, "signal"] == "duplicates").all()
     assert scored.loc[rows, "is_anomaly"].all()
-    assert (bundle.score_frame(_shop(2000, 4), keep_columns=False)["signal"] != "duplicates").all()
+    assert (bundle.score_frame(_timed(_shop(2000, 4), 4), keep_columns=False)["signal"] != "duplicates").all()
     bundle.save(tmp_path / "b")
     again = load_bundle(tmp_path / "b").score_frame(test, keep_columns=False)
     np.testing.assert_allclose(again["raw_score"], scored["raw_score"])
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_a_record_repeated_through_the_day_is_learned_not_trimmed(timed: bool) -> None:
+    """A default order making up 3 % of every day, spread over the day (or with no timestamps
+    to tell): the source's habit. Learned as frequent, so its copies the next day are expected
+    and do not alert as duplicates (trimmed, every one of them would)."""
+    def day(seed: int) -> pd.DataFrame:
+        df = _timed(_shop(3000, seed), seed)
+        habit = np.arange(0, 3000, 33)  # 91 rows, through the whole day
+        df.loc[habit, ORDER] = [20.0, 1, "web", "card", False]
+        return df if timed else df.drop(columns="at")
+
+    bundle = _train_timed(day(0)) if timed else _train(day(0))
+    assert bundle.detector.duplicates_model_.burst_rows_ == 0
+    scored = bundle.score_frame(day(5), keep_columns=False)
+    assert (scored["signal"] != "duplicates").all()
 
 
 def test_a_batch_that_is_entirely_one_record_scores_and_alerts() -> None:

@@ -61,3 +61,17 @@ def test_init_dataset_never_writes_into_the_installed_copy(sentinel_env: pytest.
     assert (made.folder / "dataset.json").is_file()
     assert sorted(p.name for p in shipped.iterdir()) == before
     assert known_datasets(Settings.from_env()) == ["readings"]
+
+
+def test_init_dataset_writes_where_the_variable_points_even_at_the_installed_copy(
+    sentinel_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Named by SENTINEL_EXPECTATIONS_DIR, a folder is where contracts go, whatever it is."""
+    from pipeline.config.dataset import shipped_expectations_dir, writable_expectations_dir
+
+    sentinel_env.chdir(tmp_path)
+    sentinel_env.setenv("SENTINEL_EXPECTATIONS_DIR", str(shipped_expectations_dir()))
+    s = Settings.from_env()
+    assert writable_expectations_dir(s) == shipped_expectations_dir()
+    sentinel_env.delenv("SENTINEL_EXPECTATIONS_DIR")
+    assert writable_expectations_dir(Settings.from_env()) == tmp_path / "expectations"

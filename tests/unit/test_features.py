@@ -103,6 +103,10 @@ def test_decimals_and_dates_become_numbers_and_timestamps_and_the_encoder_reads_
     assert typed["mixed"].dtype == object
     assert typed["text"].tolist() == ["a", "b", "c"]
     assert raw["amount"].dtype == object  # not changed in place
+    big_id = pd.DataFrame({"id": [decimal.Decimal(2**53 + 1), decimal.Decimal(2**53)], "v": [decimal.Decimal("1.5")] * 2})
+    only = native_types(big_id, ["v"])  # an id stored as DECIMAL(38, 0) stays exact
+    assert only["id"].tolist() == [decimal.Decimal(2**53 + 1), decimal.Decimal(2**53)]
+    assert only["v"].dtype == "float64"
     plain = pd.DataFrame({"x": [1.0, 2.0]})
     assert native_types(plain) is plain
     twice = pd.DataFrame([[decimal.Decimal("1"), decimal.Decimal("2")]], columns=["a", "a"])
