@@ -235,6 +235,15 @@ def _unreadable(path: str, exc: BaseException) -> UnreadableBatchError:
             f"({', '.join(CSV_SUFFIXES)}), and this file, named {suffix}, is not Parquet inside; "
             "export it as one of those (a CSV file must be named so)"
         )
+    inner = re.search(r"Could not open Parquet input source '([^']+)'", str(exc))
+    if inner and "Parquet magic bytes" in str(exc) and inner.group(1).rstrip("/") != path.rstrip("/"):
+        member = inner.group(1).rsplit("/", 1)[-1]
+        kind = "CSV" if member.endswith(CSV_SUFFIXES) else "not Parquet"
+        return UnreadableBatchError(
+            f"cannot read {path}: a batch folder is a Parquet dataset (Parquet files, Hive partition "
+            f"folders), and {member} in it is {kind}; send each CSV file as a batch of its own, or "
+            "write the folder's files as Parquet"
+        )
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return UnreadableBatchError(f"cannot read {path} as a table: {first}")
 

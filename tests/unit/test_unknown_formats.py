@@ -43,3 +43,18 @@ def test_the_landing_zone_names_files_that_are_no_batch(tmp_path: Path, caplog: 
     warned = [r.getMessage() for r in caplog.records if "not a batch" in r.getMessage()]
     assert len(warned) == 1
     assert "skipped orders.xlsx:" in warned[0]
+
+
+def test_a_folder_of_csv_files_says_what_a_batch_folder_is(tmp_path: Path) -> None:
+    """A folder is read as a Parquet dataset; one of CSV files used to be quarantined with
+    pyarrow's 'Parquet magic bytes not found' about one of its files."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for name in ("a.csv", "b.csv"):
+        (folder / name).write_text("order_id,amount\n1,2.5\n")
+    for read in (lambda: reader.read_batch(str(folder)),
+                 lambda: reader.stage_streaming(str(folder), None, tmp_path / "staged.parquet")):
+        with pytest.raises(UnreadableBatchError, match="a batch folder is a Parquet dataset") as err:
+            read()
+        assert "a.csv in it is CSV" in str(err.value) or "b.csv in it is CSV" in str(err.value)
+        assert "magic bytes" not in str(err.value)
