@@ -469,9 +469,11 @@ def _train_or_update_locked(
 
         version = str(adopted.version)
         mlflow_client = registry.client(settings)
+        from mlflow.exceptions import MlflowException
+
         try:
             finished = mlflow_client.get_run(adopted.run_id).info.status == "FINISHED"
-        except Exception:  # noqa: BLE001 - a run deleted since: finish the version as if killed
+        except MlflowException:  # the run was deleted since: finish the version as if killed
             finished = False
         if finished:
             log.info("version %s of %s was trained on this very data and window already (a re-run); "
