@@ -18,7 +18,8 @@ Scoring a row gives
   density) weighted with ``latent_weight``;
 - ``score`` in [0, 1]: a logistic of the raw score centred on the threshold, so ``score >= 0.5``
   is exactly ``is_anomaly``. The threshold is the ``1 - alert_rate`` quantile of the training
-  raw scores unless ``threshold`` is given.
+  raw scores unless ``threshold`` is given, moved just below any training score within
+  ``THRESHOLD_TIE`` of it (``_threshold_clear_of_ties``), so copies of one record get one verdict.
 
 Training data is assumed dirty: after a first fit, the ``trim_fraction`` rows with the highest
 reconstruction error are dropped and the model is trained further on the rest; trimmed rows
@@ -41,11 +42,28 @@ from pipeline.stage_times import timed
 EPS = 1e-12
 TAIL_KNOTS = 256  # points of each component's training tail curve (calibration.json)
 TIE_TOLERANCE = 1e-6  # knots of a tail curve closer than this (in z units) are one value
+#: One record's raw score differs in the last float32 bits with its place in a chunk (up to
+#: about 1.3e-6 relative seen); a fitted threshold keeps this far (relative) from training scores.
+THRESHOLD_TIE = 1e-4
 # Above this many encoded columns the residual's Mahalanobis distance uses per-column scales
 # only: a full d x d whitening matrix would grow with d squared (8 MB at d = 1,000).
 MAX_FULL_WHITENING = 256
 # Weight of each component on its side of ``latent_weight`` (reconstruction / latent position).
 SIDE_WEIGHTS = {"recon": 1.0, "residual": 1.0, "latent": 1.0, "density": 2.0}
+
+
+def _threshold_clear_of_ties(raw: np.ndarray, quantile: float) -> float:
+    """The ``quantile`` of the training raw scores, moved below every training score within
+    ``THRESHOLD_TIE`` (relative) of it.
+
+    Copies of one record (a bot in the training data) score the same up to float32 noise that
+    depends on their place in a chunk. A quantile that falls among them would flag some copies
+    and pass others, and which ones would change with how a batch is cut into parts; below them
+    all, every copy is flagged, in any cut."""
+    threshold = float(np.quantile(raw, quantile))
+    tol = THRESHOLD_TIE * max(abs(threshold), 1.0)
+    near = raw[np.abs(raw - threshold) <= tol]
+    return float(near.min()) - tol if near.size else threshold
 
 
 def _robust_center_scale(x: np.ndarray) -> tuple[float, float]:
@@ -690,7 +708,7 @@ class LatentDetector(OutlierMixin, BaseEstimator):
         self.threshold_ = (
             float(self.threshold)
             if self.threshold is not None
-            else float(np.quantile(raw, 1 - self.alert_rate))
+            else _threshold_clear_of_ties(raw, 1 - self.alert_rate)
         )
         self.train_quantiles_ = {
             "recon_error": np.quantile(recon, [0.5, 0.9, 0.99]).tolist(),

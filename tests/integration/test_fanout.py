@@ -64,11 +64,20 @@ def test_parts_merge_to_exactly_the_single_part_scoring(batch: dict[str, Any], m
     assert list(many["purchase_id"]) == list(one["purchase_id"])
     # float32 kernels differ in the last bits with the chunk shape, and far in the tail (a
     # repeated record scored 8.85) the evidence's steep slope makes that ~1e-5 relative (seen
-    # once: 1.25e-5): equal to 1e-4, and the flags and the alerts' order exactly
+    # once: 1.25e-5): equal to 1e-4, and the flags exactly (the threshold keeps clear of the
+    # training day's bot, whose copies straddled it: models.detector._threshold_clear_of_ties)
     np.testing.assert_allclose(many["raw_score"], one["raw_score"], rtol=1e-4, atol=1e-4)
     assert (many["is_anomaly"] == one["is_anomaly"]).all()
     alerts = pd.read_parquet(merged.alerts_path)
-    assert list(alerts["record_id"]) == list(one_alerts["record_id"])
+    # The same alerts in the same order, except that copies of one record (raw scores apart by
+    # that noise only) may come in another order among themselves.
+    assert sorted(alerts["record_id"]) == sorted(one_alerts["record_id"])
+    raw_of = dict(zip(one["purchase_id"], one["raw_score"], strict=True))
+    np.testing.assert_allclose(
+        [raw_of[r] for r in alerts["record_id"]], [raw_of[r] for r in one_alerts["record_id"]], rtol=1e-4, atol=1e-4
+    )
+    swapped = alerts["record_id"].to_numpy() != one_alerts["record_id"].to_numpy()
+    assert one.set_index("purchase_id").loc[alerts["record_id"][swapped], "copies_in_batch"].gt(1).all()
     assert list(alerts["rank"]) == list(range(1, len(alerts) + 1))
     record = status.read(s, b.batch_id)
     assert record["scoring_parts"] == len(parts)

@@ -16,10 +16,12 @@ import pytest
 from models.bundle import Bundle, load_bundle
 from models.detector import (
     SIGNALS,
+    THRESHOLD_TIE,
     CategoryCombinations,
     DuplicateRecords,
     LatentDetector,
     MarginalTails,
+    _threshold_clear_of_ties,
     combine_families,
 )
 
@@ -196,6 +198,23 @@ def test_a_burst_in_the_training_data_is_not_learned_as_a_frequent_record(tmp_pa
     bundle.save(tmp_path / "b")
     again = load_bundle(tmp_path / "b").score_frame(test, keep_columns=False)
     np.testing.assert_allclose(again["raw_score"], scored["raw_score"])
+
+
+def test_a_threshold_among_copies_of_one_record_moves_below_them_all() -> None:
+    """16 copies of one training record, their raw scores apart by float32 noise (1.2e-5 seen
+    between one record's copies in different parts of a batch), with the alert quantile among
+    them: every copy is above the threshold, with room to spare for the noise; a quantile with
+    no training score near it stays where it is."""
+    copies = 9.9 + np.linspace(-1.2e-5, 1.2e-5, 16)
+    raw = np.concatenate([np.linspace(0.0, 5.0, 975), copies, np.linspace(12.0, 20.0, 9)])
+    assert copies.min() < np.quantile(raw, 0.98) < copies.max()
+    threshold = _threshold_clear_of_ties(raw, 0.98)
+    assert (copies - threshold > 0.5 * THRESHOLD_TIE * 9.9).all()
+    assert threshold > 5.0  # no further down than the copies need
+    spread = np.linspace(0.0, 1.0, 1001) ** 2
+    t = float(np.quantile(spread, 0.9805))
+    assert _threshold_clear_of_ties(spread, 0.9805) == pytest.approx(t)
+    assert (np.abs(spread - t) > THRESHOLD_TIE).all()
 
 
 @pytest.mark.parametrize("timed", [True, False])
