@@ -158,15 +158,19 @@ def number_text(col: pa.Array | pa.ChunkedArray, opts: dict) -> pa.Array | pa.Ch
 
 
 def _read_csv(path: str, fs: object | None, opts: dict, numeric: Iterable[str] = ()) -> pa.Table:
-    """A whole CSV file with type inference. With ``csv.thousands`` the declared ``numeric``
-    columns are read as text with their separators removed (``number_text``): pyarrow cannot
-    read grouped digits, and validation parses the text row by row."""
+    """A whole CSV file with type inference. With ``csv.thousands`` or a decimal comma the
+    declared ``numeric`` columns are read as text, separators removed and the comma made a
+    point (``number_text``), as the streamed read does: pyarrow cannot read grouped digits, and
+    one value it cannot read as a number with the comma (``abc``, ``1.234,56`` without
+    thousands) would otherwise leave the whole column as the file's text, whose every row
+    validation then fails to parse; this way validation parses the text row by row and
+    quarantines only the rows that are not numbers."""
     delimiter = opts.get("delimiter", ",")
     encoding = opts.get("encoding", "utf8")
     read = pacsv.ReadOptions(encoding=encoding)
     parse = pacsv.ParseOptions(delimiter=delimiter)
     grouped: list[str] = []
-    if opts.get("thousands") and (wanted := set(numeric)):
+    if (opts.get("thousands") or opts.get("decimal") == ",") and (wanted := set(numeric)):
         with _open_input(path, fs) as fh:
             header = pacsv.open_csv(fh, read_options=read, parse_options=parse).schema.names
         grouped = [raw for raw, name in zip(header, normalised_names(list(header)), strict=True) if name in wanted]

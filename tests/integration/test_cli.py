@@ -309,14 +309,20 @@ def test_a_european_csv_export_is_profiled_as_numbers_and_runs(tmp_path: Path) -
     day = _european_export(1200, seed=2, first_no=5000)
     day.loc[3, "Temp C"] = 60.0  # outside the profiled range (and its margin): that row is quarantined
     day = day[list(reversed(day.columns))]
+    day["Humidity"] = [f"{v:.1f}".replace(".", ",") for v in day["Humidity"]]  # as the export writes it
+    day.loc[8, "Humidity"] = "abc"  # not a number: its row alone, not the column, is quarantined
     day.to_csv(tmp_path / "day1.csv", sep=";", decimal=",", index=False)
     run = cli_main("run", "--input", str(tmp_path / "day1.csv"), "--dataset", "readings", "--json", home=home, extra_env=env)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["state"] == "reported"
     assert out["rows_in"] == 1200
-    # the measurements parsed: the one row quarantined is the hot one, none for its decimal comma
-    assert (out["rows_scored"], out["rows_quarantined"]) == (1199, 1)
+    # the measurements parsed: the rows quarantined are the hot one and the "abc", none for a
+    # decimal comma (with "abc" in it, the column used to stay text and every row failed)
+    assert (out["rows_scored"], out["rows_quarantined"]) == (1198, 2)
+    rows = pd.read_parquet(home / "quarantine" / "day1" / "rows.parquet")
+    assert sorted(rows["reading_no"]) == [5003, 5008]
+    assert "parse_numeric:humidity" in rows.set_index("reading_no").loc[5008, "quarantine_reason"]
 
 
 def test_day_first_timestamps_are_found_by_init_dataset_and_read_as_written(tmp_path: Path) -> None:

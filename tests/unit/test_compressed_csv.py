@@ -87,18 +87,23 @@ DECIMAL_COMMA = "Purchase ID;Amount;Is Member\np1;10,5;yes\np2;3,25;no\np3;7;yes
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
 def test_a_decimal_comma_is_sniffed_and_read_whole_and_streamed(tmp_path: Path, suffix: str) -> None:
     """``10,5;3,25`` files (a European export) are numbers, not text: ``sniff_csv`` finds the
-    decimal comma, and both readers (whole, with inference; streamed, as text that validation
-    parses) give the same floats."""
+    decimal comma, and both readers (whole and streamed) give the declared column as the same
+    text with a decimal point, which validation parses row by row: a value that is not a number
+    then fails its own row only, not the column (``abc`` below)."""
     path = tmp_path / f"export{suffix}"
     data = DECIMAL_COMMA.encode()
     path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
     opts = sniff_csv(str(path))
     assert opts == {"delimiter": ";", "encoding": "utf8", "decimal": ",", "thousands": ""}
     cfg = DatasetConfig("shop", "purchase_id", None, ["amount"], [], ["is_member"], [], [], csv=opts)
-    assert reader.read_batch(str(path), cfg)["amount"].tolist() == [10.5, 3.25, 7.0, -0.5]
+    assert reader.read_batch(str(path), cfg)["amount"].tolist() == ["10.5", "3.25", "7", "-0.5"]
     target = tmp_path / "staged.parquet"
     assert reader.stage_streaming(str(path), cfg, target, batch_rows=2) == 4
     assert pq.read_table(target).column("amount").to_pylist() == ["10.5", "3.25", "7", "-0.5"]
+    odd = tmp_path / f"odd{suffix}"
+    data = data.replace(b"3,25", b"abc")
+    odd.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    assert reader.read_batch(str(odd), cfg)["amount"].tolist() == ["10.5", "abc", "7", "-0.5"]
     # without the option the same file keeps its text: the comma is not guessed at read time
     plain = DatasetConfig("shop", "purchase_id", None, ["amount"], [], ["is_member"], [], [],
                           csv={"delimiter": ";", "encoding": "utf8"})
