@@ -20,6 +20,7 @@ import pyarrow as pa
 from models.features import as_utc_timestamps, infer_schema, native_types
 from pipeline.config.dataset import SentinelError, Settings, check_name, writable_expectations_dir
 from pipeline.config.dataset_spec import GROUP_SPACES, CsvOptions
+from pipeline.ingest.reader import normalise_column
 from pipeline.storage import write_text
 
 MAX_SET_LEVELS = 50
@@ -110,8 +111,13 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
             "pass --id-column NAME, or add such a column (a row number will do) when the data has "
             "none: alerts are reported, reviewed and fed back by record id"
         )
+    if id_col not in df.columns and normalise_column(id_col) in df.columns:
+        id_col = normalise_column(id_col)  # named as the file writes it: 'Kunden-Nr.' is kunden_nr
     if id_col not in df.columns:
-        raise SentinelError(f"--id-column {id_col!r} is not a column of the reference batch")
+        raise SentinelError(
+            f"--id-column {id_col!r} is not a column of the reference batch; its columns, as the "
+            f"pipeline names them: {', '.join(map(str, df.columns))}"
+        )
     # decimal amounts as numbers, dates as timestamps, as validation reads declared ones; the id
     # stays as it is (a DECIMAL(38, 0) id beyond 2**53 would collide as a float)
     df = native_types(df, [c for c in df.columns if c != id_col])
@@ -243,6 +249,18 @@ _GROUPED = {
 _SPACE_OR_QUOTE_GROUP = re.compile(r"(?<=\d)[ \u00a0\u202f'](?=\d{3}(?:\D|$))")
 
 
+def _single_byte(head: bytes) -> tuple[str, str]:
+    """Text that is not UTF-8: Windows' cp1252 when it uses the bytes 0x80-0x9F that cp1252
+    gives letters and signs to (``€``, ``„``, ``–``) and latin-1 leaves as control characters;
+    latin-1 otherwise (the two agree on every other byte)."""
+    if re.search(rb"[\x80-\x9f]", head):
+        try:
+            return head.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:  # one of the five bytes cp1252 leaves undefined
+            pass
+    return head.decode("latin-1"), "latin-1"
+
+
 def sniff_csv(path: str) -> dict[str, str]:
     """Delimiter, encoding, decimal mark and digit-group separator of a local CSV file (plain or
     compressed), from its first 64 KiB (``csv`` options of ``dataset.json``)."""
@@ -262,7 +280,7 @@ def _sniff(path: str) -> tuple[dict[str, str], list[str]]:
         text, encoding = head.decode("utf-8"), "utf8"
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 4:  # not just a character cut at the 64 KiB boundary
-            text, encoding = head.decode("latin-1"), "latin-1"
+            text, encoding = _single_byte(head)
         else:
             text, encoding = head[: exc.start].decode("utf-8"), "utf8"
     try:

@@ -287,7 +287,7 @@ def _init_from_export(tmp_path: Path, ref: pd.DataFrame) -> tuple[Any, dict, Pat
     ref.to_csv(src, sep=";", decimal=",", index=False)
     home, exp = tmp_path / "var", tmp_path / "expectations"
     env = {"SENTINEL_EXPECTATIONS_DIR": str(exp)}
-    res = cli_main("init-dataset", "readings", "--from", str(src), "--id-column", "reading_no", home=home, extra_env=env)
+    res = cli_main("init-dataset", "readings", "--from", str(src), "--id-column", "Reading No", home=home, extra_env=env)  # as the file names it
     assert res.returncode == 0, res.stderr
     return res, json.loads((exp / "readings" / "dataset.json").read_text()), home, env
 

@@ -230,3 +230,20 @@ def test_space_groups_give_way_to_a_real_separator(tmp_path: Path) -> None:
     path = tmp_path / "contacts.csv"
     path.write_text('id,amount,phone\n1,"1,234.56",555 123 456\n2,"12,000.00",555 987 654\n3,7.50,555 111 222\n')
     assert sniff_csv(str(path))["thousands"] == ","
+
+
+def test_a_windows_export_is_read_as_cp1252_not_latin_1(tmp_path: Path) -> None:
+    """Excel on Windows writes cp1252: ``€`` is byte 0x80 and ``–`` 0x96, control characters in
+    latin-1. ``sniff_csv`` names cp1252 when such bytes occur, and the values read as written; a
+    file whose only non-ASCII letters are latin-1's own stays latin-1 (the two agree on them)."""
+    path = tmp_path / "export.csv"
+    path.write_bytes("id;€ Preis;Note\n1;12,50;Café – groß\n2;3,20;ok\n".encode("cp1252"))
+    opts = sniff_csv(str(path))
+    assert opts["encoding"] == "cp1252"
+    cfg = DatasetConfig("shop", "id", None, ["preis"], ["note"], [], [], [], csv=opts)
+    df = reader.read_batch(str(path), cfg)
+    assert list(df.columns) == ["id", "preis", "note"]
+    assert df["note"].tolist() == ["Café – groß", "ok"]
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes("id;Ort;Betrag\n1;Köln;3,5\n2;Bonn;4\n".encode("latin-1"))
+    assert sniff_csv(str(plain))["encoding"] == "latin-1"

@@ -42,6 +42,16 @@ def test_a_profiled_dataset_is_valid() -> None:
     DatasetSpec.model_validate(json.loads(json.dumps(config)))
 
 
+def test_the_id_column_may_be_named_as_the_file_writes_it() -> None:
+    """``--id-column 'Purchase ID'`` (the file's header) is the normalised ``purchase_id``; a
+    name that is no column either way is refused with the columns it could be."""
+    df, _ = generate_purchases(60, seed=1)
+    config, _ = profile(df, "shop", "Purchase ID")
+    assert config["id_column"] == "purchase_id"
+    with pytest.raises(SentinelError, match="'order' is not a column .*: purchase_id, customer_id"):
+        profile(df, "shop", "order")
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
