@@ -11,7 +11,9 @@ into one (``adapters.airflow_glue.run_step`` does, for the DAG).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import re
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,9 +24,9 @@ from typing import Any
 import pandas as pd
 
 from pipeline import status
-from pipeline.config.dataset import Settings, check_name, load_dataset
+from pipeline.config.dataset import SentinelError, Settings, check_name, load_dataset
 from pipeline.contracts import BatchRef, ModelDecision, Part, PartSummary
-from pipeline.ingest.reader import batch_id_for, check_exists, discover_batches
+from pipeline.ingest.reader import batch_id_for, check_exists, content_hash, discover_batches
 from pipeline.ingest.staging import DuplicateBatch, stage_batch, sweep_batch
 from pipeline.lifecycle import registry
 from pipeline.lifecycle.training_data import labels_for, read_bounded, recent_valid, rows_per_batch
@@ -116,6 +118,43 @@ def discover(
     return found
 
 
+def _same_source(recorded: object, source: str) -> bool:
+    return isinstance(recorded, str) and _source_key(recorded) == _source_key(source)
+
+
+def batch_id_of(s: Settings, source: str, batch_id: str | None = None) -> str:
+    """``batch_id`` when given (the same id run again replaces that batch); else the file's name
+    (``batch_id_for``), unless a batch of that id came from another file with other bytes, such
+    as ``date=2026-11-01/orders.parquet`` and ``date=2026-11-02/orders.parquet``: then the
+    name with the file's date partition (``orders_2026-11-02``) or, outside one, a hash of its
+    path (``orders_3f2a9c01``), so the second file never replaces the first's outputs. A file
+    keeps its id when run again (a re-run, or the file corrected in place)."""
+    if batch_id:
+        return check_name(batch_id, "batch id")
+    bid = batch_id_for(source)
+    days = re.findall(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})/", source)
+    path_hash = hashlib.sha256(_source_key(source).encode()).hexdigest()[:8]
+    candidates = [bid, *(f"{bid[:100]}_{day}" for day in days[-1:]), f"{bid[:100]}_{path_hash}"]
+    sha = None
+    for candidate in candidates:
+        record = status.read(s, candidate)
+        if not record or _same_source(record.get("source"), source):
+            break
+        sha = sha or content_hash(source)
+        if record.get("content_sha256") == sha:
+            break  # the same bytes from another path: ingest records it as a duplicate of that batch
+    else:
+        raise SentinelError(f"batch ids {', '.join(candidates)} all hold other files' batches; pass --batch-id NAME")
+    if candidate != bid:
+        log.warning("batch id %s is taken by another file (%s): %s is batch %s (--batch-id NAME chooses)",
+                    bid, status.read(s, bid).get("source"), source, candidate)
+    return candidate
+
+
+def _source_key(source: str) -> str:
+    return source if "://" in source else str(Path(source).resolve())
+
+
 def ingest(source: str, dataset: str, batch_id: str | None = None, settings: Settings | None = None) -> BatchRef:
     """Read one batch, normalise its columns and stage it as Parquet (``ingest.staging``).
 
@@ -128,7 +167,7 @@ def ingest(source: str, dataset: str, batch_id: str | None = None, settings: Set
     s = _settings(settings)
     cfg = load_dataset(s, dataset)
     check_exists(source)
-    bid = check_name(batch_id, "batch id") if batch_id else batch_id_for(source)
+    bid = batch_id_of(s, source, batch_id)
     with status.batch_run_lock(s, bid):
         sweep_batch(s, bid)
         return stage_batch(s, cfg, source, bid)
@@ -310,7 +349,7 @@ def run_batch(
     Returns the batch's status record, with the model's ``model_action``."""
     s = _settings(settings)
     discover(dataset, input_path, settings=s)
-    bid = check_name(batch_id, "batch id") if batch_id else batch_id_for(input_path)
+    bid = batch_id_of(s, input_path, batch_id)
     with status.batch_run_lock(s, bid):  # a second run of this batch waits for this one
         batch = ingest(input_path, dataset, bid, settings=s)
         try:

@@ -75,10 +75,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline import steps
-    result = steps.run_batch(
-        args.input, args.dataset, args.batch_id, args.force_retrain, update=not args.no_update, detail=args.detail
-    )
+    from pipeline import status, steps
+    from pipeline.validate.suite import BatchRejected
+    try:
+        result = steps.run_batch(
+            args.input, args.dataset, args.batch_id, args.force_retrain, update=not args.no_update, detail=args.detail
+        )
+    except BatchRejected:
+        if args.json:  # a script reading stdout gets the quarantined batch's record too (exit 3)
+            s = Settings.from_env()
+            _print_json({**status.read(s, steps.batch_id_of(s, args.input, args.batch_id)), "model_action": "none"})
+        raise
     if args.json:
         _print_json(result)
     elif result.get("state") == "duplicate":

@@ -177,6 +177,13 @@ def test_failing_batch_exits_non_zero_with_the_reason_and_is_quarantined(tmp_pat
     verbose = cli_main("--verbose", "run", "--input", str(src), "--dataset", "retail_purchases", home=tmp_path / "var")
     assert verbose.returncode == 3
     assert "Traceback" in verbose.stderr
+    # --json: the same exit and error, and the batch's record on stdout for a script
+    as_json = cli_main("run", "--input", str(src), "--dataset", "retail_purchases", "--json", home=tmp_path / "var")
+    assert as_json.returncode == 3
+    assert "required column 'basket_value' is missing" in as_json.stderr
+    record = json.loads(as_json.stdout)
+    assert (record["batch_id"], record["state"], record["rows_in"]) == ("broken", "quarantined", 50)
+    assert "basket_value" in record["reason"]
 
 
 PYFUNC_CHECK = """

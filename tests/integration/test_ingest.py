@@ -48,6 +48,34 @@ def test_partitioned_parquet_folder_is_one_batch(settings: Settings, tmp_path: P
     assert status.read(settings, "purchases_20261105")["extra_columns"] == ["region"]
 
 
+def test_files_of_one_name_from_different_places_are_different_batches(settings: Settings, tmp_path: Path) -> None:
+    """Daily partitions often hold files of one name (``date=.../orders.parquet``). The second
+    day's file does not replace the first day's batch: it becomes ``orders_<day>`` (outside a
+    date partition, ``orders_<hash of its path>``), keeps that id when run again, and both
+    batches' rows stay counted. The same path run again, and an explicit ``--batch-id``, still
+    replace that batch (a re-run, a corrected file)."""
+    def write(path: Path, rows: int, seed: int) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_purchases(rows, seed=seed)[0].to_parquet(path, index=False)
+        return str(path)
+
+    day1 = write(tmp_path / "landing" / "date=2026-11-01" / "orders.parquet", 120, 1)
+    day2 = write(tmp_path / "landing" / "date=2026-11-02" / "orders.parquet", 80, 2)
+    other = write(tmp_path / "elsewhere" / "orders.parquet", 60, 3)
+    ids = [steps.ingest(p, "retail_purchases", settings=settings).batch_id for p in (day1, day2, other, day2, day1)]
+    assert ids[:3] == ["orders", "orders_2026-11-02", ids[2]]
+    assert ids[2].startswith("orders_")
+    assert ids[2] not in ("orders", "orders_2026-11-02")
+    assert ids[3:] == ["orders_2026-11-02", "orders"]
+    assert [status.read(settings, b)["rows_in"] for b in ids[:3]] == [120, 80, 60]
+    write(tmp_path / "landing" / "date=2026-11-01" / "orders.parquet", 50, 4)  # corrected in place
+    assert steps.ingest(day1, "retail_purchases", settings=settings).batch_id == "orders"
+    assert status.read(settings, "orders")["rows_in"] == 50
+    fresh = write(tmp_path / "fix" / "orders_fixed.parquet", 70, 5)
+    assert steps.ingest(fresh, "retail_purchases", batch_id="orders", settings=settings).batch_id == "orders"
+    assert status.read(settings, "orders")["rows_in"] == 70
+
+
 def test_fsspec_urls_read_hash_and_quarantine_like_local_files(settings: Settings, tmp_path: Path) -> None:
     df, _ = generate_purchases(120, seed=3)
     local = tmp_path / "b.parquet"
