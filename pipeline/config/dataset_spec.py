@@ -167,6 +167,10 @@ class DriftLimits(_Section):
     recon_shift_limit: float = _field(
         1.5, "Largest median reconstruction error, as a multiple of the training median.", gt=0
     )
+    min_rows: int = _field(
+        50, "Fewest rows a batch needs for a drift verdict: a smaller one (a median of a few rows is "
+        "noise) is never called drifted, so it is fine-tuned on or kept, not retrained on.", ge=1
+    )
 
 
 class Gate(_Section):

@@ -98,6 +98,7 @@ def measure(bundle: Any, df: pd.DataFrame, seed: int = 0) -> dict[str, float]:
         "recon_shift": round(float(np.median(s["recon_error"])) / train_median, 4),
         "alert_rate": round(float(np.mean(s["is_anomaly"])), 6),
         "sample_rows": n,
+        "rows": int(len(df)),
     }
 
 
@@ -105,6 +106,13 @@ def is_drifted(figures: dict[str, float], limits: dict[str, float]) -> tuple[boo
     """Whether the figures cross the dataset's limits, and a one-line reason either way."""
     ratio_limit = float(limits.get("energy_ratio_limit", 3.0))
     shift_limit = float(limits.get("recon_shift_limit", 1.5))
+    min_rows = int(limits.get("min_rows", 50))
+    rows = int(figures.get("rows", figures.get("sample_rows", min_rows)))
+    if rows < min_rows:
+        return False, (
+            f"no drift verdict on {rows} row(s): fewer than drift.min_rows ({min_rows}), so not retrained on "
+            f"(latent energy {figures['energy_ratio']:.1f}x baseline, reconstruction error {figures['recon_shift']:.2f}x)"
+        )
     over = []
     if figures["energy_ratio"] > ratio_limit:
         over.append(f"latent energy distance {figures['energy_ratio']:.1f}x the calibrated baseline > {ratio_limit}x")

@@ -49,3 +49,24 @@ def test_calibrated_drift_reads_about_one_on_unchanged_data_and_past_the_limit_o
     shifted = drift.measure(bundle, tripled)
     assert drift.is_drifted(shifted, limits)[0], shifted
     assert shifted["energy_ratio"] > limits["energy_ratio_limit"]
+
+
+def test_a_batch_of_a_few_rows_gets_no_drift_verdict(trained_bundles: TrainedBundles) -> None:
+    """One row in cents is far from the training data (its error alone is many times the median),
+    but a median of one row is noise: below ``drift.min_rows`` no batch is called drifted, and the
+    reason says why; the same rows repeated to the minimum are."""
+    from pipeline.config.dataset_spec import DriftLimits
+
+    bundle = trained_bundles.bundle("vae")
+    limits = DriftLimits().model_dump()
+    one = generate_purchases(1, seed=8)[0]
+    one["basket_value"] *= 100
+    one["avg_item_price"] *= 100
+    figures = drift.measure(bundle, one)
+    assert figures["rows"] == 1
+    assert figures["recon_shift"] > limits["recon_shift_limit"], figures  # it would have retrained
+    drifted, why = drift.is_drifted(figures, limits)
+    assert not drifted
+    assert "no drift verdict on 1 row(s): fewer than drift.min_rows (50)" in why
+    enough = drift.measure(bundle, one.loc[[0] * limits["min_rows"]].reset_index(drop=True))
+    assert drift.is_drifted(enough, limits)[0], enough
