@@ -247,3 +247,21 @@ def test_a_windows_export_is_read_as_cp1252_not_latin_1(tmp_path: Path) -> None:
     plain = tmp_path / "plain.csv"
     plain.write_bytes("id;Ort;Betrag\n1;Köln;3,5\n2;Bonn;4\n".encode("latin-1"))
     assert sniff_csv(str(plain))["encoding"] == "latin-1"
+
+
+def test_whole_numbers_with_point_groups_beside_decimal_commas(tmp_path: Path) -> None:
+    """A German export: a count written ``1.777`` (no decimals) beside prices ``576,90``. The
+    points before three digits are digit groups there, so the comma is the decimal and the point
+    the separator: 1777, not 1.777, and the prices are numbers, not left out as text. A file of
+    such counts alone stays ambiguous (``1.777`` may be a decimal) and keeps the point."""
+    path = tmp_path / "lager.csv"
+    path.write_text("id;menge;preis\n1;1.777;576,90\n2;999;12,5\n3;2.048;3,05\n4;12;1.234,00\n")
+    opts = sniff_csv(str(path))
+    assert (opts["decimal"], opts["thousands"]) == (",", ".")
+    cfg = DatasetConfig("lager", "id", None, ["menge", "preis"], [], [], [], [], csv=opts)
+    df = reader.read_batch(str(path), cfg)
+    assert df["menge"].tolist() == ["1777", "999", "2048", "12"]
+    assert df["preis"].tolist() == ["576.90", "12.5", "3.05", "1234.00"]
+    counts = tmp_path / "counts.csv"
+    counts.write_text("id;menge\n1;1.777\n2;999\n")
+    assert sniff_csv(str(counts))["decimal"] == "."
