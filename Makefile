@@ -69,7 +69,7 @@ demo: setup
 # time, so a file's module fixtures such as the stack start once; tests/conftest.py starts the
 # longest files first). Much of the system tier waits on servers and child processes, so three
 # workers keep 2 cores busy: from a clean clone on session 9's machine the suite took 31 min 8 s
-# with them, 49 min 52 s in one process; 12 min 49 s with them on session 15's (docs/testing.md).
+# with them, 49 min 52 s in one process; 13 min 6 s with them on session 15's (docs/testing.md).
 # TEST_WORKERS= (empty) runs it in one process.
 TEST_WORKERS ?= -n 3 --dist loadfile --no-loadscope-reorder
 
