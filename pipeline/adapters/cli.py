@@ -292,7 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--detail", choices=DETAIL_LEVELS, help=DETAIL_HELP)
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("score", parents=[common], help="score a file with the champion, no training")
+    s = sub.add_parser(
+        "score", parents=[common], help="score a file with the champion, no training",
+        description="Score every row of a file with the dataset's champion, as it is: no validation "
+        "(rows that 'run' would quarantine, such as a spreadsheet's totals row, are scored too), no "
+        "training, no status record. Use 'run' for a batch of the pipeline.",
+    )
     s.add_argument("--input", required=True)
     s.add_argument("--dataset", required=True)
     s.add_argument("--out", required=True, help="FILE.parquet or FILE.csv")
