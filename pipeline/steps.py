@@ -11,9 +11,7 @@ into one (``adapters.airflow_glue.run_step`` does, for the DAG).
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import re
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,10 +22,10 @@ from typing import Any
 import pandas as pd
 
 from pipeline import status
-from pipeline.config.dataset import SentinelError, Settings, check_name, load_dataset
+from pipeline.config.dataset import Settings, load_dataset
 from pipeline.contracts import BatchRef, ModelDecision, Part, PartSummary
-from pipeline.ingest.reader import batch_id_for, check_exists, content_hash, discover_batches
-from pipeline.ingest.staging import DuplicateBatch, stage_batch, sweep_batch
+from pipeline.ingest.reader import check_exists, discover_batches
+from pipeline.ingest.staging import DuplicateBatch, batch_id_of, stage_batch, sweep_batch
 from pipeline.lifecycle import registry
 from pipeline.lifecycle.training_data import labels_for, read_bounded, recent_valid, rows_per_batch
 from pipeline.score import parts as scoring
@@ -116,43 +114,6 @@ def discover(
     found = discover_batches(s.landing_dir, dataset, start, end)
     log.info("found %d batch(es) of %s for %s .. %s", len(found), dataset, start, end)
     return found
-
-
-def _same_source(recorded: object, source: str) -> bool:
-    return isinstance(recorded, str) and _source_key(recorded) == _source_key(source)
-
-
-def batch_id_of(s: Settings, source: str, batch_id: str | None = None) -> str:
-    """``batch_id`` when given (the same id run again replaces that batch); else the file's name
-    (``batch_id_for``), unless a batch of that id came from another file with other bytes, such
-    as ``date=2026-11-01/orders.parquet`` and ``date=2026-11-02/orders.parquet``: then the
-    name with the file's date partition (``orders_2026-11-02``) or, outside one, a hash of its
-    path (``orders_3f2a9c01``), so the second file never replaces the first's outputs. A file
-    keeps its id when run again (a re-run, or the file corrected in place)."""
-    if batch_id:
-        return check_name(batch_id, "batch id")
-    bid = batch_id_for(source)
-    days = re.findall(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})/", source)
-    path_hash = hashlib.sha256(_source_key(source).encode()).hexdigest()[:8]
-    candidates = [bid, *(f"{bid[:100]}_{day}" for day in days[-1:]), f"{bid[:100]}_{path_hash}"]
-    sha = None
-    for candidate in candidates:
-        record = status.read(s, candidate)
-        if not record or _same_source(record.get("source"), source):
-            break
-        sha = sha or content_hash(source)
-        if record.get("content_sha256") == sha:
-            break  # the same bytes from another path: ingest records it as a duplicate of that batch
-    else:
-        raise SentinelError(f"batch ids {', '.join(candidates)} all hold other files' batches; pass --batch-id NAME")
-    if candidate != bid:
-        log.warning("batch id %s is taken by another file (%s): %s is batch %s (--batch-id NAME chooses)",
-                    bid, status.read(s, bid).get("source"), source, candidate)
-    return candidate
-
-
-def _source_key(source: str) -> str:
-    return source if "://" in source else str(Path(source).resolve())
 
 
 def ingest(source: str, dataset: str, batch_id: str | None = None, settings: Settings | None = None) -> BatchRef:

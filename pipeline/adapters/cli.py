@@ -76,6 +76,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import status, steps
+    from pipeline.ingest.staging import batch_id_of
     from pipeline.validate.suite import BatchRejected
     try:
         result = steps.run_batch(
@@ -84,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BatchRejected:
         if args.json:  # a script reading stdout gets the quarantined batch's record too (exit 3)
             s = Settings.from_env()
-            _print_json({**status.read(s, steps.batch_id_of(s, args.input, args.batch_id)), "model_action": "none"})
+            _print_json({**status.read(s, batch_id_of(s, args.input, args.batch_id)), "model_action": "none"})
         raise
     if args.json:
         _print_json(result)

@@ -175,7 +175,6 @@ def profile(df: pd.DataFrame, name: str, id_column: str | None = None) -> tuple[
 #: A number written with a decimal comma (``3,14``, ``-0,5``, ``1,2e-3``) or a decimal point.
 _COMMA_NUMBER = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
 _POINT_NUMBER = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
-_POINT_GROUPS = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+")  # 1.777, 12.345.678: digit groups, if commas are decimals
 
 
 #: Currency signs and units a number may be written with: ``$58.14``, ``-€3,50``, ``12 %``, ``4 EUR``.
@@ -271,8 +270,9 @@ def sniff_csv(path: str) -> dict[str, str]:
 def _sniff(path: str) -> tuple[dict[str, str], list[str]]:
     """``sniff_csv``'s options and the header's columns where grouped numbers were seen. The
     decimal mark is ``,`` when the delimiter is not and the fields that look like numbers use
-    commas, never points (other than points before three digits, ``1.777``); the separator is ``.`` or ``,`` when some field is a number with
-    digit groups of it (``1.234,56``, ``1,234.56``)."""
+    commas, never points (other than points before three digits, ``1.777``); the separator is
+    ``.`` or ``,`` when some field is a number with digit groups of it (``1.234,56``,
+    ``1,234.56``)."""
     import csv
 
     with pa.input_stream(path, compression="detect") as fh:
@@ -297,7 +297,7 @@ def _sniff(path: str) -> tuple[dict[str, str], list[str]]:
         commas = sum(bool(_COMMA_NUMBER.fullmatch(c)) for c in cells)
         # a point before exactly three digits (1.777) is a digit group where commas are the
         # decimals (a count beside prices of 576,90), so it does not make the point the decimal
-        points = sum(bool(_POINT_NUMBER.fullmatch(c)) and not _POINT_GROUPS.fullmatch(c) for c in cells)
+        points = sum(bool(_POINT_NUMBER.fullmatch(c)) and not _GROUPED[","]["."].fullmatch(c) for c in cells)
         decimal = "," if commas and not points else "."
     seen: dict[str, list[int]] = {}  # separator -> columns of the fields grouped with it
     for row in rows:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from pathlib import Path
 
 from pipeline import status
-from pipeline.config.dataset import DatasetConfig, SentinelError, Settings
+from pipeline.config.dataset import DatasetConfig, SentinelError, Settings, check_name
 from pipeline.contracts import BatchRef
 from pipeline.demo.data import labels_path_for
 from pipeline.ingest.reader import (
     UnreadableBatchError,
+    batch_id_for,
     content_hash,
     is_large_batch,
     read_batch,
@@ -33,6 +36,36 @@ class DuplicateBatch(SentinelError):
         )
         self.batch_id = batch_id
         self.original = original
+
+
+def _path_key(source: str) -> str:
+    return source if "://" in source else str(Path(source).resolve())
+
+
+def batch_id_of(s: Settings, source: str, batch_id: str | None = None) -> str:
+    """``batch_id`` when given (the same id run again replaces that batch); else the file's name
+    (``batch_id_for``), unless a batch of that id came from another file, such as
+    ``date=2026-11-01/orders.parquet`` and ``date=2026-11-02/orders.parquet``: then the name
+    with the file's date partition (``orders_2026-11-02``) or, outside one, a hash of its path
+    (``orders_3f2a9c01``), so the second file never replaces the first's outputs. A file keeps
+    its id when run again (a re-run, or the file corrected in place); the same bytes from
+    another path are recorded under their own id as a duplicate (``stage_batch``)."""
+    if batch_id:
+        return check_name(batch_id, "batch id")
+    bid = batch_id_for(source)
+    key = _path_key(source)
+    days = re.findall(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})/", source)[-1:]
+    candidates = [bid, *(f"{bid[:100]}_{d}" for d in days), f"{bid[:100]}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"]
+    taken_by = None
+    for candidate in candidates:
+        recorded = status.read(s, candidate).get("source")
+        if recorded is None or _path_key(recorded) == key:
+            if taken_by:
+                log.warning("batch id %s is taken by another file (%s): %s is batch %s (--batch-id NAME chooses)",
+                            bid, taken_by, source, candidate)
+            return candidate
+        taken_by = taken_by or recorded
+    raise SentinelError(f"batch ids {', '.join(candidates)} all hold other files' batches; pass --batch-id NAME")
 
 
 def sweep_batch(s: Settings, bid: str) -> None:

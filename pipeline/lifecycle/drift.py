@@ -107,10 +107,9 @@ def is_drifted(figures: dict[str, float], limits: dict[str, float]) -> tuple[boo
     ratio_limit = float(limits.get("energy_ratio_limit", 3.0))
     shift_limit = float(limits.get("recon_shift_limit", 1.5))
     min_rows = int(limits.get("min_rows", 50))
-    rows = int(figures.get("rows", figures.get("sample_rows", min_rows)))
-    if rows < min_rows:
+    if figures["rows"] < min_rows:
         return False, (
-            f"no drift verdict on {rows} row(s): fewer than drift.min_rows ({min_rows}), so not retrained on "
+            f"no drift verdict on {figures['rows']} row(s): fewer than drift.min_rows ({min_rows}), so not retrained on "
             f"(latent energy {figures['energy_ratio']:.1f}x baseline, reconstruction error {figures['recon_shift']:.2f}x)"
         )
     over = []

@@ -68,6 +68,12 @@ def test_files_of_one_name_from_different_places_are_different_batches(settings:
     assert ids[2] not in ("orders", "orders_2026-11-02")
     assert ids[3:] == ["orders_2026-11-02", "orders"]
     assert [status.read(settings, b)["rows_in"] for b in ids[:3]] == [120, 80, 60]
+    copy = tmp_path / "landing" / "date=2026-11-03" / "orders.parquet"  # day 1's bytes again
+    copy.parent.mkdir()
+    copy.write_bytes(Path(day1).read_bytes())
+    again = steps.ingest(str(copy), "retail_purchases", settings=settings)
+    assert (again.batch_id, again.duplicate_of) == ("orders_2026-11-03", "orders")
+    assert status.read(settings, "orders")["rows_in"] == 120  # day 1's batch stays as it was
     write(tmp_path / "landing" / "date=2026-11-01" / "orders.parquet", 50, 4)  # corrected in place
     assert steps.ingest(day1, "retail_purchases", settings=settings).batch_id == "orders"
     assert status.read(settings, "orders")["rows_in"] == 50
